@@ -1,0 +1,53 @@
+# One Makefile so the README stays two commands long. Every target does its own set-up
+# and is quick when the set-up is already done (stamp files).
+
+PYTHON ?= $(shell pyenv which python3.13 2>/dev/null || command -v python3.13)
+VENV   := .venv
+PY     := $(VENV)/bin/python
+PIP    := $(PY) -m pip --disable-pip-version-check -q
+HOST   ?= 127.0.0.1
+PORT   ?= 8000
+DEVICES ?= 50
+
+ENGINE_SRC := $(shell find engine -type f \( -name '*.cpp' -o -name '*.h' -o -name '*.py' -o -name '*.pyi' -o -name 'CMakeLists.txt' -o -name 'pyproject.toml' \) -not -path 'engine/build/*' -not -path 'engine/tests/*' 2>/dev/null)
+
+.PHONY: run test setup lint format migrate demo bench clean
+
+run: setup
+	$(PY) -m walle_web.devserver --host $(HOST) --port $(PORT) --devices $(DEVICES)
+
+test: setup
+	$(PY) -m ruff check .
+	$(PY) -m ruff format --check .
+	$(PY) manage.py check --fail-level WARNING
+	$(PY) manage.py makemigrations --check --dry-run
+	$(PY) -m pytest
+
+setup: $(VENV)/.deps $(VENV)/.engine
+
+$(VENV)/.deps: pyproject.toml
+	@test -n "$(PYTHON)" || (echo "python3.13 not found: install Python 3.13 (pyenv install 3.13.0)" && exit 1)
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PIP) install -e '.[dev]'
+	touch $@
+
+$(VENV)/.engine: $(VENV)/.deps $(ENGINE_SRC)
+	@if [ -f engine/pyproject.toml ]; then \
+	  echo "building walle_engine (C++)"; \
+	  $(PIP) install --no-build-isolation ./engine; \
+	fi
+	touch $@
+
+lint:
+	$(PY) -m ruff check .
+	$(PY) -m ruff format --check .
+
+format:
+	$(PY) -m ruff check --fix .
+	$(PY) -m ruff format .
+
+bench: setup
+	$(PY) bench/delivery.py
+
+clean:
+	rm -rf $(VENV) var engine/build

@@ -1,0 +1,20 @@
+"""The fixed cast of the tests: one app with an operator, a viewer and an admin, an outsider
+from another app, a small fleet and one task version. Tests read as sentences about them."""
+
+from __future__ import annotations
+
+import pytest
+
+
+@pytest.fixture(autouse=True)
+def _isolated_content(settings, tmp_path):
+    settings.WALLE_CONTENT_DIR = tmp_path / "content"
+    # The slow default hasher costs ~0.3 s per user; tests make several users each.
+    settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
+
+
+@pytest.fixture
+def cast(db):
+    from tests.cast import make_cast
+
+    return make_cast()

@@ -1,0 +1,39 @@
+from django.contrib import admin
+
+from devices.models import Device, DeviceGroup, Result, RunStat
+
+
+@admin.register(Device)
+class DeviceAdmin(admin.ModelAdmin):
+    list_display = [
+        "uid",
+        "app",
+        "model",
+        "os",
+        "os_version",
+        "app_version",
+        "region",
+        "online",
+        "last_seen",
+    ]
+    list_filter = ["app", "online", "os", "region"]
+    search_fields = ["uid", "model"]
+    readonly_fields = ["token_hash"]
+
+
+@admin.register(DeviceGroup)
+class DeviceGroupAdmin(admin.ModelAdmin):
+    list_display = ["name", "app", "kind"]
+    list_filter = ["app", "kind"]
+    raw_id_fields = ["members"]
+
+
+@admin.register(Result)
+class ResultAdmin(admin.ModelAdmin):
+    list_display = ["received_at", "app", "device", "task", "version", "key"]
+    list_filter = ["app", "task"]
+
+
+@admin.register(RunStat)
+class RunStatAdmin(admin.ModelAdmin):
+    list_display = ["received_at", "device", "task", "version", "runs", "errors", "latency_ms_p50"]

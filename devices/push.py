@@ -1,0 +1,110 @@
+"""Push, once per server process: the doorbell side of push-then-pull.
+
+Each daphne process keeps its own registry of connected device sockets. A release notice is
+published once on the channel layer to one group that has a single member per process (never
+one member per device); each process encodes the frame once and writes it to the matching
+local sockets. With Redis this is one PUBLISH per notice whatever the fleet size.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from dataclasses import asdict
+from typing import TYPE_CHECKING, Protocol
+
+from asgiref.sync import async_to_sync
+from channels.layers import get_channel_layer
+
+from walle_device import protocol
+
+if TYPE_CHECKING:
+    from releases.services import Notice
+
+log = logging.getLogger(__name__)
+NOTICE_GROUP = "walle.notices"
+
+
+class Socket(Protocol):
+    device_uid: str
+
+    async def send(
+        self, text_data: str | None = None, bytes_data: bytes | None = None, close: bool = False
+    ) -> None: ...
+
+
+class Registry:
+    """The device sockets connected to this process, by device uid."""
+
+    def __init__(self) -> None:
+        self.sockets: dict[str, Socket] = {}
+        self.notices_sent = 0
+        self._listener: asyncio.Task | None = None
+        self._listener_loop: asyncio.AbstractEventLoop | None = None
+
+    def add(self, socket: Socket) -> None:
+        old = self.sockets.get(socket.device_uid)
+        self.sockets[socket.device_uid] = socket
+        if old is not None and old is not socket:
+            log.info("device %s reconnected; the newer socket receives notices", socket.device_uid)
+
+    def remove(self, socket: Socket) -> None:
+        if self.sockets.get(socket.device_uid) is socket:
+            del self.sockets[socket.device_uid]
+
+    async def ensure_listener(self) -> None:
+        """Subscribe this process to the notice group once per event loop."""
+        loop = asyncio.get_running_loop()
+        if self._listener is not None and not self._listener.done() and self._listener_loop is loop:
+            return
+        layer = get_channel_layer()
+        channel = await layer.new_channel("walle-notices.")
+        await layer.group_add(NOTICE_GROUP, channel)
+        self._listener_loop = loop
+        self._listener = loop.create_task(self._listen(layer, channel))
+
+    async def _listen(self, layer, channel: str) -> None:
+        while True:
+            try:
+                message = await layer.receive(channel)
+            except asyncio.CancelledError:
+                raise
+            except Exception:  # a broken layer connection: log, back off, keep serving devices
+                log.exception("notice listener failed; retrying")
+                await asyncio.sleep(1)
+                continue
+            if message.get("type") == "release.notice":
+                await self.fan_out(message)
+
+    async def fan_out(self, message: dict) -> int:
+        frame = protocol.encode(
+            protocol.message(
+                "notify", task=message["task"], version=message["version"], digest=message["digest"]
+            )
+        )
+        uids = message["device_uids"]
+        sockets = self.sockets
+        sent = 0
+        # Iterate over the smaller side: a notice for 10 devices in a process holding 10k.
+        if len(uids) <= len(sockets):
+            targets = [sockets[u] for u in uids if u in sockets]
+        else:
+            wanted = set(uids)
+            targets = [s for u, s in list(sockets.items()) if u in wanted]
+        for socket in targets:
+            try:
+                await socket.send(text_data=frame)
+                sent += 1
+            except Exception:  # one dead socket must not stop the others
+                log.debug("notice to %s failed", socket.device_uid, exc_info=True)
+        self.notices_sent += sent
+        return sent
+
+
+registry = Registry()
+
+
+def publish_notice(notice: Notice) -> None:
+    """Publish one notice to every server process (called after commit, from sync code)."""
+    layer = get_channel_layer()
+    async_to_sync(layer.group_send)(NOTICE_GROUP, {"type": "release.notice", **asdict(notice)})

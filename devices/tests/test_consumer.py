@@ -1,0 +1,202 @@
+"""The device websocket through Channels' WebsocketCommunicator; every server message is
+validated against walle_device.protocol."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+
+import pytest
+from channels.db import database_sync_to_async
+from channels.testing import WebsocketCommunicator
+
+from releases.models import Deployment
+from releases.services import create_release, start_release
+from walle_device import protocol
+from walle_web.asgi import application
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+
+def connect(token: str | None) -> WebsocketCommunicator:
+    headers = [(b"authorization", f"Bearer {token}".encode())] if token else []
+    return WebsocketCommunicator(application, "/ws/device/", headers=headers)
+
+
+async def receive(comm: WebsocketCommunicator) -> dict:
+    msg = protocol.decode(await comm.receive_from(timeout=5))
+    assert msg["type"] in protocol.SERVER_TO_DEVICE
+    return msg
+
+
+async def send(comm: WebsocketCommunicator, mtype: str, **fields) -> dict:
+    await comm.send_to(text_data=json.dumps(protocol.message(mtype, **fields)))
+    return await receive(comm)
+
+
+def run(coro):
+    return asyncio.run(coro)
+
+
+def test_a_connection_without_a_valid_token_is_refused(cast):
+    async def go():
+        for token in (None, "dev-nope.secret", cast.tokens[cast.devices[0].uid] + "x"):
+            connected, _ = await connect(token).connect()
+            assert not connected
+
+    run(go())
+
+
+def test_hello_is_answered_with_the_desired_state(cast):
+    release = start_release(create_release(cast.version))
+    device = cast.devices[0]
+
+    async def go():
+        comm = connect(cast.tokens[device.uid])
+        assert (await comm.connect())[0]
+        desired = await send(comm, "hello", attrs={"model": "Pixel 8"}, current={}, id="h1")
+        assert desired["type"] == "desired" and desired["ref"] == "h1"
+        [entry] = desired["tasks"]
+        assert (entry["task"], entry["version"], entry["release"]) == (
+            "item-features",
+            1,
+            release.pk,
+        )
+        ack = await send(
+            comm, "report", id="r1", deployment=entry["deployment"], state="downloading"
+        )
+        assert ack == protocol.message("ack", ref="r1")
+        again = await send(
+            comm, "report", id="r1", deployment=entry["deployment"], state="downloading"
+        )
+        assert again["type"] == "ack"
+        await comm.disconnect()
+        return entry["deployment"]
+
+    dep_id = run(go())
+    dep = Deployment.objects.get(pk=dep_id)
+    assert dep.state == "downloading" and dep.attempts == 1 and dep.events.count() == 1
+
+
+@pytest.mark.parametrize(
+    ("frame", "code"),
+    [
+        ("{not json", "malformed"),
+        ('{"type": "launch_missiles", "v": 1}', "unknown_type"),
+        ('{"type": "notify", "v": 1, "task": "t", "version": 1, "digest": "d"}', "unexpected_type"),
+        ('{"type": "report", "v": 1, "id": "x", "deployment": 1}', "invalid"),
+        ('{"type": "hello", "v": 7, "attrs": {}, "current": {}}', "unsupported_version"),
+    ],
+)
+def test_bad_frames_get_an_error_and_the_connection_stays_open(cast, frame, code):
+    async def go():
+        comm = connect(cast.tokens[cast.devices[0].uid])
+        await comm.connect()
+        await comm.send_to(text_data=frame)
+        error = await receive(comm)
+        assert (error["type"], error["code"]) == ("error", code)
+        pong = await send(comm, "ping", t=1.5)
+        assert pong == protocol.message("pong", t=1.5)
+        await comm.disconnect()
+
+    run(go())
+
+
+def test_oversized_frames_are_refused(cast, settings):
+    settings.WALLE_MAX_FRAME_BYTES = 1000
+
+    async def go():
+        comm = connect(cast.tokens[cast.devices[0].uid])
+        await comm.connect()
+        await comm.send_to(text_data=json.dumps(protocol.message("ping", t=1.0)) + " " * 2000)
+        error = await receive(comm)
+        assert error["code"] == "too_large"
+        await comm.disconnect()
+
+    run(go())
+
+
+def test_a_report_on_a_foreign_deployment_is_rejected(cast):
+    release = start_release(create_release(cast.version))
+    foreign = Deployment.objects.get(release=release, device=cast.devices[1])
+
+    async def go():
+        comm = connect(cast.tokens[cast.devices[0].uid])
+        await comm.connect()
+        error = await send(comm, "report", id="r9", deployment=foreign.pk, state="succeeded")
+        assert (error["type"], error["code"], error["ref"]) == ("error", "rejected", "r9")
+        await comm.disconnect()
+
+    run(go())
+    foreign.refresh_from_db()
+    assert foreign.state == "pending"
+
+
+def test_starting_a_release_rings_the_connected_devices_once(cast):
+    async def go():
+        comms = []
+        for device in cast.devices[:3]:
+            comm = connect(cast.tokens[device.uid])
+            await comm.connect()
+            await send(comm, "hello", attrs={}, current={})
+            comms.append(comm)
+        release = await database_sync_to_async(
+            lambda: start_release(
+                create_release(cast.version, target={"models": ["Pixel 8", "Galaxy S24"]})
+            )
+        )()
+        notices = []
+        for comm, device in zip(comms, cast.devices[:3], strict=True):
+            if device.model in ("Pixel 8", "Galaxy S24"):
+                notices.append(await receive(comm))
+            else:
+                assert await comm.receive_nothing(timeout=0.3)
+        for comm in comms:
+            await comm.disconnect()
+        return release, notices
+
+    release, notices = run(go())
+    assert (
+        notices
+        == [protocol.message("notify", task="item-features", version=1, digest=cast.version.digest)]
+        * 2
+    )
+    assert set(Deployment.objects.filter(release=release).values_list("state", flat=True)) == {
+        "notified"
+    }
+
+
+def test_uploads_are_stored_once_and_acked_every_time(cast):
+    item = {"key": "k-1", "task": "item-features", "version": 1, "payload": {"viewed": 3}}
+
+    async def go():
+        comm = connect(cast.tokens[cast.devices[0].uid])
+        await comm.connect()
+        first = await send(comm, "upload", id="u1", items=[item])
+        second = await send(comm, "upload", id="u2", items=[item, {**item, "key": "k-2"}])
+        await comm.disconnect()
+        return first, second
+
+    first, second = run(go())
+    assert first["keys"] == ["k-1"] and second["keys"] == ["k-1", "k-2"]
+    from devices.models import Result
+
+    assert sorted(Result.objects.values_list("key", flat=True)) == ["k-1", "k-2"]
+
+
+def test_presence_follows_the_connection(cast):
+    device = cast.devices[0]
+
+    async def go():
+        comm = connect(cast.tokens[device.uid])
+        await comm.connect()
+        await send(comm, "ping")
+        online = await database_sync_to_async(
+            lambda: type(device).objects.get(pk=device.pk).online
+        )()
+        await comm.disconnect()
+        return online
+
+    assert run(go()) is True
+    device.refresh_from_db()
+    assert device.online is False and device.last_seen is not None

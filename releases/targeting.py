@@ -1,0 +1,154 @@
+"""Which devices a release reaches: attribute filters and deterministic buckets.
+
+Pure functions of a device's attributes, so the server, the rollout worker and the tests all
+agree without a database round trip.
+"""
+
+from __future__ import annotations
+
+import re
+
+import mmh3
+
+BUCKETS = 10_000
+
+# Filter keys a target may use; validate_target rejects anything else.
+TARGET_KEYS = {
+    "device_ids": list,
+    "exclude_device_ids": list,
+    "models": list,
+    "regions": list,
+    "os": list,
+    "tags_all": list,
+    "tags_any": list,
+    "app_version": str,
+    "os_version": str,
+    "groups": list,
+}
+
+
+def bucket(salt: str, device_uid: str) -> int:
+    """Deterministic bucket in [0, 10000): the same device keeps its bucket for the same salt."""
+    return mmh3.hash(f"{salt}:{device_uid}", signed=False) % BUCKETS
+
+
+_VERSION_PART = re.compile(r"\d+")
+
+
+def parse_version(text: str) -> tuple[int, ...]:
+    """'2.10.3-beta' -> (2, 10, 3); missing parts count as 0 when compared."""
+    parts = [int(p) for p in _VERSION_PART.findall(text.split("-")[0].split("+")[0])]
+    return tuple(parts) if parts else (0,)
+
+
+def _cmp(a: tuple[int, ...], b: tuple[int, ...]) -> int:
+    n = max(len(a), len(b))
+    a = a + (0,) * (n - len(a))
+    b = b + (0,) * (n - len(b))
+    return (a > b) - (a < b)
+
+
+_RANGE_ITEM = re.compile(r"^\s*(>=|<=|>|<|==|=|!=|\^|~)?\s*(\d+(?:\.\d+)*)\s*$")
+
+
+def parse_range(spec: str) -> list[tuple[str, tuple[int, ...]]]:
+    """'>=2.0, <3' -> [('>=', (2, 0)), ('<', (3,))]; raises ValueError on bad syntax."""
+    items = []
+    for raw in spec.split(","):
+        if not raw.strip():
+            continue
+        m = _RANGE_ITEM.match(raw)
+        if not m:
+            raise ValueError(
+                f"bad version range item {raw.strip()!r}; use e.g. '>=2.1,<3' or '^2.1'"
+            )
+        items.append((m.group(1) or "==", parse_version(m.group(2))))
+    if not items:
+        raise ValueError("empty version range")
+    return items
+
+
+def version_in_range(version: str, spec: str) -> bool:
+    if not version:
+        return False
+    v = parse_version(version)
+    for op, bound in parse_range(spec):
+        c = _cmp(v, bound)
+        if op in ("==", "="):
+            ok = c == 0 if len(bound) >= len(v) else v[: len(bound)] == bound
+        elif op == "!=":
+            ok = c != 0
+        elif op == ">=":
+            ok = c >= 0
+        elif op == ">":
+            ok = c > 0
+        elif op == "<=":
+            ok = c <= 0
+        elif op == "<":
+            ok = c < 0
+        elif op == "^":  # same major, at least bound
+            ok = c >= 0 and v[:1] == bound[:1]
+        else:  # "~": same major.minor, at least bound
+            ok = c >= 0 and v[:2] == (*bound, 0)[:2]
+        if not ok:
+            return False
+    return True
+
+
+def validate_target(target: object) -> list[str]:
+    if not isinstance(target, dict):
+        return ["target must be a JSON object of filters"]
+    errors = []
+    for key, value in target.items():
+        expected = TARGET_KEYS.get(key)
+        if expected is None:
+            errors.append(f"unknown target filter {key!r}; known: {', '.join(sorted(TARGET_KEYS))}")
+        elif not isinstance(value, expected):
+            errors.append(f"target filter {key!r} must be a {expected.__name__}")
+        elif expected is list and key != "groups" and not all(isinstance(v, str) for v in value):
+            errors.append(f"target filter {key!r} must be a list of strings")
+    for key in ("app_version", "os_version"):
+        if isinstance(target.get(key), str):
+            try:
+                parse_range(target[key])
+            except ValueError as exc:
+                errors.append(f"{key}: {exc}")
+    for key in ("models", "regions", "os", "device_ids", "tags_any"):
+        if isinstance(target.get(key), list) and not target[key]:
+            errors.append(
+                f"target filter {key!r} is an empty list, which matches no device; remove it to match all"
+            )
+    return errors
+
+
+def _model_matches(model: str, patterns: list[str]) -> bool:
+    # "Pixel*" is a prefix; anything else an exact model name.
+    return any(model.startswith(p[:-1]) if p.endswith("*") else model == p for p in patterns)
+
+
+def matches(target: dict, uid: str, attrs: dict, group_ids: frozenset[int] = frozenset()) -> bool:
+    """Does a device with these attributes fall inside the target (before stage bucketing)?"""
+    if uid in target.get("exclude_device_ids", ()):
+        return False
+    if "device_ids" in target and uid not in target["device_ids"]:
+        return False
+    if "models" in target and not _model_matches(attrs.get("model", ""), target["models"]):
+        return False
+    if "regions" in target and attrs.get("region", "") not in target["regions"]:
+        return False
+    if "os" in target and attrs.get("os", "") not in target["os"]:
+        return False
+    tags = set(attrs.get("tags") or ())
+    if "tags_all" in target and not set(target["tags_all"]) <= tags:
+        return False
+    if "tags_any" in target and not set(target["tags_any"]) & tags:
+        return False
+    if "app_version" in target and not version_in_range(
+        attrs.get("app_version", ""), target["app_version"]
+    ):
+        return False
+    if "os_version" in target and not version_in_range(
+        attrs.get("os_version", ""), target["os_version"]
+    ):
+        return False
+    return not ("groups" in target and not set(target["groups"]) & group_ids)

@@ -1,0 +1,188 @@
+"""A live Walle server for end-to-end tests and benchmarks: real daphne processes on free ports.
+
+`embedded` is the one-laptop default (SQLite, in-process channel layer). `scaleout` is the
+PostgreSQL + Redis configuration with two daphne processes, so a notice must cross processes.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+import time
+import uuid
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import httpx
+
+ROOT = Path(__file__).resolve().parent.parent
+PG_URL = os.environ.get("WALLE_TEST_POSTGRES", "postgres://postgres@127.0.0.1:5432/")
+REDIS_URL = os.environ.get("WALLE_TEST_REDIS", "redis://127.0.0.1:6379/0")
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def scaleout_unavailable() -> str | None:
+    """Why the PostgreSQL + Redis configuration cannot be tested here, or None if it can."""
+    try:
+        import psycopg
+
+        with psycopg.connect(PG_URL + "postgres", connect_timeout=3) as conn:
+            conn.execute("SELECT 1")
+    except Exception as exc:
+        return f"PostgreSQL at {PG_URL} does not answer: {exc}"
+    try:
+        import redis
+
+        redis.Redis.from_url(REDIS_URL, socket_timeout=3).ping()
+    except Exception as exc:
+        return f"Redis at {REDIS_URL} does not answer: {exc}"
+    return None
+
+
+@dataclass
+class LiveServer:
+    urls: list[str]
+    env: dict
+    var_dir: Path
+    token: str
+    enroll_key: str
+    app: str
+    procs: list[subprocess.Popen] = field(default_factory=list)
+
+    @property
+    def url(self) -> str:
+        return self.urls[0]
+
+    def api(self) -> httpx.Client:
+        return httpx.Client(
+            base_url=self.url, headers={"Authorization": f"Token {self.token}"}, timeout=60
+        )
+
+    def manage(self, *args: str) -> str:
+        return subprocess.run(
+            [sys.executable, "manage.py", *args],
+            cwd=ROOT,
+            env=self.env,
+            check=True,
+            capture_output=True,
+            text=True,
+        ).stdout
+
+
+def _wait_healthy(url: str, proc: subprocess.Popen, log: Path, timeout: float = 60) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"daphne exited with {proc.returncode}:\n{log.read_text()[-3000:]}")
+        try:
+            if httpx.get(url + "/healthz", timeout=2).status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.2)
+    raise RuntimeError(f"daphne did not become healthy in {timeout}s:\n{log.read_text()[-3000:]}")
+
+
+@contextmanager
+def live_server(
+    tmp: Path,
+    backend: str = "embedded",
+    processes: int | None = None,
+    extra_env: dict | None = None,
+):
+    var_dir = tmp / "var"
+    var_dir.mkdir(parents=True, exist_ok=True)
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if not k.startswith(("DATABASE_URL", "REDIS_URL", "WALLE_"))
+    }
+    env.update(
+        {"WALLE_VAR_DIR": str(var_dir), "WALLE_LOG_LEVEL": "WARNING", "PYTHONUNBUFFERED": "1"}
+    )
+    dbname = None
+    if backend == "scaleout":
+        import psycopg
+
+        dbname = f"walle_e2e_{uuid.uuid4().hex[:10]}"
+        with psycopg.connect(PG_URL + "postgres", autocommit=True) as conn:
+            conn.execute(f'CREATE DATABASE "{dbname}"')
+        env["DATABASE_URL"] = PG_URL + dbname
+        env["REDIS_URL"] = REDIS_URL
+        processes = processes or 2
+    env.update(extra_env or {})
+    processes = processes or 1
+    procs: list[subprocess.Popen] = []
+    try:
+        subprocess.run(
+            [sys.executable, "manage.py", "migrate", "--noinput"],
+            cwd=ROOT,
+            env=env,
+            check=True,
+            capture_output=True,
+        )
+        boot = json.loads(
+            subprocess.run(
+                [sys.executable, "manage.py", "bootstrap"],
+                cwd=ROOT,
+                env=env,
+                check=True,
+                capture_output=True,
+                text=True,
+            ).stdout
+        )
+        urls = []
+        for i in range(processes):
+            port = free_port()
+            log = tmp / f"daphne-{i}.log"
+            proc = subprocess.Popen(
+                [
+                    sys.executable,
+                    "-m",
+                    "daphne",
+                    "-b",
+                    "127.0.0.1",
+                    "-p",
+                    str(port),
+                    "walle_web.asgi:application",
+                ],
+                cwd=ROOT,
+                env=env,
+                stdout=log.open("w"),
+                stderr=subprocess.STDOUT,
+            )
+            procs.append(proc)
+            url = f"http://127.0.0.1:{port}"
+            _wait_healthy(url, proc, log)
+            urls.append(url)
+        yield LiveServer(
+            urls=urls,
+            env=env,
+            var_dir=var_dir,
+            token=boot["token"],
+            enroll_key=boot["enroll_key"],
+            app=boot["app"],
+            procs=procs,
+        )
+    finally:
+        for proc in procs:
+            proc.terminate()
+        for proc in procs:
+            try:
+                proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+        if dbname:
+            import psycopg
+
+            with psycopg.connect(PG_URL + "postgres", autocommit=True) as conn:
+                conn.execute(f'DROP DATABASE IF EXISTS "{dbname}" WITH (FORCE)')

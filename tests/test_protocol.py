@@ -1,0 +1,87 @@
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from walle_device import protocol
+from walle_device.protocol import ProtocolError
+
+
+def test_every_type_round_trips_through_encode_and_decode():
+    samples = [
+        protocol.message(
+            "hello",
+            attrs={"model": "Pixel 8", "tags": ["beta"]},
+            current={"t": {"version": 1, "digest": "d"}},
+        ),
+        protocol.message(
+            "desired",
+            tasks=[
+                {"task": "t", "version": 2, "digest": "d", "manifest_url": "/m", "deployment": 7}
+            ],
+            server_time=1.0,
+        ),
+        protocol.message("notify", task="t", version=2, digest="d"),
+        protocol.message("report", id="r1", deployment=7, state="succeeded"),
+        protocol.message(
+            "report", id="r2", deployment=7, state="failed", error_code="hash_mismatch", error="bad"
+        ),
+        protocol.message(
+            "run_stats", id="s1", task="t", version=2, runs=3, errors=1, latency_ms_p50=1.5
+        ),
+        protocol.message(
+            "upload", id="u1", items=[{"key": "k", "task": "t", "version": 2, "payload": {"x": 1}}]
+        ),
+        protocol.message("upload_ack", keys=["k"]),
+        protocol.message("ack", ref="r1"),
+        protocol.message("ping", t=1.0),
+        protocol.message("pong", t=1.0),
+        protocol.message("error", code="invalid", message="no"),
+    ]
+    assert {m["type"] for m in samples} == set(protocol.SCHEMAS)
+    for msg in samples:
+        assert protocol.decode(protocol.encode(msg)) == msg
+
+
+@pytest.mark.parametrize(
+    ("frame", "code"),
+    [
+        ("not json", "malformed"),
+        ("[1, 2]", "invalid"),
+        ('{"v": 1}', "invalid"),
+        ('{"type": "hello", "v": 99, "attrs": {}, "current": {}}', "unsupported_version"),
+        ('{"type": "selfdestruct", "v": 1}', "unknown_type"),
+        (
+            '{"type": "report", "v": 1, "id": "x", "deployment": "7", "state": "succeeded"}',
+            "invalid",
+        ),
+        (
+            '{"type": "report", "v": 1, "id": "x", "deployment": true, "state": "succeeded"}',
+            "invalid",
+        ),
+        ('{"type": "report", "v": 1, "id": "x", "deployment": 7, "state": "exploded"}', "invalid"),
+        ('{"type": "report", "v": 1, "id": "x", "deployment": 7, "state": "failed"}', "invalid"),
+        ('{"type": "hello", "v": 1, "attrs": {"model": 5}, "current": {}}', "invalid"),
+        ('{"type": "hello", "v": 1, "attrs": {}, "current": {"t": 3}}', "invalid"),
+        ('{"type": "upload", "v": 1, "id": "u", "items": [{"key": "k"}]}', "invalid"),
+    ],
+)
+def test_bad_frames_are_refused_with_a_code(frame, code):
+    with pytest.raises(ProtocolError) as info:
+        protocol.decode(frame)
+    assert info.value.code == code
+    assert info.value.message
+
+
+def test_oversized_frames_are_refused_before_parsing():
+    frame = json.dumps(protocol.message("ping", t=1.0)) + " " * 100
+    with pytest.raises(ProtocolError) as info:
+        protocol.decode(frame, max_bytes=50)
+    assert info.value.code == "too_large"
+
+
+def test_canonical_json_is_stable_under_key_order():
+    assert protocol.canonical_json({"b": 1, "a": [1, {"d": 2, "c": 3}]}) == protocol.canonical_json(
+        {"a": [1, {"c": 3, "d": 2}], "b": 1}
+    )

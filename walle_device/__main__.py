@@ -1,0 +1,119 @@
+"""Command line: `python -m walle_device run …` (one device) or `… fleet …` (a simulated fleet)."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import random
+import signal
+import sys
+from pathlib import Path
+
+import httpx
+
+from walle_device.bundles import BundleCache
+from walle_device.client import DeviceClient, EnrollError, Identity, enroll
+from walle_device.fleet import make_attrs, run_fleet
+
+
+def _stop_on_signals(stop: asyncio.Event) -> None:
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+
+
+async def _run_device(args: argparse.Namespace) -> int:
+    state_dir = Path(args.state_dir)
+    state_dir.mkdir(parents=True, exist_ok=True)
+    identity_path = state_dir / "identity.json"
+    attrs = (
+        make_attrs(random.Random(args.seed))
+        if args.simulate_attrs
+        else {
+            "app_version": args.app_version,
+            "os": args.os,
+            "os_version": args.os_version,
+            "model": args.model,
+            "region": args.region,
+            "tags": args.tag,
+        }
+    )
+    async with httpx.AsyncClient(timeout=60) as http:
+        identity = Identity.load(identity_path)
+        if identity is None or identity.server != args.server:
+            if not args.enroll_key:
+                print("this device is not enrolled yet: pass --enroll-key KEY", file=sys.stderr)
+                return 2
+            try:
+                identity = await enroll(http, args.server, args.enroll_key, attrs)
+            except (EnrollError, httpx.HTTPError) as exc:
+                print(f"enrollment failed: {exc}", file=sys.stderr)
+                return 1
+            identity.save(identity_path)
+            print(f"enrolled as {identity.device_id} in app {identity.app}", flush=True)
+        client = DeviceClient(
+            identity, attrs, BundleCache(state_dir / "bundles"), http, state_dir=state_dir
+        )
+        client.listeners.append(
+            lambda event, data: (
+                print(f"{event}: {data}", flush=True) if event != "report" or args.verbose else None
+            )
+        )
+        stop = asyncio.Event()
+        _stop_on_signals(stop)
+        await client.run(stop)
+    return 0
+
+
+async def _run_fleet(args: argparse.Namespace) -> int:
+    stop = asyncio.Event()
+    _stop_on_signals(stop)
+    await run_fleet(
+        args.server,
+        args.enroll_key,
+        args.devices,
+        seed=args.seed,
+        progress=not args.quiet,
+        stop=stop,
+    )
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m walle_device", description="Walle device runtime"
+    )
+    sub = parser.add_subparsers(dest="command", required=True)
+    run = sub.add_parser("run", help="run one device")
+    run.add_argument("--server", required=True, help="e.g. http://127.0.0.1:8000")
+    run.add_argument("--enroll-key", default="", help="app enrollment key (first start only)")
+    run.add_argument(
+        "--state-dir", required=True, help="keeps identity, bundles and pending reports"
+    )
+    run.add_argument("--app-version", default="10.0.1")
+    run.add_argument("--os", default="android")
+    run.add_argument("--os-version", default="14")
+    run.add_argument("--model", default="Pixel 8")
+    run.add_argument("--region", default="cn-east")
+    run.add_argument("--tag", action="append", default=[])
+    run.add_argument(
+        "--simulate-attrs", action="store_true", help="random realistic attributes instead"
+    )
+    run.add_argument("--seed", type=int, default=0)
+    run.add_argument("--verbose", action="store_true")
+    fleet = sub.add_parser("fleet", help="run N simulated devices")
+    fleet.add_argument("--server", required=True)
+    fleet.add_argument("--enroll-key", required=True)
+    fleet.add_argument("--devices", type=int, default=50)
+    fleet.add_argument("--seed", type=int, default=1)
+    fleet.add_argument("--quiet", action="store_true")
+    args = parser.parse_args(argv)
+    logging.basicConfig(
+        level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    return asyncio.run(_run_device(args) if args.command == "run" else _run_fleet(args))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

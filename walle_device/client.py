@@ -1,0 +1,463 @@
+"""The device runtime's connection to the cloud: hello/desired sync, doorbell, pull, reports.
+
+The socket is a doorbell and the server's database the mailbox: on every (re)connect and on
+every notice the device says what it runs (`hello`) and the server answers what it should run
+(`desired`). The device then pulls what it lacks over plain HTTP, verifies it, activates it,
+runs it and reports each step. Reports and results stay pending until the server acks them
+and are sent again after a reconnect, so a dropped connection loses nothing.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import json
+import logging
+import os
+import random
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+from urllib.parse import urljoin
+
+import httpx
+from websockets.asyncio.client import connect
+from websockets.exceptions import InvalidStatus, WebSocketException
+
+from walle_device import protocol
+from walle_device.bundles import ActiveVersion, BundleCache, VerifyError, verify_manifest
+from walle_device.runner import RunOutcome, run_inprocess
+
+log = logging.getLogger("walle_device")
+
+BACKOFF_BASE_S = 0.5
+BACKOFF_CAP_S = 60.0
+
+
+class EnrollError(Exception):
+    """The server refused to enroll this device."""
+
+
+@dataclass
+class Identity:
+    """What a device keeps after enrolling: its id, secret token and the platform's release key."""
+
+    device_id: str
+    token: str
+    app: str
+    release_key: str
+    server: str
+
+    def save(self, path: Path) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(".tmp")
+        tmp.write_text(json.dumps(asdict(self)))
+        os.chmod(tmp, 0o600)
+        os.replace(tmp, path)
+
+    @classmethod
+    def load(cls, path: Path) -> Identity | None:
+        if not path.is_file():
+            return None
+        return cls(**json.loads(path.read_text()))
+
+
+async def enroll(http: httpx.AsyncClient, server: str, enroll_key: str, attrs: dict) -> Identity:
+    response = await http.post(
+        urljoin(server, "/api/v1/devices/enroll/"),
+        json={"enrollment_key": enroll_key, "attrs": attrs},
+    )
+    if response.status_code != 201:
+        raise EnrollError(f"enrollment refused ({response.status_code}): {response.text[:300]}")
+    body = response.json()
+    return Identity(
+        device_id=body["device_id"],
+        token=body["token"],
+        app=body["app"],
+        release_key=body["release_key"],
+        server=server,
+    )
+
+
+def ws_url(server: str) -> str:
+    base = server.rstrip("/")
+    if base.startswith("https://"):
+        return "wss://" + base[len("https://") :] + "/ws/device/"
+    return "ws://" + base.removeprefix("http://") + "/ws/device/"
+
+
+def backoff_delay(attempt: int, rng: random.Random) -> float:
+    """Exponential backoff with full jitter: a fleet that lost its server does not return in lockstep."""
+    return rng.uniform(0, min(BACKOFF_CAP_S, BACKOFF_BASE_S * (2**attempt)))
+
+
+TaskRunner = Callable[[ActiveVersion, dict[str, bytes], dict], RunOutcome]
+
+
+@dataclass
+class DeviceStats:
+    connects: int = 0
+    notices: int = 0
+    deployed: int = 0
+    failed: int = 0
+    runs: int = 0
+    run_errors: int = 0
+    first_notice_at: float | None = None
+    last_succeeded_at: float | None = None
+    errors: list[str] = field(default_factory=list)
+
+
+class DeviceClient:
+    """One device: keeps a connection, converges to the desired state, reports every step."""
+
+    def __init__(
+        self,
+        identity: Identity,
+        attrs: dict,
+        cache: BundleCache,
+        http: httpx.AsyncClient,
+        *,
+        state_dir: Path | None = None,
+        rng: random.Random | None = None,
+        runner: TaskRunner | None = None,
+        pull_jitter_s: float = 0.0,
+    ) -> None:
+        self.identity = identity
+        self.attrs = attrs
+        self.cache = cache
+        self.http = http
+        self.state_dir = state_dir
+        self.rng = rng or random.Random()
+        self.runner = runner or self._run_inprocess
+        self.pull_jitter_s = pull_jitter_s
+        self.stats = DeviceStats()
+        self.connected = asyncio.Event()
+        self._ws = None
+        self._desired: list[dict] = []
+        self._sync_task: asyncio.Task | None = None
+        self._sync_again = False
+        self._upload_seq = 0
+        # Messages awaiting the server's ack, by message id; re-sent after a reconnect.
+        self._pending: dict[str, dict] = self._load_pending()
+        self._reported: set[tuple[int, str]] = {
+            (m["deployment"], m["state"]) for m in self._pending.values() if m["type"] == "report"
+        }
+        self.listeners: list[Callable[[str, dict], None]] = []
+        self._background: set[asyncio.Task] = set()
+
+    # persistence of pending messages (real devices; simulated ones keep them in memory)
+    def _pending_path(self) -> Path | None:
+        return self.state_dir / "pending.json" if self.state_dir else None
+
+    def _load_pending(self) -> dict[str, dict]:
+        path = self._pending_path()
+        if path and path.is_file():
+            return json.loads(path.read_text())
+        return {}
+
+    def _save_pending(self) -> None:
+        path = self._pending_path()
+        if path:
+            tmp = path.with_suffix(".tmp")
+            tmp.write_text(json.dumps(self._pending))
+            os.replace(tmp, path)
+
+    def _spawn(self, coro) -> None:
+        # Keep a reference: the event loop holds tasks only weakly.
+        task = asyncio.ensure_future(coro)
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+
+    def _emit(self, event: str, data: dict) -> None:
+        for listener in self.listeners:
+            listener(event, data)
+
+    # connection
+    async def run(self, stop: asyncio.Event) -> None:
+        """Stay connected until `stop` is set, reconnecting with backoff."""
+        attempt = 0
+        while not stop.is_set():
+            try:
+                async with connect(
+                    ws_url(self.identity.server),
+                    additional_headers={"Authorization": f"Bearer {self.identity.token}"},
+                    open_timeout=30,
+                    max_size=protocol.MAX_FRAME_BYTES * 4,
+                ) as ws:
+                    attempt = 0
+                    await self._session(ws, stop)
+            except InvalidStatus as exc:
+                status = exc.response.status_code
+                log.warning(
+                    "device %s: server refused the connection (%s)", self.identity.device_id, status
+                )
+                self.stats.errors.append(f"handshake {status}")
+            except (OSError, WebSocketException, TimeoutError) as exc:
+                log.info("device %s: connection lost: %s", self.identity.device_id, exc)
+            finally:
+                self._ws = None
+                self.connected.clear()
+            if stop.is_set():
+                break
+            delay = backoff_delay(attempt, self.rng)
+            attempt += 1
+            try:
+                await asyncio.wait_for(stop.wait(), timeout=delay)
+            except TimeoutError:
+                pass
+        if self._sync_task:
+            self._sync_task.cancel()
+
+    async def _session(self, ws, stop: asyncio.Event) -> None:
+        self._ws = ws
+        self.stats.connects += 1
+        await self._send_hello()
+        for msg in list(self._pending.values()):
+            await self._send(msg)
+        self.connected.set()
+        stopper = asyncio.ensure_future(stop.wait())
+        try:
+            while True:
+                receiver = asyncio.ensure_future(ws.recv())
+                done, _ = await asyncio.wait(
+                    {receiver, stopper}, return_when=asyncio.FIRST_COMPLETED
+                )
+                if stopper in done:
+                    receiver.cancel()
+                    await ws.close()
+                    return
+                self._handle(
+                    protocol.decode(receiver.result(), max_bytes=protocol.MAX_FRAME_BYTES * 4)
+                )
+        finally:
+            stopper.cancel()
+
+    async def _send(self, msg: dict) -> None:
+        if self._ws is not None:
+            try:
+                await self._ws.send(protocol.encode(msg))
+            except WebSocketException:
+                pass  # pending messages go again after the reconnect
+
+    async def _send_hello(self) -> None:
+        current = {
+            task: {"version": av.version, "digest": av.digest}
+            for task, av in self.cache.all_active().items()
+        }
+        await self._send(
+            protocol.message("hello", attrs=self.attrs, current=current, id=uuid.uuid4().hex)
+        )
+
+    def _handle(self, msg: dict) -> None:
+        mtype = msg["type"]
+        if mtype == "desired":
+            self._desired = msg["tasks"]
+            self._schedule_sync()
+        elif mtype == "notify":
+            self.stats.notices += 1
+            if self.stats.first_notice_at is None:
+                self.stats.first_notice_at = time.time()
+            self._emit("notify", msg)
+            active = self.cache.active(msg["task"])
+            if active is None or active.digest != msg["digest"]:
+                self._spawn(self._send_hello())  # ring → look in the mailbox
+        elif mtype in ("ack", "upload_ack"):
+            refs = [msg["ref"]] if mtype == "ack" else [msg.get("ref")]
+            for ref in refs:
+                if ref and self._pending.pop(ref, None) is not None:
+                    self._save_pending()
+        elif mtype == "error":
+            log.warning(
+                "device %s: server error %s: %s",
+                self.identity.device_id,
+                msg["code"],
+                msg["message"],
+            )
+            self.stats.errors.append(f"{msg['code']}: {msg['message']}")
+            # A rejected message will be rejected again: do not resend it forever.
+            if (
+                msg.get("ref")
+                and msg["code"] == "rejected"
+                and self._pending.pop(msg["ref"], None) is not None
+            ):
+                self._save_pending()
+
+    # convergence
+    def _schedule_sync(self) -> None:
+        if self._sync_task is not None and not self._sync_task.done():
+            self._sync_again = True
+            return
+        self._sync_task = asyncio.ensure_future(self._sync())
+
+    async def _sync(self) -> None:
+        while True:
+            self._sync_again = False
+            for entry in list(self._desired):
+                try:
+                    await self._converge(entry)
+                except Exception as exc:  # a bug in one task's deploy must not stop the others
+                    log.exception(
+                        "device %s: deploying %s failed", self.identity.device_id, entry.get("task")
+                    )
+                    self.stats.errors.append(f"{type(exc).__name__}: {exc}")
+            if not self._sync_again:
+                return
+
+    async def _converge(self, entry: dict) -> None:
+        deployment = entry.get("deployment")
+        active = self.cache.active(entry["task"])
+        if (
+            active is not None
+            and active.version == entry["version"]
+            and active.digest == entry["digest"]
+        ):
+            if (
+                deployment is not None
+                and (deployment, "succeeded") not in self._reported
+                and (deployment, "failed") not in self._reported
+            ):
+                # Already running this version (e.g. the same version released again): confirm it.
+                await self._report(deployment, "installed")
+                await self._run_and_report(active, deployment)
+            return
+        if deployment is None:
+            return
+        if (deployment, "failed") in self._reported:
+            return  # this deployment already failed here; a new release or retry brings a new one
+        await self._report(deployment, "downloading")
+        if self.pull_jitter_s:
+            await asyncio.sleep(self.rng.uniform(0, self.pull_jitter_s))
+        try:
+            manifest_url = urljoin(self.identity.server, entry["manifest_url"])
+            response = await self.http.get(manifest_url)
+            if response.status_code != 200:
+                raise VerifyError(
+                    "download_failed", f"manifest download answered {response.status_code}"
+                )
+            manifest = verify_manifest(response.json(), self.identity.release_key, entry["digest"])
+            blob_base = manifest_url.rsplit("/manifests/", 1)[0] + "/blobs/"
+            for f in manifest["files"]:
+                if self.cache.has(f["sha256"]):
+                    continue
+                blob = await self.http.get(blob_base + f["sha256"])
+                if blob.status_code != 200:
+                    raise VerifyError(
+                        "download_failed", f"{f['path']}: download answered {blob.status_code}"
+                    )
+                self.cache.put(f["sha256"], blob.content)
+            active = self.cache.activate(entry["task"], entry["version"], entry["digest"], manifest)
+        except VerifyError as exc:
+            self.stats.failed += 1
+            await self._report(deployment, "failed", error_code=exc.code, error=exc.message)
+            return
+        except (httpx.HTTPError, ValueError) as exc:
+            self.stats.failed += 1
+            await self._report(
+                deployment,
+                "failed",
+                error_code="download_failed",
+                error=f"{type(exc).__name__}: {exc}",
+            )
+            return
+        await self._report(deployment, "installed")
+        await self._run_and_report(active, deployment)
+
+    async def _run_and_report(self, active: ActiveVersion, deployment: int) -> None:
+        outcome = await self.run_active(active)
+        if outcome.ok:
+            self.stats.deployed += 1
+            self.stats.last_succeeded_at = time.time()
+            await self._report(deployment, "succeeded")
+        else:
+            self.stats.failed += 1
+            await self._report(
+                deployment,
+                "failed",
+                error_code="run_failed",
+                error=f"{outcome.error_type}: {outcome.message}",
+            )
+
+    async def run_active(
+        self, active: ActiveVersion, inputs: dict | None = None, window: list | None = None
+    ) -> RunOutcome:
+        """Run the active version of a task once and report its outcome and uploads."""
+        files = self.cache.files(active)
+        outcome = await asyncio.to_thread(
+            self.runner, active, files, {"inputs": inputs or {}, "window": window}
+        )
+        self.stats.runs += 1
+        self.stats.run_errors += 0 if outcome.ok else 1
+        await self._queue(
+            protocol.message(
+                "run_stats",
+                id=uuid.uuid4().hex,
+                task=active.task,
+                version=active.version,
+                runs=1,
+                errors=0 if outcome.ok else 1,
+                latency_ms_p50=round(outcome.duration_ms, 3),
+                latency_ms_p95=round(outcome.duration_ms, 3),
+                last_error=outcome.error_dict(),
+            )
+        )
+        if outcome.uploads:
+            items = []
+            for payload in outcome.uploads:
+                self._upload_seq += 1
+                key = hashlib.sha256(
+                    f"{self.identity.device_id}|{active.task}|{active.version}|{time.time_ns()}|{self._upload_seq}".encode()
+                ).hexdigest()
+                items.append(
+                    {"key": key, "task": active.task, "version": active.version, "payload": payload}
+                )
+            await self._queue(protocol.message("upload", id=uuid.uuid4().hex, items=items))
+        self._emit("run", {"task": active.task, "version": active.version, "ok": outcome.ok})
+        return outcome
+
+    def _run_inprocess(
+        self, active: ActiveVersion, files: dict[str, bytes], call: dict
+    ) -> RunOutcome:
+        manifest = active.manifest
+        return run_inprocess(
+            files,
+            manifest["entry_point"],
+            manifest.get("config", {}),
+            inputs=call["inputs"],
+            device=dict(self.attrs, id=self.identity.device_id),
+            window=call["window"],
+        )
+
+    async def _report(
+        self,
+        deployment: int,
+        state: str,
+        *,
+        error_code: str | None = None,
+        error: str | None = None,
+    ) -> None:
+        if (deployment, state) in self._reported:
+            return
+        self._reported.add((deployment, state))
+        fields: dict[str, Any] = {
+            "id": uuid.uuid4().hex,
+            "deployment": deployment,
+            "state": state,
+            "at": time.time(),
+        }
+        if error_code:
+            fields["error_code"] = error_code
+            fields["error"] = (error or "")[:1000]
+        self._emit("report", fields)
+        await self._queue(protocol.message("report", **fields))
+
+    async def _queue(self, msg: dict) -> None:
+        self._pending[msg["id"]] = msg
+        self._save_pending()
+        await self._send(msg)
+
+    @property
+    def pending(self) -> int:
+        return len(self._pending)

@@ -1,0 +1,141 @@
+"""The fleet simulator: N virtual devices with realistic attributes in one process."""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import sys
+import time
+from collections import Counter
+from dataclasses import dataclass
+
+import httpx
+
+from walle_device.bundles import BundleCache
+from walle_device.client import DeviceClient, Identity, enroll
+
+# (model, os, weight): a phone mix skewed the way real Android/iOS fleets are.
+MODELS = [
+    ("Pixel 8", "android", 8),
+    ("Pixel 7a", "android", 6),
+    ("Galaxy S24", "android", 12),
+    ("Galaxy A54", "android", 14),
+    ("Redmi Note 13", "android", 14),
+    ("Moto G84", "android", 5),
+    ("OnePlus 12", "android", 4),
+    ("iPhone 15", "ios", 15),
+    ("iPhone 13", "ios", 12),
+    ("iPhone SE", "ios", 5),
+]
+OS_VERSIONS = {"android": ["12", "13", "14", "15"], "ios": ["16.7", "17.5", "18.1"]}
+APP_VERSIONS = ["9.1.0", "9.2.3", "9.3.0", "10.0.1", "10.1.0"]
+REGIONS = ["cn-east", "cn-south", "sg", "eu-west", "us-east"]
+TAGS = ["beta", "vip", "low-end", "wifi", "new-user"]
+
+
+def make_attrs(rng: random.Random) -> dict:
+    model, os_name, _ = rng.choices(MODELS, weights=[w for *_, w in MODELS])[0]
+    return {
+        "app_version": rng.choices(APP_VERSIONS, weights=[1, 2, 4, 6, 3])[0],
+        "os": os_name,
+        "os_version": rng.choice(OS_VERSIONS[os_name]),
+        "model": model,
+        "region": rng.choices(REGIONS, weights=[5, 4, 2, 2, 2])[0],
+        "tags": sorted(rng.sample(TAGS, k=rng.choice([0, 0, 1, 1, 2]))),
+        "engine_version": "0.1.0",
+    }
+
+
+@dataclass
+class Fleet:
+    devices: list[DeviceClient]
+    http: httpx.AsyncClient
+
+    def summary(self) -> dict:
+        versions: Counter = Counter()
+        for d in self.devices:
+            for task, av in d.cache.all_active().items():
+                versions[f"{task} v{av.version}"] += 1
+        return {
+            "connected": sum(1 for d in self.devices if d.connected.is_set()),
+            "devices": len(self.devices),
+            "versions": dict(versions),
+            "failed": sum(d.stats.failed for d in self.devices),
+            "runs": sum(d.stats.runs for d in self.devices),
+        }
+
+
+async def build_fleet(
+    server: str,
+    enroll_key: str,
+    n: int,
+    *,
+    seed: int = 1,
+    http: httpx.AsyncClient | None = None,
+    concurrency: int = 32,
+) -> Fleet:
+    """Enroll `n` simulated devices (concurrently, bounded) and return their clients."""
+    http = http or httpx.AsyncClient(
+        timeout=60, limits=httpx.Limits(max_connections=64, max_keepalive_connections=64)
+    )
+    rng = random.Random(seed)
+    attrs_list = [make_attrs(rng) for _ in range(n)]
+    gate = asyncio.Semaphore(concurrency)
+
+    async def one(i: int) -> DeviceClient:
+        async with gate:
+            identity = await enroll(http, server, enroll_key, attrs_list[i])
+        return DeviceClient(
+            identity,
+            attrs_list[i],
+            BundleCache(None),
+            http,
+            rng=random.Random(seed * 1_000_003 + i),
+        )
+
+    devices = await asyncio.gather(*(one(i) for i in range(n)))
+    return Fleet(devices=list(devices), http=http)
+
+
+async def run_fleet(
+    server: str,
+    enroll_key: str,
+    n: int,
+    *,
+    seed: int = 1,
+    progress: bool = True,
+    stop: asyncio.Event | None = None,
+) -> None:
+    stop = stop or asyncio.Event()
+    fleet = await build_fleet(server, enroll_key, n, seed=seed)
+    print(
+        f"fleet: {n} devices enrolled into {fleet.devices[0].identity.app if n else '-'}",
+        flush=True,
+    )
+    tasks = [asyncio.ensure_future(d.run(stop)) for d in fleet.devices]
+    last = ""
+    try:
+        while not stop.is_set():
+            if progress:
+                s = fleet.summary()
+                versions = (
+                    ", ".join(f"{k}: {v}" for k, v in sorted(s["versions"].items()))
+                    or "no task yet"
+                )
+                line = f"fleet: {s['connected']}/{s['devices']} connected | {versions} | runs {s['runs']} | failed {s['failed']}"
+                if line != last:
+                    stamp = time.strftime("%H:%M:%S")
+                    sys.stdout.write(f"[{stamp}] {line}\n")
+                    sys.stdout.flush()
+                    last = line
+            try:
+                await asyncio.wait_for(stop.wait(), timeout=2)
+            except TimeoutError:
+                pass
+    finally:
+        stop.set()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        await fleet.http.aclose()
+
+
+__all__ = ["Fleet", "Identity", "build_fleet", "make_attrs", "run_fleet"]

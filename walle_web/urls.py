@@ -1,0 +1,36 @@
+from django.contrib import admin
+from django.urls import include, path, re_path
+from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
+from rest_framework.routers import DefaultRouter
+
+from accounts.api.views import AppViewSet
+from devices.api.views import DeviceViewSet, EnrollView, ResultViewSet
+from releases.api.views import DeploymentViewSet, ReleaseViewSet
+from tasks import views as content_views
+from tasks.api.views import TaskVersionViewSet, TaskViewSet
+from walle_web import views
+
+router = DefaultRouter()
+router.register("apps", AppViewSet, basename="app")
+router.register("tasks", TaskViewSet, basename="task")
+router.register("versions", TaskVersionViewSet, basename="version")
+router.register("devices", DeviceViewSet, basename="device")
+router.register("results", ResultViewSet, basename="result")
+router.register("releases", ReleaseViewSet, basename="release")
+router.register("deployments", DeploymentViewSet, basename="deployment")
+
+urlpatterns = [
+    path("", views.home, name="home"),
+    path("healthz", views.healthz, name="healthz"),
+    path("admin/", admin.site.urls),
+    path("api/v1/devices/enroll/", EnrollView.as_view(), name="device-enroll"),
+    path("api/v1/", include(router.urls)),
+    path("api/schema/", SpectacularAPIView.as_view(), name="schema"),
+    path("api/docs/", SpectacularSwaggerView.as_view(url_name="schema"), name="api-docs"),
+    re_path(r"^content/blobs/(?P<sha256>[0-9a-f]{64})$", content_views.blob, name="content-blob"),
+    re_path(
+        r"^content/manifests/(?P<digest>[0-9a-f]{64})\.json$",
+        content_views.manifest,
+        name="content-manifest",
+    ),
+]
