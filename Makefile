@@ -23,7 +23,7 @@ test: setup
 	$(PY) manage.py makemigrations --check --dry-run
 	$(PY) -m pytest
 
-setup: $(VENV)/.deps $(VENV)/.engine
+setup: $(VENV)/.deps $(VENV)/.engine $(VENV)/.browser
 
 $(VENV)/.deps: pyproject.toml
 	@test -n "$(PYTHON)" || (echo "python3.13 not found: install Python 3.13 (pyenv install 3.13.0)" && exit 1)
@@ -36,6 +36,10 @@ $(VENV)/.engine: $(VENV)/.deps $(ENGINE_SRC)
 	  echo "building walle_engine (C++)"; \
 	  $(PIP) install --no-build-isolation ./engine; \
 	fi
+	touch $@
+
+$(VENV)/.browser: scripts/ensure-browser.sh
+	bash scripts/ensure-browser.sh
 	touch $@
 
 lint:

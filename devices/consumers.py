@@ -13,6 +13,7 @@ from devices import services
 from devices.push import registry
 from releases.services import ReleaseError, record_report
 from walle_device import protocol
+from walle_web.metrics import COUNTERS
 
 log = logging.getLogger(__name__)
 
@@ -59,6 +60,7 @@ class DeviceConsumer(AsyncWebsocketConsumer):
                     "unexpected_type", f"a device may not send {msg['type']!r} messages"
                 )
         except protocol.ProtocolError as exc:
+            COUNTERS["frames_rejected"] += 1
             await self.reply("error", code=exc.code, message=exc.message)
             return
         handler = getattr(self, f"on_{msg['type']}")
@@ -77,6 +79,7 @@ class DeviceConsumer(AsyncWebsocketConsumer):
         await self.reply("desired", tasks=tasks, server_time=time.time(), ref=msg.get("id"))
 
     async def on_report(self, msg: dict) -> None:
+        COUNTERS["reports_received"] += 1
         await database_sync_to_async(record_report)(
             self.device,
             msg["deployment"],
@@ -91,6 +94,7 @@ class DeviceConsumer(AsyncWebsocketConsumer):
         await self.reply("ack", ref=msg["id"])
 
     async def on_upload(self, msg: dict) -> None:
+        COUNTERS["uploads_received"] += len(msg["items"])
         keys = await database_sync_to_async(services.store_results)(self.device, msg["items"])
         await self.reply("upload_ack", keys=keys, ref=msg["id"])
 

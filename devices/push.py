@@ -13,7 +13,6 @@ import logging
 from dataclasses import asdict
 from typing import TYPE_CHECKING, Protocol
 
-from asgiref.sync import async_to_sync
 from channels.layers import get_channel_layer
 
 from walle_device import protocol
@@ -106,5 +105,6 @@ registry = Registry()
 
 def publish_notice(notice: Notice) -> None:
     """Publish one notice to every server process (called after commit, from sync code)."""
-    layer = get_channel_layer()
-    async_to_sync(layer.group_send)(NOTICE_GROUP, {"type": "release.notice", **asdict(notice)})
+    from walle_web.relay import group_send
+
+    group_send(NOTICE_GROUP, {"type": "release.notice", **asdict(notice)})

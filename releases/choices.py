@@ -46,3 +46,8 @@ DEPLOYMENT_ORDER = {
     DeploymentState.TIMED_OUT: 4,
     DeploymentState.ROLLED_BACK: 5,
 }
+
+
+class ErrorAction(models.TextChoices):
+    PAUSE = "pause", "Pause the release"
+    ROLLBACK = "rollback", "Roll back to the previous version"

@@ -5,7 +5,7 @@ from django.db import models
 
 from accounts.models import App
 from devices.models import Device
-from releases.choices import DeploymentState, ReleaseState
+from releases.choices import DeploymentState, ErrorAction, ReleaseState
 from tasks.models import Task, TaskVersion
 
 
@@ -26,6 +26,18 @@ class Release(models.Model):
         help_text="Attribute filters; empty means every device of the app.",
     )
     stages = models.JSONField(default=list)
+    delivery = models.JSONField(
+        default=dict, blank=True, help_text="Notify rate, in-flight cap, timeouts, retries, jitter."
+    )
+    on_error = models.CharField(
+        max_length=16, choices=ErrorAction.choices, default=ErrorAction.PAUSE
+    )
+    scheduled_at = models.DateTimeField(
+        null=True, blank=True, help_text="Start automatically at this time."
+    )
+    # Pacing state of the notifier: when it last rang devices, and the fractional budget left over.
+    last_notify_at = models.DateTimeField(null=True, blank=True)
+    notify_credit = models.FloatField(default=0.0)
     salt = models.CharField(max_length=64)
     state = models.CharField(
         max_length=16, choices=ReleaseState.choices, default=ReleaseState.DRAFT, db_index=True
@@ -107,3 +119,22 @@ class DeploymentEvent(models.Model):
 
     def __str__(self) -> str:
         return f"{self.deployment_id} → {self.state}"
+
+
+class Pin(models.Model):
+    """A device held at one version of a task, whatever the releases say (support, debugging)."""
+
+    device = models.ForeignKey(Device, on_delete=models.CASCADE, related_name="pins")
+    task = models.ForeignKey(Task, on_delete=models.CASCADE, related_name="pins")
+    version = models.ForeignKey(TaskVersion, on_delete=models.CASCADE, related_name="pins")
+    reason = models.CharField(max_length=200, blank=True, default="")
+    created_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL
+    )
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["device", "task"], name="uniq_pin")]
+
+    def __str__(self) -> str:
+        return f"{self.device} pinned to {self.version}"

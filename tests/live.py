@@ -98,6 +98,7 @@ def live_server(
     backend: str = "embedded",
     processes: int | None = None,
     extra_env: dict | None = None,
+    worker: bool = False,
 ):
     var_dir = tmp / "var"
     var_dir.mkdir(parents=True, exist_ok=True)
@@ -164,6 +165,19 @@ def live_server(
             url = f"http://127.0.0.1:{port}"
             _wait_healthy(url, proc, log)
             urls.append(url)
+        if worker:
+            # The embedded layer is in-process: the worker relays its notices to the server.
+            worker_env = {**env, "WALLE_RELAY_URL": urls[0]}
+            log = tmp / "rolloutd.log"
+            procs.append(
+                subprocess.Popen(
+                    [sys.executable, "manage.py", "rolloutd", "--interval", "0.5"],
+                    cwd=ROOT,
+                    env=worker_env,
+                    stdout=log.open("w"),
+                    stderr=subprocess.STDOUT,
+                )
+            )
         yield LiveServer(
             urls=urls,
             env=env,

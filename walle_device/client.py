@@ -147,6 +147,7 @@ class DeviceClient:
         }
         self.listeners: list[Callable[[str, dict], None]] = []
         self._background: set[asyncio.Task] = set()
+        self._hello_queued = False
 
     # persistence of pending messages (real devices; simulated ones keep them in memory)
     def _pending_path(self) -> Path | None:
@@ -243,6 +244,7 @@ class DeviceClient:
                 pass  # pending messages go again after the reconnect
 
     async def _send_hello(self) -> None:
+        self._hello_queued = False
         current = {
             task: {"version": av.version, "digest": av.digest}
             for task, av in self.cache.all_active().items()
@@ -261,9 +263,11 @@ class DeviceClient:
             if self.stats.first_notice_at is None:
                 self.stats.first_notice_at = time.time()
             self._emit("notify", msg)
-            active = self.cache.active(msg["task"])
-            if active is None or active.digest != msg["digest"]:
-                self._spawn(self._send_hello())  # ring → look in the mailbox
+            # Ring → look in the mailbox. Even for a version already running here: the notice
+            # may come from a new release (a rollback) that waits for this device's report.
+            if not self._hello_queued:
+                self._hello_queued = True
+                self._spawn(self._send_hello())
         elif mtype in ("ack", "upload_ack"):
             refs = [msg["ref"]] if mtype == "ack" else [msg.get("ref")]
             for ref in refs:
@@ -324,12 +328,75 @@ class DeviceClient:
                 await self._run_and_report(active, deployment)
             return
         if deployment is None:
+            # A pinned version: converge quietly, there is no deployment to report on.
+            try:
+                await self._pull(entry)
+            except VerifyError as exc:
+                self.stats.errors.append(
+                    f"pinned {entry['task']} v{entry['version']}: {exc.message}"
+                )
             return
         if (deployment, "failed") in self._reported:
             return  # this deployment already failed here; a new release or retry brings a new one
+        cached = self._cached_previous(entry)
+        if cached is not None:
+            # Rollback to the version before: its manifest was verified when it was pulled and
+            # its files are still cached, so switch back without any download.
+            active = self.cache.activate(
+                entry["task"], cached["version"], cached["digest"], cached["manifest"]
+            )
+            await self._report(deployment, "installed")
+            await self._run_and_report(active, deployment)
+            return
         await self._report(deployment, "downloading")
-        if self.pull_jitter_s:
-            await asyncio.sleep(self.rng.uniform(0, self.pull_jitter_s))
+        jitter = float(entry.get("pull_jitter_s", self.pull_jitter_s) or 0)
+        if jitter:
+            await asyncio.sleep(self.rng.uniform(0, jitter))
+        retries = int(entry.get("max_retries", 3))
+        attempt = 0
+        while True:
+            try:
+                active = await self._pull(entry)
+                break
+            except VerifyError as exc:
+                # Wrong content stays wrong: only a failed download is worth another try.
+                if exc.code == "download_failed" and attempt < retries:
+                    attempt += 1
+                    await asyncio.sleep(
+                        self.rng.uniform(0, float(entry.get("retry_backoff_s", 2.0)) * 2**attempt)
+                    )
+                    continue
+                self.stats.failed += 1
+                await self._report(deployment, "failed", error_code=exc.code, error=exc.message)
+                return
+        await self._report(deployment, "installed")
+        await self._run_and_report(active, deployment)
+
+    def _cached_previous(self, entry: dict) -> dict | None:
+        current = self.cache.active(entry["task"])
+        if (
+            current is not None
+            and current.previous
+            and current.previous["digest"] == entry["digest"]
+        ):
+            if all(self.cache.has(f["sha256"]) for f in current.previous["manifest"]["files"]):
+                return current.previous
+        return None
+
+    async def _pull(self, entry: dict) -> ActiveVersion:
+        """Fetch the manifest and the files this device lacks, verify all, activate atomically."""
+        current = self.cache.active(entry["task"])
+        if (
+            current is not None
+            and current.previous
+            and current.previous["digest"] == entry["digest"]
+        ):
+            # Rollback to the version before: its manifest was verified when it was pulled and
+            # its files are still cached, so switch back without any download.
+            prev = current.previous
+            return self.cache.activate(
+                entry["task"], prev["version"], prev["digest"], prev["manifest"]
+            )
         try:
             manifest_url = urljoin(self.identity.server, entry["manifest_url"])
             response = await self.http.get(manifest_url)
@@ -341,29 +408,16 @@ class DeviceClient:
             blob_base = manifest_url.rsplit("/manifests/", 1)[0] + "/blobs/"
             for f in manifest["files"]:
                 if self.cache.has(f["sha256"]):
-                    continue
+                    continue  # cached (e.g. the previous version's files on a rollback)
                 blob = await self.http.get(blob_base + f["sha256"])
                 if blob.status_code != 200:
                     raise VerifyError(
                         "download_failed", f"{f['path']}: download answered {blob.status_code}"
                     )
                 self.cache.put(f["sha256"], blob.content)
-            active = self.cache.activate(entry["task"], entry["version"], entry["digest"], manifest)
-        except VerifyError as exc:
-            self.stats.failed += 1
-            await self._report(deployment, "failed", error_code=exc.code, error=exc.message)
-            return
+            return self.cache.activate(entry["task"], entry["version"], entry["digest"], manifest)
         except (httpx.HTTPError, ValueError) as exc:
-            self.stats.failed += 1
-            await self._report(
-                deployment,
-                "failed",
-                error_code="download_failed",
-                error=f"{type(exc).__name__}: {exc}",
-            )
-            return
-        await self._report(deployment, "installed")
-        await self._run_and_report(active, deployment)
+            raise VerifyError("download_failed", f"{type(exc).__name__}: {exc}") from None
 
     async def _run_and_report(self, active: ActiveVersion, deployment: int) -> None:
         outcome = await self.run_active(active)

@@ -115,6 +115,10 @@ DESIRED_TASK_FIELDS: dict[str, tuple[tuple[type, ...], bool]] = {
     "manifest_url": (_STR, True),
     "deployment": (_OPT_INT, True),
     "release": (_OPT_INT, False),
+    # Delivery controls of the release (protocol v1 additions; older servers omit them).
+    "max_retries": (_INT, False),
+    "retry_backoff_s": (_NUM, False),
+    "pull_jitter_s": (_NUM, False),
 }
 UPLOAD_ITEM_FIELDS: dict[str, tuple[tuple[type, ...], bool]] = {
     "key": (_STR, True),

@@ -9,12 +9,17 @@ django_asgi_app = get_asgi_application()
 
 from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402
 
-from devices.routing import websocket_urlpatterns  # noqa: E402
+from console.routing import websocket_urlpatterns as console_ws  # noqa: E402
+from devices.routing import websocket_urlpatterns as device_ws  # noqa: E402
+from walle_web import relay  # noqa: E402
+
+relay.IN_SERVER = True
 
 application = ProtocolTypeRouter(
     {
         "http": django_asgi_app,
-        # Devices authenticate with their token header, not cookies, so no origin check here.
-        "websocket": URLRouter(websocket_urlpatterns),
+        # Devices authenticate with their token header, not cookies, so no origin check for them;
+        # the console socket authenticates with the session (see console/routing.py).
+        "websocket": URLRouter(device_ws + console_ws),
     }
 )

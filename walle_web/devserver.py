@@ -73,12 +73,22 @@ def main() -> None:
                 args.host,
                 "-p",
                 str(args.port),
+                # Requests go to a file; the terminal shows the fleet's progress instead.
+                "--access-log",
+                str(ROOT / "var" / "access.log"),
                 "walle_web.asgi:application",
             ],
             cwd=ROOT,
         )
         procs.append(server)
         wait_healthy(url, server)
+        # The rollout worker; in the embedded configuration it relays its notices to the server.
+        worker = subprocess.Popen(
+            [sys.executable, "manage.py", "rolloutd"],
+            cwd=ROOT,
+            env={**os.environ, "WALLE_RELAY_URL": url},
+        )
+        procs.append(worker)
         fleet = subprocess.Popen(
             [
                 sys.executable,

@@ -39,6 +39,7 @@ INSTALLED_APPS = [
     "tasks",
     "devices",
     "releases",
+    "console",
 ]
 
 MIDDLEWARE = [
@@ -151,6 +152,9 @@ WALLE_MAX_VERSION_BYTES = env_int("WALLE_MAX_VERSION_BYTES", 256 * 1024 * 1024)
 WALLE_MAX_VERSION_FILES = env_int("WALLE_MAX_VERSION_FILES", 200)
 DATA_UPLOAD_MAX_MEMORY_SIZE = 10 * 1024 * 1024
 FILE_UPLOAD_MAX_MEMORY_SIZE = 10 * 1024 * 1024
+
+# Where the embedded-mode rollout worker relays its notices (the server's own URL).
+WALLE_RELAY_URL = env_str("WALLE_RELAY_URL", "")
 
 # Device protocol limits.
 WALLE_MAX_FRAME_BYTES = env_int("WALLE_MAX_FRAME_BYTES", 256 * 1024)

@@ -5,10 +5,10 @@ from rest_framework.routers import DefaultRouter
 
 from accounts.api.views import AppViewSet
 from devices.api.views import DeviceViewSet, EnrollView, ResultViewSet
-from releases.api.views import DeploymentViewSet, ReleaseViewSet
+from releases.api.views import DeploymentViewSet, PinViewSet, ReleaseViewSet
 from tasks import views as content_views
 from tasks.api.views import TaskVersionViewSet, TaskViewSet
-from walle_web import views
+from walle_web import metrics, relay, views
 
 router = DefaultRouter()
 router.register("apps", AppViewSet, basename="app")
@@ -18,10 +18,12 @@ router.register("devices", DeviceViewSet, basename="device")
 router.register("results", ResultViewSet, basename="result")
 router.register("releases", ReleaseViewSet, basename="release")
 router.register("deployments", DeploymentViewSet, basename="deployment")
+router.register("pins", PinViewSet, basename="pin")
 
 urlpatterns = [
-    path("", views.home, name="home"),
     path("healthz", views.healthz, name="healthz"),
+    path("metrics", metrics.metrics, name="metrics"),
+    path("internal/relay", relay.relay, name="relay"),
     path("admin/", admin.site.urls),
     path("api/v1/devices/enroll/", EnrollView.as_view(), name="device-enroll"),
     path("api/v1/", include(router.urls)),

@@ -1,12 +1,7 @@
 from __future__ import annotations
 
 from django.db import connection
-from django.http import HttpRequest, HttpResponse, JsonResponse
-from django.shortcuts import redirect
-
-
-def home(request: HttpRequest) -> HttpResponse:
-    return redirect("api-docs")
+from django.http import HttpRequest, JsonResponse
 
 
 def healthz(request: HttpRequest) -> JsonResponse:

@@ -26,13 +26,17 @@ class ReleaseSerializer(serializers.ModelSerializer):
             "name",
             "target",
             "stages",
+            "delivery",
+            "on_error",
             "salt",
             "state",
             "current_stage",
             "rollback_of",
             "reason",
+            "scheduled_at",
             "created_at",
             "started_at",
+            "stage_started_at",
             "finished_at",
             "counts",
         ]
@@ -46,10 +50,14 @@ class ReleaseSerializer(serializers.ModelSerializer):
             "reason",
             "created_at",
             "started_at",
+            "stage_started_at",
             "finished_at",
             "counts",
         ]
         extra_kwargs = {
+            "delivery": {"required": False},
+            "on_error": {"required": False},
+            "scheduled_at": {"required": False},
             "salt": {"required": False},
             "stages": {"required": False},
             "target": {"required": False},
@@ -90,3 +98,39 @@ class DeploymentSerializer(serializers.ModelSerializer):
             "notified_at",
             "finished_at",
         ]
+
+
+class ReasonSerializer(serializers.Serializer):
+    reason = serializers.CharField(required=False, allow_blank=True, default="", max_length=500)
+
+
+class RollbackSerializer(serializers.Serializer):
+    version = serializers.PrimaryKeyRelatedField(
+        queryset=TaskVersion.objects.all(),
+        required=False,
+        allow_null=True,
+        help_text="TaskVersion id; default: the previous good version.",
+    )
+    reason = serializers.CharField(required=False, allow_blank=True, default="", max_length=500)
+    skip_stages = serializers.BooleanField(required=False, default=True)
+
+
+class PreviewSerializer(serializers.Serializer):
+    version = serializers.PrimaryKeyRelatedField(
+        queryset=TaskVersion.objects.all(), required=False, allow_null=True
+    )
+    app = serializers.SlugField(required=False)
+    target = serializers.JSONField(required=False, default=dict)
+    stages = serializers.JSONField(required=False, default=None)
+    salt = serializers.CharField(required=False, allow_blank=True, default="")
+
+    def validate(self, attrs):
+        if not attrs.get("version") and not attrs.get("app"):
+            raise serializers.ValidationError("give the version to release (or the app slug)")
+        return attrs
+
+
+class PinSerializer(serializers.Serializer):
+    device = serializers.CharField(help_text="Device uid.")
+    version = serializers.PrimaryKeyRelatedField(queryset=TaskVersion.objects.all())
+    reason = serializers.CharField(required=False, allow_blank=True, default="")

@@ -1,21 +1,31 @@
 from __future__ import annotations
 
 from drf_spectacular.utils import extend_schema
-from rest_framework import mixins, viewsets
+from rest_framework import mixins, status, viewsets
 from rest_framework.decorators import action
-from rest_framework.exceptions import ValidationError
+from rest_framework.exceptions import NotFound, ValidationError
 from rest_framework.response import Response
 
 from accounts.api.permissions import require_role
 from accounts.choices import Role
+from accounts.models import App
 from accounts.permissions import visible_apps
-from releases import services
+from devices.models import Device
+from releases import monitoring, services
 from releases.api.serializers import (
     DeploymentEventSerializer,
     DeploymentSerializer,
+    PinSerializer,
+    PreviewSerializer,
+    ReasonSerializer,
     ReleaseSerializer,
+    RollbackSerializer,
 )
-from releases.models import Deployment, Release
+from releases.models import Deployment, Pin, Release
+
+
+def _conflict(exc: services.ReleaseError) -> Response:
+    return Response({"detail": str(exc)}, status=status.HTTP_409_CONFLICT)
 
 
 class ReleaseViewSet(
@@ -24,7 +34,10 @@ class ReleaseViewSet(
     mixins.ListModelMixin,
     viewsets.GenericViewSet,
 ):
-    """Releases of task versions to devices; `?app=slug`, `?task=name`, `?state=` filter the list."""
+    """Releases of task versions to devices; `?app=slug`, `?task=name`, `?state=` filter the list.
+
+    Actions in the wrong state answer 409 with the reason.
+    """
 
     serializer_class = ReleaseSerializer
 
@@ -50,6 +63,9 @@ class ReleaseViewSet(
                 version,
                 target=data.get("target"),
                 stages=data.get("stages"),
+                delivery=data.get("delivery"),
+                on_error=data.get("on_error") or "pause",
+                scheduled_at=data.get("scheduled_at"),
                 name=data.get("name", ""),
                 salt=data.get("salt", ""),
                 by=self.request.user,
@@ -57,29 +73,107 @@ class ReleaseViewSet(
         except services.ReleaseError as exc:
             raise ValidationError({"release": [str(exc)]}) from None
 
-    def _act(self, request, verb):
+    def _operate(self, request, verb, **kwargs):
         release = self.get_object()
         require_role(request.user, release.app, Role.OPERATOR)
         try:
-            release = verb(release, by=request.user)
+            result = verb(release, by=request.user, **kwargs)
         except services.ReleaseError as exc:
-            return Response({"detail": str(exc)}, status=409)
-        return Response(ReleaseSerializer(release, context={"request": request}).data)
+            return _conflict(exc)
+        return Response(ReleaseSerializer(result, context={"request": request}).data)
 
     @extend_schema(request=None, responses=ReleaseSerializer)
     @action(detail=True, methods=["post"])
     def start(self, request, pk=None):
-        """Start a draft release: devices in the first stage get the doorbell."""
-        return self._act(request, services.start_release)
+        """Start a draft release now (or at its `scheduled_at`): the first stage's devices get the doorbell."""
+        release = self.get_object()
+        return self._operate(request, services.start_release, at=release.scheduled_at)
+
+    @extend_schema(request=ReasonSerializer, responses=ReleaseSerializer)
+    @action(detail=True, methods=["post"])
+    def pause(self, request, pk=None):
+        """Stop admitting and ringing devices; those in flight finish."""
+        body = ReasonSerializer(data=request.data)
+        body.is_valid(raise_exception=True)
+        return self._operate(request, services.pause_release, reason=body.validated_data["reason"])
+
+    @extend_schema(request=None, responses=ReleaseSerializer)
+    @action(detail=True, methods=["post"])
+    def resume(self, request, pk=None):
+        """Continue a paused release."""
+        return self._operate(request, services.resume_release)
+
+    @extend_schema(request=None, responses=ReleaseSerializer)
+    @action(detail=True, methods=["post"])
+    def advance(self, request, pk=None):
+        """Move to the next stage now, whatever the gates say."""
+        return self._operate(request, services.advance_release)
+
+    @extend_schema(request=ReasonSerializer, responses=ReleaseSerializer)
+    @action(detail=True, methods=["post"])
+    def abort(self, request, pk=None):
+        """Stop for good: no new notices; deployments in flight finish."""
+        body = ReasonSerializer(data=request.data)
+        body.is_valid(raise_exception=True)
+        return self._operate(request, services.abort_release, reason=body.validated_data["reason"])
+
+    @extend_schema(request=RollbackSerializer, responses={201: ReleaseSerializer})
+    @action(detail=True, methods=["post"])
+    def rollback(self, request, pk=None):
+        """Release the previous good version (or `version`) instead; answers the new release."""
+        body = RollbackSerializer(data=request.data)
+        body.is_valid(raise_exception=True)
+        data = body.validated_data
+        response = self._operate(
+            request,
+            services.rollback_release,
+            to_version=data.get("version"),
+            reason=data["reason"],
+            skip_stages=data["skip_stages"],
+        )
+        if response.status_code == 200:
+            response.status_code = status.HTTP_201_CREATED
+        return response
+
+    @extend_schema(request=PreviewSerializer, responses={200: dict})
+    @action(detail=False, methods=["post"])
+    def preview(self, request):
+        """How many enrolled devices a target reaches now, in total and per stage."""
+        body = PreviewSerializer(data=request.data)
+        body.is_valid(raise_exception=True)
+        data = body.validated_data
+        app = (
+            data["version"].task.app
+            if data.get("version")
+            else App.objects.filter(slug=data["app"]).first()
+        )
+        if app is None or not visible_apps(request.user).filter(pk=app.pk).exists():
+            raise NotFound("no such app")
+        try:
+            return Response(
+                services.preview(
+                    app.pk, data.get("target") or {}, data.get("stages"), data.get("salt", "")
+                )
+            )
+        except services.ReleaseError as exc:
+            raise ValidationError({"release": [str(exc)]}) from None
+
+    @extend_schema(responses={200: dict})
+    @action(detail=True, methods=["get"])
+    def monitoring(self, request, pk=None):
+        """Counts per stage, per-minute transitions, top failure reasons, run metrics new vs control."""
+        return Response(monitoring.release_monitoring(self.get_object()))
 
     @extend_schema(responses=DeploymentSerializer(many=True))
     @action(detail=True, methods=["get"])
     def deployments(self, request, pk=None):
-        """Per-device deployments of this release; `?state=` filters."""
+        """Per-device deployments of this release; `?state=` and `?stage=` filter."""
         release = self.get_object()
         qs = release.deployments.select_related("device").order_by("id")
         if state := request.query_params.get("state"):
             qs = qs.filter(state=state)
+        if stage := request.query_params.get("stage"):
+            qs = qs.filter(stage=int(stage) - 1) if stage.isdigit() else qs.none()
         page = self.paginate_queryset(qs)
         return self.get_paginated_response(DeploymentSerializer(page, many=True).data)
 
@@ -107,3 +201,70 @@ class DeploymentViewSet(mixins.RetrieveModelMixin, mixins.ListModelMixin, viewse
     def history(self, request, pk=None):
         """The append-only transitions of one deployment."""
         return Response(DeploymentEventSerializer(self.get_object().events.all(), many=True).data)
+
+
+class PinViewSet(mixins.ListModelMixin, viewsets.GenericViewSet):
+    """Devices held at a version of a task regardless of releases. POST pins, DELETE ?device=&task= unpins."""
+
+    serializer_class = PinSerializer
+
+    def get_queryset(self):
+        return Pin.objects.filter(device__app__in=visible_apps(self.request.user)).select_related(
+            "device", "version", "task"
+        )
+
+    def list(self, request):
+        pins = self.get_queryset()
+        return Response(
+            [
+                {
+                    "device": p.device.uid,
+                    "task": p.task.name,
+                    "version": p.version.number,
+                    "version_id": p.version_id,
+                    "reason": p.reason,
+                }
+                for p in pins
+            ]
+        )
+
+    def create(self, request):
+        body = PinSerializer(data=request.data)
+        body.is_valid(raise_exception=True)
+        device = Device.objects.filter(
+            uid=body.validated_data["device"], app__in=visible_apps(request.user)
+        ).first()
+        if device is None:
+            raise NotFound("no such device")
+        require_role(request.user, device.app, Role.OPERATOR)
+        try:
+            pin = services.pin_device(
+                device,
+                body.validated_data["version"],
+                reason=body.validated_data["reason"],
+                by=request.user,
+            )
+        except services.ReleaseError as exc:
+            raise ValidationError({"version": [str(exc)]}) from None
+        return Response(
+            {"device": device.uid, "task": pin.task.name, "version": pin.version.number},
+            status=status.HTTP_201_CREATED,
+        )
+
+    @extend_schema(request=None, responses={204: None})
+    @action(detail=False, methods=["delete"], url_path="remove")
+    def remove(self, request):
+        """Unpin `?device=uid&task=name`."""
+        pin = (
+            self.get_queryset()
+            .filter(
+                device__uid=request.query_params.get("device"),
+                task__name=request.query_params.get("task"),
+            )
+            .first()
+        )
+        if pin is None:
+            raise NotFound("no such pin")
+        require_role(request.user, pin.device.app, Role.OPERATOR)
+        services.unpin_device(pin.device, pin.task, by=request.user)
+        return Response(status=status.HTTP_204_NO_CONTENT)

@@ -58,6 +58,9 @@ def test_desired_state_names_the_version_and_the_deployment(cast):
             "manifest_url": f"/content/manifests/{cast.version.digest}.json",
             "deployment": Deployment.objects.get(release=release, device=device).pk,
             "release": release.pk,
+            "max_retries": 3,
+            "retry_backoff_s": 2.0,
+            "pull_jitter_s": 0.0,
         }
     ]
     assert Deployment.objects.get(release=release, device=device).state == DeploymentState.NOTIFIED

@@ -1,0 +1,33 @@
+"""Live updates for watchers of a release (the console dashboard), published after commit."""
+
+from __future__ import annotations
+
+import logging
+
+from django.db import transaction
+
+log = logging.getLogger(__name__)
+
+
+def release_group(release_id: int) -> str:
+    return f"console.release.{release_id}"
+
+
+def app_group(app_id: int) -> str:
+    return f"console.app.{app_id}"
+
+
+def _publish(release_id: int, app_id: int, kind: str) -> None:
+    from walle_web.relay import group_send
+
+    message = {"type": "release.update", "release": release_id, "kind": kind}
+    try:
+        group_send(release_group(release_id), message)
+        group_send(app_group(app_id), message)
+    except Exception:  # a watcher's live view is best effort; the database is the truth
+        log.warning("could not publish the update of release %s", release_id, exc_info=True)
+
+
+def release_changed(release_id: int, app_id: int, kind: str = "state") -> None:
+    """Tell watchers, once the current transaction commits, that a release or its counts changed."""
+    transaction.on_commit(lambda: _publish(release_id, app_id, kind))

@@ -1,0 +1,77 @@
+"""Prometheus text exposition of the platform's own numbers."""
+
+from __future__ import annotations
+
+from django.db.models import Count
+from django.http import HttpRequest, HttpResponse
+
+from devices.models import Device
+from devices.push import registry
+from releases.models import Deployment, Release
+
+# Incremented by the device consumer in this process.
+COUNTERS = {"reports_received": 0, "uploads_received": 0, "frames_rejected": 0}
+
+
+def _lines(name: str, kind: str, help_text: str, samples: list[tuple[dict, float]]) -> list[str]:
+    out = [f"# HELP {name} {help_text}", f"# TYPE {name} {kind}"]
+    for labels, value in samples:
+        label = ",".join(f'{k}="{v}"' for k, v in labels.items())
+        out.append(f"{name}{{{label}}} {value}" if label else f"{name} {value}")
+    return out
+
+
+def metrics(request: HttpRequest) -> HttpResponse:
+    releases = Release.objects.values("state").annotate(n=Count("id")).order_by()
+    deployments = Deployment.objects.values("state").annotate(n=Count("id")).order_by()
+    lines = [
+        *_lines(
+            "walle_releases",
+            "gauge",
+            "Releases by state.",
+            [({"state": r["state"]}, r["n"]) for r in releases],
+        ),
+        *_lines(
+            "walle_deployments",
+            "gauge",
+            "Deployments by state.",
+            [({"state": r["state"]}, r["n"]) for r in deployments],
+        ),
+        *_lines(
+            "walle_devices_online",
+            "gauge",
+            "Devices marked online in the database (all processes).",
+            [({}, Device.objects.filter(online=True).count())],
+        ),
+        *_lines(
+            "walle_process_connected_devices",
+            "gauge",
+            "Device sockets held by this server process.",
+            [({}, len(registry.sockets))],
+        ),
+        *_lines(
+            "walle_process_notices_sent_total",
+            "counter",
+            "Doorbell frames written by this process.",
+            [({}, registry.notices_sent)],
+        ),
+        *_lines(
+            "walle_process_reports_received_total",
+            "counter",
+            "Deployment reports received by this process.",
+            [({}, COUNTERS["reports_received"])],
+        ),
+        *_lines(
+            "walle_process_uploads_received_total",
+            "counter",
+            "Tunnel items received by this process.",
+            [({}, COUNTERS["uploads_received"])],
+        ),
+        *_lines(
+            "walle_process_frames_rejected_total",
+            "counter",
+            "Device frames answered with an error by this process.",
+            [({}, COUNTERS["frames_rejected"])],
+        ),
+    ]
+    return HttpResponse("\n".join(lines) + "\n", content_type="text/plain; version=0.0.4")
