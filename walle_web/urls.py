@@ -4,7 +4,13 @@ from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 from rest_framework.routers import DefaultRouter
 
 from accounts.api.views import AppViewSet
-from devices.api.views import DeviceViewSet, EnrollView, ResultViewSet
+from devices.api.views import (
+    DeviceViewSet,
+    EnrollView,
+    ResultExportView,
+    ResultViewSet,
+    TunnelBatchView,
+)
 from releases.api.views import DeploymentViewSet, PinViewSet, ReleaseViewSet
 from tasks import views as content_views
 from tasks.api.views import TaskVersionViewSet, TaskViewSet
@@ -26,6 +32,8 @@ urlpatterns = [
     path("internal/relay", relay.relay, name="relay"),
     path("admin/", admin.site.urls),
     path("api/v1/devices/enroll/", EnrollView.as_view(), name="device-enroll"),
+    path("api/v1/tunnel/", TunnelBatchView.as_view(), name="tunnel-batch"),
+    path("api/v1/results/export/", ResultExportView.as_view(), name="results-export"),
     path("api/v1/", include(router.urls)),
     path("api/schema/", SpectacularAPIView.as_view(), name="schema"),
     path("api/docs/", SpectacularSwaggerView.as_view(url_name="schema"), name="api-docs"),
