@@ -8,6 +8,7 @@ import secrets
 from django.contrib.auth.models import AbstractBaseUser
 from django.db import transaction
 from django.utils import timezone
+from rest_framework.authtoken.models import Token
 
 from accounts.choices import Role
 from accounts.models import App, AuditEntry, EnrollmentKey, Membership
@@ -85,3 +86,14 @@ def audit(
         target_id=target_id,
         detail=detail or {},
     )
+
+
+def rotate_token(user: AbstractBaseUser) -> str:
+    """Replace the user's API token (one per user) and return the new key, shown once."""
+    with transaction.atomic():
+        Token.objects.filter(user=user).delete()
+        return Token.objects.create(user=user).key
+
+
+def revoke_token(user: AbstractBaseUser) -> None:
+    Token.objects.filter(user=user).delete()

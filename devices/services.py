@@ -5,11 +5,14 @@ from __future__ import annotations
 import hmac
 import secrets
 
+from django.contrib.auth.models import AbstractBaseUser
 from django.db import IntegrityError, transaction
 from django.utils import timezone
 
-from accounts.services import find_enrollment_key, hash_secret
-from devices.models import Device, Result, RunStat
+from accounts.models import App
+from accounts.services import audit, find_enrollment_key, hash_secret
+from devices.choices import GroupKind
+from devices.models import Device, DeviceGroup, Result, RunStat
 from walle_device.protocol import ATTR_FIELDS
 
 MAX_ATTR_LEN = 80
@@ -121,3 +124,68 @@ def store_results(device: Device, items: list[dict]) -> list[str]:
         # ignore_conflicts: two connections of one device racing with the same key stay single.
         Result.objects.bulk_create(fresh.values(), ignore_conflicts=True)
     return keys
+
+
+class GroupError(ValueError):
+    """The group cannot be saved; `errors` maps a field to what to fix."""
+
+    def __init__(self, errors: dict[str, str]) -> None:
+        self.errors = errors
+        super().__init__("; ".join(f"{k}: {v}" for k, v in errors.items()))
+
+
+def save_group(
+    app: App,
+    *,
+    group: DeviceGroup | None,
+    name: str,
+    kind: str,
+    filter: dict,
+    member_uids: list[str],
+    by: AbstractBaseUser | None,
+) -> DeviceGroup:
+    """Create (group=None) or update a device group; raises GroupError with what to fix."""
+    from releases import targeting
+
+    errors: dict[str, str] = {}
+    name = name.strip()
+    if not name:
+        errors["name"] = "Give the group a name."
+    elif DeviceGroup.objects.filter(app=app, name=name).exclude(pk=getattr(group, "pk", None)):
+        errors["name"] = f"There is already a group called “{name}” in this app."
+    if kind not in GroupKind.values:
+        errors["kind"] = "Choose static or dynamic."
+    members: list[Device] = []
+    if kind == GroupKind.DYNAMIC:
+        if "groups" in filter:
+            errors["filter"] = "A dynamic group cannot refer to other groups."
+        elif problems := targeting.validate_target(filter):
+            errors["filter"] = "; ".join(problems)
+    elif kind == GroupKind.STATIC:
+        members = list(Device.objects.filter(app=app, uid__in=member_uids))
+        missing = sorted(set(member_uids) - {d.uid for d in members})
+        if missing:
+            errors["members"] = "Not devices of this app: " + ", ".join(missing[:10])
+    if errors:
+        raise GroupError(errors)
+    with transaction.atomic():
+        created = group is None
+        if created:
+            group = DeviceGroup(app=app)
+        group.name = name
+        group.kind = kind
+        group.filter = filter if kind == GroupKind.DYNAMIC else {}
+        group.save()
+        if kind == GroupKind.STATIC:
+            group.members.set(members)
+        else:
+            group.members.clear()
+        audit(
+            app,
+            by,
+            "group.create" if created else "group.update",
+            "device_group",
+            str(group.pk),
+            {"name": name, "kind": kind},
+        )
+    return group

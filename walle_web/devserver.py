@@ -110,7 +110,8 @@ def main() -> None:
         print(
             "\n"
             f"  Walle is running at {url}\n"
-            f"  console/admin : {url}/admin/      login: {demo['user']} / {password}\n"
+            f"  console       : {url}/           login: {demo['user']} / {password}\n"
+            f"  Django admin  : {url}/admin/\n"
             f"  REST API docs : {url}/api/docs/   token: {demo['token']}\n"
             f"  device enroll key: {demo['enroll_key']}\n"
             f"  a fleet of {args.devices} simulated devices is starting; Ctrl-C stops everything.\n",

@@ -43,4 +43,5 @@ urlpatterns = [
         content_views.manifest,
         name="content-manifest",
     ),
+    path("", include("console.urls")),
 ]

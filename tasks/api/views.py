@@ -57,7 +57,9 @@ class TaskViewSet(
         """List versions, or upload a new one (multipart files + config, or a .zip bundle)."""
         task = self.get_object()
         if request.method == "GET":
-            page = self.paginate_queryset(task.versions.select_related("task", "parent"))
+            page = self.paginate_queryset(
+                TaskVersion.objects.filter(task=task).select_related("task", "parent")
+            )
             return self.get_paginated_response(TaskVersionSerializer(page, many=True).data)
         require_role(request.user, task.app, Role.OPERATOR)
         upload = VersionUploadSerializer(data=request.data)

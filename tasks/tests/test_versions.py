@@ -233,3 +233,10 @@ def test_tasks_are_created_by_operators_only(cast):
         "/api/v1/tasks/", {"app": "shop-android", "name": "ranker"}, format="json"
     )
     assert dup.status_code == 400
+
+
+def test_the_version_list_of_a_task_is_served(cast):
+    make_version(cast.task)
+    body = cast.api("viewer").get(f"/api/v1/tasks/{cast.task.pk}/versions/").json()
+    assert [v["number"] for v in body["results"]] == [2, 1]
+    assert body["results"][0]["parent"] == 1

@@ -1,0 +1,19 @@
+"""Template context for every console page: the app switcher and the user's role."""
+
+from __future__ import annotations
+
+from django.http import HttpRequest
+
+from console.access import apps_for, role_flags
+
+
+def console(request: HttpRequest) -> dict:
+    app = getattr(request, "console_app", None)
+    user = request.user
+    if not getattr(user, "is_authenticated", False):
+        return {}
+    data = {"console_apps": list(apps_for(user)), "current_app": app}
+    if app is not None:
+        data["current_role"] = getattr(request, "console_role", None)
+        data.update(role_flags(user, app))
+    return data
