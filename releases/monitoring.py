@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import statistics
 
-from django.db.models import Count
+from django.db import connection
+from django.db.models import CharField, Count, F, Func
 from django.db.models.functions import TruncMinute
 
 from devices.models import RunStat
@@ -55,15 +56,30 @@ def stage_breakdown(release: Release) -> list[dict]:
 
 def time_series(release: Release) -> list[dict]:
     """Transitions per minute and state: [{"minute": iso, "state": s, "count": n}, ...]."""
+    if connection.vendor == "sqlite":
+        # TruncMinute runs a Python function per row on SQLite (6x slower at 270k events,
+        # bench/rollout.py); strftime is native. Times are stored in UTC.
+        minute = Func(
+            F("at"),
+            template="strftime('%%Y-%%m-%%dT%%H:%%M:00+00:00', %(expressions)s)",
+            output_field=CharField(),
+        )
+    else:
+        minute = TruncMinute("at")
     rows = (
         DeploymentEvent.objects.filter(deployment__release=release)
-        .annotate(minute=TruncMinute("at"))
+        .annotate(minute=minute)
         .values("minute", "state")
         .annotate(count=Count("id"))
         .order_by("minute", "state")
     )
     return [
-        {"minute": r["minute"].isoformat(), "state": r["state"], "count": r["count"]} for r in rows
+        {
+            "minute": r["minute"] if isinstance(r["minute"], str) else r["minute"].isoformat(),
+            "state": r["state"],
+            "count": r["count"],
+        }
+        for r in rows
     ]
 
 

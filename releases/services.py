@@ -14,7 +14,7 @@ from datetime import datetime, timedelta
 
 from django.contrib.auth.models import AbstractBaseUser
 from django.db import IntegrityError, transaction
-from django.db.models import Count, Q
+from django.db.models import Count, Exists, OuterRef, Q
 from django.utils import timezone
 
 from accounts.services import audit
@@ -132,9 +132,31 @@ def _groups_with_members(
     return groups, members
 
 
-def targeted_devices(app_id: int, target: dict) -> list[Device]:
-    """Every enrolled device of the app inside the target (before stage bucketing)."""
-    devices = Device.objects.filter(app_id=app_id).only(
+def targeted_devices(app_id: int, target: dict, *, not_in: Release | None = None) -> list[Device]:
+    """Every enrolled device of the app inside the target (before stage bucketing).
+
+    `not_in` skips devices that already have a deployment of that release, in SQL (an
+    anti-join on the unique (release, device) index): the steady-state rollout tick then
+    looks only at devices enrolled since, not at the whole fleet.
+    """
+    devices = Device.objects.filter(app_id=app_id)
+    if not_in is not None:
+        devices = devices.exclude(
+            Exists(Deployment.objects.filter(release=not_in, device=OuterRef("pk")))
+        )
+    # Narrow in SQL what SQL can say; targeting.matches below stays the single source of truth.
+    if target.get("regions"):
+        devices = devices.filter(region__in=target["regions"])
+    if target.get("os"):
+        devices = devices.filter(os__in=target["os"])
+    if target.get("models"):
+        by_model = Q()
+        for pattern in target["models"]:
+            by_model |= (
+                Q(model__startswith=pattern[:-1]) if pattern.endswith("*") else Q(model=pattern)
+            )
+        devices = devices.filter(by_model)
+    devices = devices.order_by().only(
         "id",
         "uid",
         "app_id",
@@ -204,11 +226,8 @@ def _publish_after_commit(release: Release, uids: list[str]) -> None:
 def _admit_stage(release: Release) -> int:
     """Create pending deployments for targeted devices whose bucket is inside the current stage."""
     threshold = release.stage_basis_points()
-    existing = set(Deployment.objects.filter(release=release).values_list("device_id", flat=True))
     new = []
-    for device in targeted_devices(release.app_id, release.target):
-        if device.pk in existing:
-            continue
+    for device in targeted_devices(release.app_id, release.target, not_in=release):
         b = targeting.bucket(release.salt, device.uid)
         if b < threshold:
             new.append(
@@ -605,7 +624,7 @@ def record_report(
         release_changed(deployment.release_id, device.app_id, "deployment")
     if state == DeploymentState.FAILED:
         # The error gate must not wait for the next worker tick: every failure evaluates it.
-        evaluate_release(Release(pk=deployment.release_id))
+        check_error_gate(deployment.release_id)
     return deployment
 
 
@@ -640,6 +659,38 @@ def _top_failure(release: Release) -> str:
         if row
         else ""
     )
+
+
+def _apply_error_gate(release: Release, counts: dict[str, int]) -> str | None:
+    """Pause (or roll back) a locked running release whose error gate tripped."""
+    if not _error_gate_tripped(release, counts):
+        return None
+    stage = release.stages[release.current_stage]
+    share = counts["failures"] / counts["finished"]
+    why = (
+        f"error gate of stage {release.current_stage + 1} tripped: {share:.0%} failed or timed out "
+        f"({counts['failures']} of {counts['finished']} finished, gate {stage['error_gate']:.0%}); "
+        f"top reason: {_top_failure(release)}"
+    )
+    if release.on_error == ErrorAction.ROLLBACK and previous_good_version(release) is not None:
+        rollback_release(release, reason=why)
+        return "rolled_back"
+    pause_release(release, reason=why)
+    return "paused"
+
+
+def check_error_gate(release_id: int) -> str | None:
+    """Evaluate only the error gate (cheap: two counts), as every failure report does."""
+    with transaction.atomic():
+        release = (
+            Release.objects.select_for_update()
+            .select_related("task", "version", "app")
+            .filter(pk=release_id)
+            .first()
+        )
+        if release is None or release.state != ReleaseState.RUNNING:
+            return None
+        return _apply_error_gate(release, stage_counts(release))
 
 
 def evaluate_release(release: Release, *, now: datetime | None = None) -> str:
@@ -697,21 +748,8 @@ def evaluate_release(release: Release, *, now: datetime | None = None) -> str:
         if release.state != ReleaseState.RUNNING:
             return "timeouts" if expired else "paused"
         counts = stage_counts(release)
-        if _error_gate_tripped(release, counts):
-            share = counts["failures"] / counts["finished"]
-            why = (
-                f"error gate of stage {release.current_stage + 1} tripped: {share:.0%} failed or timed out "
-                f"({counts['failures']} of {counts['finished']} finished, gate {release.stages[release.current_stage]['error_gate']:.0%}); "
-                f"top reason: {_top_failure(release)}"
-            )
-            if (
-                release.on_error == ErrorAction.ROLLBACK
-                and previous_good_version(release) is not None
-            ):
-                rollback_release(release, reason=why)
-                return "rolled_back"
-            pause_release(release, reason=why)
-            return "paused"
+        if tripped := _apply_error_gate(release, counts):
+            return tripped
         stage = release.stages[release.current_stage]
         soaked = now >= (release.stage_started_at or now) + timedelta(seconds=stage["soak_s"])
         succeeded_share = counts["succeeded"] / counts["total"] if counts["total"] else 1.0
