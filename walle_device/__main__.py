@@ -15,6 +15,8 @@ import httpx
 from walle_device.bundles import BundleCache
 from walle_device.client import DeviceClient, EnrollError, Identity, enroll
 from walle_device.fleet import make_attrs, run_fleet
+from walle_device.stream import Stream
+from walle_device.tunnel import Tunnel
 
 
 def _stop_on_signals(stop: asyncio.Event) -> None:
@@ -53,7 +55,13 @@ async def _run_device(args: argparse.Namespace) -> int:
             identity.save(identity_path)
             print(f"enrolled as {identity.device_id} in app {identity.app}", flush=True)
         client = DeviceClient(
-            identity, attrs, BundleCache(state_dir / "bundles"), http, state_dir=state_dir
+            identity,
+            attrs,
+            BundleCache(state_dir / "bundles"),
+            http,
+            state_dir=state_dir,
+            stream=Stream(state_dir=state_dir / "stream"),
+            tunnel=Tunnel(state_dir / "tunnel", identity.device_id),
         )
         client.listeners.append(
             lambda event, data: (
@@ -62,7 +70,11 @@ async def _run_device(args: argparse.Namespace) -> int:
         )
         stop = asyncio.Event()
         _stop_on_signals(stop)
+        events = asyncio.ensure_future(
+            client.simulate_events(stop, args.simulate_events, args.seed)
+        )
         await client.run(stop)
+        await events
     return 0
 
 
@@ -73,6 +85,8 @@ async def _run_fleet(args: argparse.Namespace) -> int:
         args.server,
         args.enroll_key,
         args.devices,
+        events_per_second=args.events_per_second,
+        state_root=Path(args.state_dir) if args.state_dir else None,
         seed=args.seed,
         progress=not args.quiet,
         stop=stop,
@@ -102,12 +116,26 @@ def main(argv: list[str] | None = None) -> int:
     )
     run.add_argument("--seed", type=int, default=0)
     run.add_argument("--verbose", action="store_true")
+    run.add_argument(
+        "--simulate-events",
+        type=float,
+        default=0.0,
+        metavar="PER_S",
+        help="emit synthetic app-session events at this rate (a real app calls Stream.emit)",
+    )
     fleet = sub.add_parser("fleet", help="run N simulated devices")
     fleet.add_argument("--server", required=True)
     fleet.add_argument("--enroll-key", required=True)
     fleet.add_argument("--devices", type=int, default=50)
     fleet.add_argument("--seed", type=int, default=1)
     fleet.add_argument("--quiet", action="store_true")
+    fleet.add_argument(
+        "--events-per-second",
+        type=float,
+        default=0.0,
+        help="per device: synthetic app events feeding task triggers (needs --state-dir)",
+    )
+    fleet.add_argument("--state-dir", default="", help="per-device stream logs and tunnel outboxes")
     args = parser.parse_args(argv)
     logging.basicConfig(
         level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s: %(message)s"

@@ -30,6 +30,8 @@ from websockets.exceptions import InvalidStatus, WebSocketException
 from walle_device import protocol
 from walle_device.bundles import ActiveVersion, BundleCache, VerifyError, verify_manifest
 from walle_device.runner import RunOutcome, run_inprocess
+from walle_device.stream import Stream
+from walle_device.tunnel import Tunnel
 
 log = logging.getLogger("walle_device")
 
@@ -124,6 +126,8 @@ class DeviceClient:
         rng: random.Random | None = None,
         runner: TaskRunner | None = None,
         pull_jitter_s: float = 0.0,
+        stream: Stream | None = None,
+        tunnel: Tunnel | None = None,
     ) -> None:
         self.identity = identity
         self.attrs = attrs
@@ -146,6 +150,12 @@ class DeviceClient:
             (m["deployment"], m["state"]) for m in self._pending.values() if m["type"] == "report"
         }
         self.listeners: list[Callable[[str, dict], None]] = []
+        # The data pipeline: triggers of active versions fire task runs; results leave
+        # through the durable tunnel when there is one (real devices), else as plain uploads.
+        self.stream = stream
+        self.tunnel = tunnel
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._upload_waiters: dict[str, asyncio.Future] = {}
         self._background: set[asyncio.Task] = set()
         self._hello_queued = False
 
@@ -179,6 +189,15 @@ class DeviceClient:
     # connection
     async def run(self, stop: asyncio.Event) -> None:
         """Stay connected until `stop` is set, reconnecting with backoff."""
+        self._loop = asyncio.get_running_loop()
+        tunnel_task = (
+            asyncio.ensure_future(self.tunnel.run(self._tunnel_send, stop)) if self.tunnel else None
+        )
+        if self.stream is not None:
+            self.stream.on_fire = self._on_fire
+            for task, active in self.cache.all_active().items():
+                self._register_trigger(task, active)
+            self.stream.start()
         attempt = 0
         while not stop.is_set():
             try:
@@ -211,6 +230,10 @@ class DeviceClient:
                 pass
         if self._sync_task:
             self._sync_task.cancel()
+        if self.stream is not None:
+            await asyncio.to_thread(self.stream.stop)
+        if tunnel_task is not None:
+            await asyncio.gather(tunnel_task, return_exceptions=True)
 
     async def _session(self, ws, stop: asyncio.Event) -> None:
         self._ws = ws
@@ -269,10 +292,12 @@ class DeviceClient:
                 self._hello_queued = True
                 self._spawn(self._send_hello())
         elif mtype in ("ack", "upload_ack"):
-            refs = [msg["ref"]] if mtype == "ack" else [msg.get("ref")]
-            for ref in refs:
-                if ref and self._pending.pop(ref, None) is not None:
-                    self._save_pending()
+            ref = msg.get("ref")
+            waiter = self._upload_waiters.pop(ref, None) if ref else None
+            if waiter is not None and not waiter.done():
+                waiter.set_result(msg["keys"])
+            if ref and self._pending.pop(ref, None) is not None:
+                self._save_pending()
         elif mtype == "error":
             log.warning(
                 "device %s: server error %s: %s",
@@ -420,6 +445,7 @@ class DeviceClient:
             raise VerifyError("download_failed", f"{type(exc).__name__}: {exc}") from None
 
     async def _run_and_report(self, active: ActiveVersion, deployment: int) -> None:
+        self._register_trigger(active.task, active)
         outcome = await self.run_active(active)
         if outcome.ok:
             self.stats.deployed += 1
@@ -435,7 +461,11 @@ class DeviceClient:
             )
 
     async def run_active(
-        self, active: ActiveVersion, inputs: dict | None = None, window: list | None = None
+        self,
+        active: ActiveVersion,
+        inputs: dict | None = None,
+        window: list | None = None,
+        fire_seq: int = -1,
     ) -> RunOutcome:
         """Run the active version of a task once and report its outcome and uploads."""
         files = self.cache.files(active)
@@ -457,7 +487,12 @@ class DeviceClient:
                 last_error=outcome.error_dict(),
             )
         )
-        if outcome.uploads:
+        if outcome.uploads and self.tunnel is not None:
+            # One result per fire: the key (device, task, version, fire_seq) makes a replayed
+            # fire or a resent batch count once at the cloud.
+            payload = outcome.uploads[0] if len(outcome.uploads) == 1 else outcome.uploads
+            self.tunnel.enqueue(active.task, active.version, fire_seq, payload)
+        elif outcome.uploads:
             items = []
             for payload in outcome.uploads:
                 self._upload_seq += 1
@@ -470,6 +505,66 @@ class DeviceClient:
             await self._queue(protocol.message("upload", id=uuid.uuid4().hex, items=items))
         self._emit("run", {"task": active.task, "version": active.version, "ok": outcome.ok})
         return outcome
+
+    # data pipeline
+    async def simulate_events(self, stop: asyncio.Event, per_second: float, seed: int = 0) -> None:
+        """Emit a realistic app-session event stream (DESIGN §9 workload) at `per_second`."""
+        from walle_device.stream.workload import iter_events
+
+        if self.stream is None or per_second <= 0:
+            return
+        for event in iter_events(seed):
+            if stop.is_set():
+                return
+            self.stream.emit(
+                event["kind"], event["page"], event.get("event", ""), event.get("args")
+            )
+            try:
+                await asyncio.wait_for(stop.wait(), timeout=self.rng.expovariate(per_second))
+            except TimeoutError:
+                pass
+
+    def _register_trigger(self, task: str, active: ActiveVersion) -> None:
+        if self.stream is None:
+            return
+        spec = (active.manifest.get("config") or {}).get("trigger")
+        try:
+            if spec:
+                self.stream.register_trigger(task, spec)
+            else:
+                self.stream.remove_trigger(task)
+        except ValueError as exc:  # validated at upload; an old cloud might not have
+            self.stats.errors.append(f"trigger of {task} v{active.version}: {exc}")
+
+    def _on_fire(self, task: str, fire_seq: int, window) -> None:
+        # Called on the stream's worker thread: hand the run to the event loop, never block.
+        if self._loop is not None and not self._loop.is_closed():
+            self._loop.call_soon_threadsafe(self._spawn_fire, task, fire_seq, window.to_dict())
+
+    def _spawn_fire(self, task: str, fire_seq: int, window: dict) -> None:
+        active = self.cache.active(task)
+        if active is not None:
+            self._spawn(
+                self.run_active(
+                    active,
+                    window=window["events"],
+                    inputs={"aggregates": window["aggregates"]},
+                    fire_seq=fire_seq,
+                )
+            )
+
+    async def _tunnel_send(self, items: list[dict]) -> list[str]:
+        """The tunnel's transport: one `upload` message, answered by its `upload_ack`."""
+        if self._ws is None:
+            raise ConnectionError("not connected")
+        msg_id = uuid.uuid4().hex
+        waiter = asyncio.get_running_loop().create_future()
+        self._upload_waiters[msg_id] = waiter
+        try:
+            await self._ws.send(protocol.encode(protocol.message("upload", id=msg_id, items=items)))
+            return await asyncio.wait_for(waiter, timeout=10)
+        finally:
+            self._upload_waiters.pop(msg_id, None)
 
     def _run_inprocess(
         self, active: ActiveVersion, files: dict[str, bytes], call: dict

@@ -8,11 +8,14 @@ import sys
 import time
 from collections import Counter
 from dataclasses import dataclass
+from pathlib import Path
 
 import httpx
 
 from walle_device.bundles import BundleCache
 from walle_device.client import DeviceClient, Identity, enroll
+from walle_device.stream import Stream
+from walle_device.tunnel import Tunnel
 
 # (model, os, weight): a phone mix skewed the way real Android/iOS fleets are.
 MODELS = [
@@ -62,6 +65,7 @@ class Fleet:
             "versions": dict(versions),
             "failed": sum(d.stats.failed for d in self.devices),
             "runs": sum(d.stats.runs for d in self.devices),
+            "queued": sum(d.tunnel.pending() for d in self.devices if d.tunnel is not None),
         }
 
 
@@ -105,14 +109,27 @@ async def run_fleet(
     seed: int = 1,
     progress: bool = True,
     stop: asyncio.Event | None = None,
+    events_per_second: float = 0.0,
+    state_root: Path | None = None,
 ) -> None:
     stop = stop or asyncio.Event()
     fleet = await build_fleet(server, enroll_key, n, seed=seed)
+    if events_per_second and state_root is not None:
+        # Each simulated device gets its own stream log and tunnel outbox, like a phone.
+        for device in fleet.devices:
+            home = state_root / device.identity.device_id
+            device.stream = Stream(state_dir=home / "stream")
+            device.tunnel = Tunnel(home / "tunnel", device.identity.device_id)
     print(
         f"fleet: {n} devices enrolled into {fleet.devices[0].identity.app if n else '-'}",
         flush=True,
     )
     tasks = [asyncio.ensure_future(d.run(stop)) for d in fleet.devices]
+    if events_per_second and state_root is not None:
+        tasks += [
+            asyncio.ensure_future(d.simulate_events(stop, events_per_second, seed=seed * 7919 + i))
+            for i, d in enumerate(fleet.devices)
+        ]
     last = ""
     try:
         while not stop.is_set():
@@ -122,7 +139,7 @@ async def run_fleet(
                     ", ".join(f"{k}: {v}" for k, v in sorted(s["versions"].items()))
                     or "no task yet"
                 )
-                line = f"fleet: {s['connected']}/{s['devices']} connected | {versions} | runs {s['runs']} | failed {s['failed']}"
+                line = f"fleet: {s['connected']}/{s['devices']} connected | {versions} | runs {s['runs']} | failed {s['failed']} | results queued {s['queued']}"
                 if line != last:
                     stamp = time.strftime("%H:%M:%S")
                     sys.stdout.write(f"[{stamp}] {line}\n")

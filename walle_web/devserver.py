@@ -101,6 +101,11 @@ def main() -> None:
                 demo["enroll_key"],
                 "--devices",
                 str(args.devices),
+                # Simulated app usage feeds the item-views trigger; results flow back.
+                "--events-per-second",
+                "2",
+                "--state-dir",
+                str(ROOT / "var" / "fleet"),
             ],
             cwd=ROOT,
             env={**os.environ, "PYTHONUNBUFFERED": "1"},

@@ -27,6 +27,32 @@ def run(ctx):
 '''
 DEMO_V2 = DEMO_V1.replace("[-3:]", "[-5:]").replace("the top pages", "the top five pages")
 
+ITEM_VIEWS = '''"""Items viewed per item-page visit: fired by the trigger at the end of each visit."""
+
+
+def run(ctx):
+    if not ctx.window:
+        return 0  # the run at install time has no visit to look at
+    aggregates = ctx.inputs.get("aggregates", {})
+    ctx.upload({"page": ctx.window[0]["page"], "items_viewed": aggregates.get("items", 0), "clicks": aggregates.get("clicks", 0)})
+    return aggregates.get("items", 0)
+'''
+
+
+def item_views_trigger() -> dict:
+    from walle_device.stream.workload import page_names
+
+    item_pages = [p for p in page_names() if p.startswith("item_")][:40]
+    return {
+        "steps": [{"kind": "page_enter", "page": item_pages}, {"kind": "page_exit"}],
+        "key": "visit",
+        "window": {"type": "session"},
+        "aggregates": [
+            {"name": "items", "op": "distinct", "arg": "item"},
+            {"name": "clicks", "op": "count", "arg": "price"},
+        ],
+    }
+
 
 class Command(BaseCommand):
     help = (
@@ -61,6 +87,20 @@ class Command(BaseCommand):
                 notes="top five",
             )
             start_release(create_release(v1, name="page-stats v1 to everyone"))
+            views = create_task(
+                app,
+                name="item-views",
+                scene="item",
+                description="Items viewed per item-page visit, uploaded through the tunnel.",
+            )
+            iv = create_version(
+                views,
+                files={"main.py": ITEM_VIEWS.encode()},
+                entry_point="main.py",
+                config={"trigger": item_views_trigger()},
+                notes="first version",
+            )
+            start_release(create_release(iv, name="item-views to everyone"))
         boot["task"] = task.pk
         boot["latest_version"] = task.versions.order_by("-number").first().pk
         boot["latest_released"] = (
