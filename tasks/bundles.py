@@ -18,16 +18,20 @@ PATH_RE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.\-]*(/[A-Za-z0-9_][A-Za-z0-9_.\-
 BUNDLE_CONFIG_FILE = "walle.json"
 
 # Top-level config keys the platform understands; anything else is almost always a typo.
-CONFIG_KEYS = {
+# The VM's keys (walle_device/vm, docs/task-authoring.md) plus the platform's own.
+CONFIG_KEYS: dict[str, type | tuple[type, ...]] = {
     "params": dict,
-    "timeout_ms": int,
+    "timeout_s": (int, float),
+    "max_memory_mb": int,
+    "max_failures": int,
+    "state_max_bytes": int,
     "isolation": str,
+    "requires": list,
     "trigger": dict,
     "models": list,
     "inputs": dict,
-    "max_failures": int,
 }
-ISOLATION_MODES = ("thread", "process")
+ISOLATION_MODES = ("interpreter", "process")
 
 
 class BundleError(ValueError):
@@ -78,9 +82,21 @@ def check_config(config: object) -> list[str]:
                 f"unknown config key {key!r}; known keys: {', '.join(sorted(CONFIG_KEYS))}"
             )
         elif not isinstance(value, expected) or isinstance(value, bool):
-            errors.append(f"config key {key!r} must be a {expected.__name__}")
-    if isinstance(config.get("timeout_ms"), int) and not 1 <= config["timeout_ms"] <= 600_000:
-        errors.append("timeout_ms must be between 1 and 600000")
+            names = " or ".join(
+                t.__name__ for t in (expected if isinstance(expected, tuple) else (expected,))
+            )
+            errors.append(f"config key {key!r} must be a {names}")
+    timeout = config.get("timeout_s")
+    if (
+        isinstance(timeout, int | float)
+        and not isinstance(timeout, bool)
+        and not 0 < timeout <= 600
+    ):
+        errors.append("timeout_s must be more than 0 and at most 600 seconds")
+    if isinstance(config.get("max_memory_mb"), int) and not 1 <= config["max_memory_mb"] <= 65536:
+        errors.append("max_memory_mb must be between 1 and 65536")
+    if isinstance(config.get("requires"), list) and not set(config["requires"]) <= {"numpy"}:
+        errors.append("requires may only list 'numpy' (which runs the task in a worker process)")
     if isinstance(config.get("max_failures"), int) and not 1 <= config["max_failures"] <= 1000:
         errors.append("max_failures must be between 1 and 1000")
     if "isolation" in config and config["isolation"] not in ISOLATION_MODES:

@@ -12,13 +12,14 @@ import pytest
 
 from tests.live import live_server, scaleout_unavailable
 from walle_device.fleet import build_fleet
+from walle_device.vm import TaskVM
 
 pytestmark = pytest.mark.e2e
 
 TASK_V1 = (
     b"def run(ctx):\n    ctx.upload({'model': ctx.device['model'], 'v': 1})\n    return 'ok'\n"
 )
-TASK_V2 = b"def run(ctx):\n    data = ctx.files['data.bin']\n    return len(data)\n"
+TASK_V2 = b"def run(ctx):\n    data = ctx.read('data.bin')\n    return len(data)\n"
 FLEET = 20
 
 
@@ -68,7 +69,8 @@ def test_a_version_goes_from_upload_to_every_device_and_back(server, tmp_path: P
     v1 = upload_version(api, task["id"], {"main.py": TASK_V1})
 
     async def scenario():
-        fleet = await build_fleet(server.url, server.enroll_key, FLEET + 1, seed=7)
+        # The devices run their tasks in the thread-level VM, as real devices do.
+        fleet = await build_fleet(server.url, server.enroll_key, FLEET + 1, seed=7, vm=vm)
         late = fleet.devices.pop()  # offline during the release
         for i, device in enumerate(fleet.devices):  # spread over every server process
             device.identity.server = server.urls[i % len(server.urls)]
@@ -133,7 +135,8 @@ def test_a_version_goes_from_upload_to_every_device_and_back(server, tmp_path: P
         assert all(d.pending == 0 for d in [*fleet.devices, late])  # every report acked
         await fleet.http.aclose()
 
-    asyncio.run(scenario())
+    with TaskVM(process_workers=0) as vm:
+        asyncio.run(scenario())
 
     # Reports are idempotent: the history has exactly one row per state per deployment.
     for dep in api.get("/api/v1/deployments/?limit=500").json()["results"]:

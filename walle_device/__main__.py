@@ -15,8 +15,10 @@ import httpx
 from walle_device.bundles import BundleCache
 from walle_device.client import DeviceClient, EnrollError, Identity, enroll
 from walle_device.fleet import make_attrs, run_fleet
+from walle_device.runner import VMRunner
 from walle_device.stream import Stream
 from walle_device.tunnel import Tunnel
+from walle_device.vm import TaskVM
 
 
 def _stop_on_signals(stop: asyncio.Event) -> None:
@@ -54,6 +56,7 @@ async def _run_device(args: argparse.Namespace) -> int:
                 return 1
             identity.save(identity_path)
             print(f"enrolled as {identity.device_id} in app {identity.app}", flush=True)
+        vm = TaskVM()  # isolated sub-interpreters, plus one worker process for numpy tasks
         client = DeviceClient(
             identity,
             attrs,
@@ -61,6 +64,7 @@ async def _run_device(args: argparse.Namespace) -> int:
             http,
             state_dir=state_dir,
             stream=Stream(state_dir=state_dir / "stream"),
+            runner=VMRunner(vm, identity.device_id, dict(attrs, id=identity.device_id)),
             tunnel=Tunnel(state_dir / "tunnel", identity.device_id),
         )
         client.listeners.append(
@@ -73,8 +77,11 @@ async def _run_device(args: argparse.Namespace) -> int:
         events = asyncio.ensure_future(
             client.simulate_events(stop, args.simulate_events, args.seed)
         )
-        await client.run(stop)
-        await events
+        try:
+            await client.run(stop)
+            await events
+        finally:
+            vm.close()
     return 0
 
 

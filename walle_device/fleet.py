@@ -14,6 +14,7 @@ import httpx
 
 from walle_device.bundles import BundleCache
 from walle_device.client import DeviceClient, Identity, enroll
+from walle_device.runner import VMRunner
 from walle_device.stream import Stream
 from walle_device.tunnel import Tunnel
 
@@ -77,6 +78,7 @@ async def build_fleet(
     seed: int = 1,
     http: httpx.AsyncClient | None = None,
     concurrency: int = 32,
+    vm: object | None = None,
 ) -> Fleet:
     """Enroll `n` simulated devices (concurrently, bounded) and return their clients."""
     http = http or httpx.AsyncClient(
@@ -89,12 +91,20 @@ async def build_fleet(
     async def one(i: int) -> DeviceClient:
         async with gate:
             identity = await enroll(http, server, enroll_key, attrs_list[i])
+        # With a VM, every device's tasks run in its isolated sub-interpreters (one VM for
+        # the whole simulated fleet, tasks scoped per device); without, in-process.
+        runner = (
+            VMRunner(vm, identity.device_id, dict(attrs_list[i], id=identity.device_id))
+            if vm
+            else None
+        )
         return DeviceClient(
             identity,
             attrs_list[i],
             BundleCache(None),
             http,
             rng=random.Random(seed * 1_000_003 + i),
+            runner=runner,
         )
 
     devices = await asyncio.gather(*(one(i) for i in range(n)))
@@ -113,7 +123,10 @@ async def run_fleet(
     state_root: Path | None = None,
 ) -> None:
     stop = stop or asyncio.Event()
-    fleet = await build_fleet(server, enroll_key, n, seed=seed)
+    from walle_device.vm import TaskVM
+
+    vm = TaskVM(process_workers=0)
+    fleet = await build_fleet(server, enroll_key, n, seed=seed, vm=vm)
     if events_per_second and state_root is not None:
         # Each simulated device gets its own stream log and tunnel outbox, like a phone.
         for device in fleet.devices:
@@ -153,6 +166,7 @@ async def run_fleet(
         stop.set()
         await asyncio.gather(*tasks, return_exceptions=True)
         await fleet.http.aclose()
+        vm.close()
 
 
 __all__ = ["Fleet", "Identity", "build_fleet", "make_attrs", "run_fleet"]

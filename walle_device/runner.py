@@ -48,7 +48,8 @@ class TaskContext:
         self.config = config
         self.params = config.get("params", {})
         self.inputs = inputs
-        self.files = files
+        self._files = files
+        self.files = tuple(sorted(files))  # names, as in the VM
         self.device = device
         self.window = window or []
         self.state: dict = {}
@@ -57,6 +58,9 @@ class TaskContext:
 
     def upload(self, payload: Any) -> None:
         self.uploads.append(payload)
+
+    def read(self, name: str) -> bytes:
+        return self._files[name]
 
     def log(self, *parts: Any) -> None:
         self.logs.append(" ".join(str(p) for p in parts)[:2000])
@@ -97,3 +101,49 @@ def run_inprocess(
         uploads=ctx.uploads,
         logs=ctx.logs,
     )
+
+
+class VMRunner:
+    """Runs task versions in the thread-level VM (walle_device.vm): one isolated
+    sub-interpreter per run, with the task's time and memory budgets."""
+
+    def __init__(self, vm, scope: str, device: dict) -> None:
+        self.vm = vm
+        self.scope = scope  # several simulated devices may share one VM
+        self.device = device
+
+    def __call__(self, active, files: dict[str, bytes], call: dict) -> RunOutcome:
+        manifest = active.manifest
+        task_id = f"{self.scope}/{active.task}"
+        entry = manifest["entry_point"]
+        started = time.perf_counter()
+        try:
+            # Loading the same version again is a no-op in the VM; a new one keeps the state.
+            self.vm.load(
+                task_id,
+                files[entry].decode("utf-8"),
+                {p: d for p, d in files.items() if p != entry},
+                manifest.get("config") or {},
+            )
+        except (
+            Exception
+        ) as exc:  # SandboxViolation, a bad config: the run fails, the device goes on
+            return RunOutcome(
+                ok=False,
+                duration_ms=(time.perf_counter() - started) * 1000,
+                error_type=type(exc).__name__,
+                message=str(exc),
+            )
+        result = self.vm.run(
+            task_id, call.get("inputs") or {}, window=call.get("window"), device=self.device
+        )
+        return RunOutcome(
+            ok=result.ok,
+            duration_ms=result.duration_ms,
+            output=result.output,
+            error_type=result.error_type or "",
+            message=result.message,
+            traceback=result.traceback,
+            uploads=list(result.uploads),
+            logs=list(result.logs),
+        )

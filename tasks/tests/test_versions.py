@@ -75,7 +75,7 @@ def test_versions_number_up_and_record_their_parent_and_share_identical_files(ca
             "config",
             "unknown config key 'timout_ms'",
         ),
-        ({"main.py": HELLO_TASK}, "main.py", {"timeout_ms": 0}, "config", "between 1 and"),
+        ({"main.py": HELLO_TASK}, "main.py", {"timeout_s": 0}, "config", "more than 0"),
         (
             {"main.py": HELLO_TASK},
             "main.py",
@@ -139,7 +139,7 @@ def test_a_zip_bundle_with_walle_json_is_accepted(cast):
         {
             "main.py": HELLO_TASK,
             "walle.json": json.dumps(
-                {"entry_point": "main.py", "config": {"timeout_ms": 500}}
+                {"entry_point": "main.py", "config": {"timeout_s": 0.5}}
             ).encode(),
         }
     )
@@ -149,7 +149,7 @@ def test_a_zip_bundle_with_walle_json_is_accepted(cast):
         format="multipart",
     )
     assert response.status_code == 201, response.content
-    assert response.json()["config"] == {"timeout_ms": 500}
+    assert response.json()["config"] == {"timeout_s": 0.5}
 
 
 def test_a_zip_with_path_traversal_is_refused(cast):

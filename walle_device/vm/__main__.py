@@ -1,0 +1,82 @@
+"""Try a task script locally, exactly as a device would run it.
+
+    python -m walle_device.vm check task.py
+    python -m walle_device.vm run task.py --inputs '{"user": 7}' --config '{"timeout_s": 2}' \
+        --window events.json --file model.wle=build/model.wle --runs 3
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+from . import SandboxViolation, TaskVM
+from .sandbox import compile_task
+
+
+def _json_arg(text: str | None) -> Any:
+    if text is None:
+        return None
+    path = Path(text)
+    return json.loads(path.read_text() if path.is_file() else text)
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m walle_device.vm", description=__doc__)
+    sub = ap.add_subparsers(dest="cmd", required=True)
+    check = sub.add_parser("check", help="run the sandbox's load-time check only")
+    check.add_argument("script")
+    run = sub.add_parser("run", help="run the task in the VM and print each RunResult")
+    run.add_argument("script")
+    run.add_argument("--inputs", help="JSON object, or a file holding one")
+    run.add_argument("--window", help="JSON list of events, or a file holding one")
+    run.add_argument("--config", help="task config: JSON object, or a file holding one")
+    run.add_argument(
+        "--file",
+        action="append",
+        default=[],
+        metavar="NAME=PATH",
+        help="a bundle file (model, *.py helper, data); repeatable",
+    )
+    run.add_argument("--runs", type=int, default=1)
+    args = ap.parse_args(argv)
+
+    source = Path(args.script).read_text()
+    if args.cmd == "check":
+        try:
+            compile_task(Path(args.script).stem, source, {})
+        except SandboxViolation as e:
+            print(f"refused: {e}", file=sys.stderr)
+            return 1
+        print("ok")
+        return 0
+
+    files = {}
+    for spec in args.file:
+        name, _, path = spec.partition("=")
+        files[name] = Path(path).read_bytes()
+    config = _json_arg(args.config) or {}
+    process_workers = 1 if config.get("isolation") == "process" or config.get("requires") else 0
+    with TaskVM(1, process_workers=process_workers) as vm:
+        try:
+            vm.load(Path(args.script).stem, source, files, config)
+        except (SandboxViolation, ValueError) as e:
+            print(f"refused: {e}", file=sys.stderr)
+            return 1
+        ok = True
+        for _ in range(args.runs):
+            r = vm.run(
+                Path(args.script).stem, _json_arg(args.inputs), window=_json_arg(args.window)
+            )
+            ok = ok and r.ok
+            shown = {k: v for k, v in r.__dict__.items() if v not in (None, "", [])}
+            print(json.dumps(shown, indent=1, default=repr))
+        print(json.dumps({"state": vm.state(Path(args.script).stem)}, default=repr))
+    return 0 if ok else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

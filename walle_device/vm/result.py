@@ -1,0 +1,56 @@
+"""What the VM hands back to the device runtime."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+TRACEBACK_MAX_CHARS = 8000
+
+
+@dataclass(frozen=True)
+class RunResult:
+    """The outcome of one run of a task.
+
+    `output` is the plain-data return value of `run(ctx)`; `uploads` are the payloads the
+    task queued with `ctx.upload()` for the tunnel (both empty when the run failed: a
+    failed run's uploads and state changes are discarded). On failure `error_type`,
+    `message` and `traceback` describe it; the traceback shows task frames only.
+    """
+
+    task_id: str
+    ok: bool
+    output: Any = None
+    error_type: str | None = None
+    message: str = ""
+    traceback: str = ""
+    duration_ms: float = 0.0  # execution, from the worker picking the run up to its result
+    queue_ms: float = 0.0  # waiting for a free worker (pool acquire)
+    uploads: list[Any] = field(default_factory=list)
+    logs: list[str] = field(default_factory=list)
+    backend: str = "interpreter"  # or "process"
+    timed_out: bool = False
+    disabled: bool = False  # this run made the task hit its failure limit
+
+    def last_error(self) -> dict[str, str] | None:
+        """The `last_error` object of a `run_stats` message, or None for a success."""
+        if self.ok:
+            return None
+        return {
+            "type": self.error_type or "Error",
+            "message": self.message[:2000],
+            "traceback": self.traceback[-TRACEBACK_MAX_CHARS:],
+        }
+
+
+@dataclass(frozen=True)
+class TaskStatus:
+    """Health of one loaded task as the VM sees it."""
+
+    task_id: str
+    enabled: bool
+    backend: str
+    runs: int
+    failures: int
+    consecutive_failures: int
+    disabled_reason: str = ""
