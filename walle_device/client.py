@@ -197,6 +197,10 @@ class DeviceClient:
             self.stream.on_fire = self._on_fire
             for task, active in self.cache.all_active().items():
                 self._register_trigger(task, active)
+            if self.tunnel is not None:
+                # Fires accepted before a crash whose results were not queued yet: run them now.
+                for task, fire_seq, window in self.tunnel.pending_fires():
+                    self._spawn_fire(task, fire_seq, window)
             self.stream.start()
         attempt = 0
         while not stop.is_set():
@@ -487,11 +491,17 @@ class DeviceClient:
                 last_error=outcome.error_dict(),
             )
         )
-        if outcome.uploads and self.tunnel is not None:
+        if self.tunnel is not None and (outcome.uploads or fire_seq >= 0):
             # One result per fire: the key (device, task, version, fire_seq) makes a replayed
-            # fire or a resent batch count once at the cloud.
-            payload = outcome.uploads[0] if len(outcome.uploads) == 1 else outcome.uploads
-            self.tunnel.enqueue(active.task, active.version, fire_seq, payload)
+            # fire or a resent batch count once at the cloud. A failed run's fire is settled
+            # too (its error goes in run_stats), so it is not re-run forever.
+            payload = None
+            if outcome.uploads:
+                payload = outcome.uploads[0] if len(outcome.uploads) == 1 else outcome.uploads
+            if fire_seq >= 0:
+                self.tunnel.complete_fire(active.task, active.version, fire_seq, payload)
+            else:
+                self.tunnel.enqueue(active.task, active.version, fire_seq, payload)
         elif outcome.uploads:
             items = []
             for payload in outcome.uploads:
@@ -537,12 +547,20 @@ class DeviceClient:
             self.stats.errors.append(f"trigger of {task} v{active.version}: {exc}")
 
     def _on_fire(self, task: str, fire_seq: int, window) -> None:
-        # Called on the stream's worker thread: hand the run to the event loop, never block.
+        # Called on the stream's worker thread: record the fire durably (the stream counts it
+        # delivered when this returns), then hand the run to the event loop; never block on it.
+        data = window.to_dict()
+        if self.tunnel is not None:
+            self.tunnel.accept_fire(task, fire_seq, data)
         if self._loop is not None and not self._loop.is_closed():
-            self._loop.call_soon_threadsafe(self._spawn_fire, task, fire_seq, window.to_dict())
+            self._loop.call_soon_threadsafe(self._spawn_fire, task, fire_seq, data)
 
     def _spawn_fire(self, task: str, fire_seq: int, window: dict) -> None:
         active = self.cache.active(task)
+        if active is None:
+            if self.tunnel is not None:  # the task is gone: nothing will ever run this fire
+                self.tunnel.complete_fire(task, 0, fire_seq)
+            return
         if active is not None:
             self._spawn(
                 self.run_active(

@@ -47,6 +47,12 @@ CREATE TABLE IF NOT EXISTS outbox (
 CREATE INDEX IF NOT EXISTS outbox_lane ON outbox (lane, id);
 CREATE TABLE IF NOT EXISTS acked (id INTEGER PRIMARY KEY AUTOINCREMENT, key TEXT NOT NULL UNIQUE);
 CREATE TABLE IF NOT EXISTS meta (k TEXT PRIMARY KEY, v INTEGER NOT NULL);
+CREATE TABLE IF NOT EXISTS fires (
+    task TEXT NOT NULL,
+    fire_seq INTEGER NOT NULL,
+    window TEXT NOT NULL,
+    PRIMARY KEY (task, fire_seq)
+);
 """
 
 
@@ -148,26 +154,81 @@ class Tunnel:
             db = self._db
             db.execute("BEGIN IMMEDIATE")
             try:
-                if db.execute("SELECT 1 FROM acked WHERE key=?", (key,)).fetchone():
-                    db.execute("COMMIT")
-                    return None
-                cur = db.execute(
-                    "INSERT OR IGNORE INTO outbox (key, task, version, fire_seq, lane, payload,"
-                    " size, created) VALUES (?,?,?,?,?,?,?,?)",
-                    (key, task, version, fire_seq, lane, text, size, self._clock()),
-                )
-                if cur.rowcount == 0:
-                    db.execute("COMMIT")
-                    return None
-                self._items += 1
-                self._bytes += size
-                self._enforce_bounds()
+                queued = self._insert(key, task, version, fire_seq, lane, text, size)
                 db.execute("COMMIT")
             except BaseException:
                 db.execute("ROLLBACK")
                 raise
-        self._notify()
-        return key
+        if queued:
+            self._notify()
+        return key if queued else None
+
+    def _insert(
+        self, key: str, task: str, version: int, fire_seq: int, lane: str, text: str, size: int
+    ) -> bool:
+        """Insert one outbox row inside the caller's transaction; False if known already."""
+        db = self._db
+        if db.execute("SELECT 1 FROM acked WHERE key=?", (key,)).fetchone():
+            return False
+        cur = db.execute(
+            "INSERT OR IGNORE INTO outbox (key, task, version, fire_seq, lane, payload,"
+            " size, created) VALUES (?,?,?,?,?,?,?,?)",
+            (key, task, version, fire_seq, lane, text, size, self._clock()),
+        )
+        if cur.rowcount == 0:
+            return False
+        self._items += 1
+        self._bytes += size
+        self._enforce_bounds()
+        return True
+
+    # -- fires: a trigger fire is durable from the moment the stream hands it over ---------
+
+    def accept_fire(self, task: str, fire_seq: int, window: dict[str, Any]) -> None:
+        """Record a fire before its run, so a crash between the fire and the result re-runs it."""
+        with self._lock:
+            self._db.execute(
+                "INSERT OR IGNORE INTO fires (task, fire_seq, window) VALUES (?,?,?)",
+                (task, fire_seq, json.dumps(window, separators=(",", ":"))),
+            )
+
+    def pending_fires(self) -> list[tuple[str, int, dict[str, Any]]]:
+        """Fires accepted but not completed (the process stopped in between), oldest first."""
+        with self._lock:
+            rows = self._db.execute(
+                "SELECT task, fire_seq, window FROM fires ORDER BY fire_seq"
+            ).fetchall()
+        return [(task, seq, json.loads(window)) for task, seq, window in rows]
+
+    def complete_fire(
+        self, task: str, version: int, fire_seq: int, payload: Any = None, lane: str = "realtime"
+    ) -> str | None:
+        """Queue a fire's result (if any) and forget the fire, in one transaction: after a
+        crash either both happened or neither, so a result is never lost nor queued twice."""
+        text, size = "", 0
+        if payload is not None:
+            if lane not in LANES:
+                raise TunnelError(f"lane must be one of {', '.join(LANES)}, not {lane!r}")
+            text = json.dumps(payload, separators=(",", ":"))
+            size = len(text.encode())
+            if size > self.max_item_bytes:
+                raise TunnelError(f"payload is {size} bytes; the cap is {self.max_item_bytes}")
+        key = self.key(task, version, fire_seq)
+        with self._lock:
+            db = self._db
+            db.execute("BEGIN IMMEDIATE")
+            try:
+                queued = payload is not None and self._insert(
+                    key, task, version, fire_seq, lane, text, size
+                )
+                db.execute("DELETE FROM fires WHERE task=? AND fire_seq=?", (task, fire_seq))
+                db.execute("COMMIT")
+            except BaseException:
+                db.execute("ROLLBACK")
+                raise
+        if queued:
+            self._notify()
+        return key if queued else None
 
     def _enforce_bounds(self) -> None:
         db = self._db
