@@ -1,0 +1,241 @@
+"""walle_engine benchmark: batch-1 latency against onnxruntime (and MNN when installed),
+1 and 2 threads, rounds interleaved; fp32 GEMM GFLOP/s against the FMA peak.
+
+    .venv/bin/python bench/engine.py [--rounds 30] [--models mobilenet_v2,resnet18] [--quick]
+
+Prints a table and writes bench/out/engine.json. Models are built offline with
+onnx.helper and seeded random weights (engine/tests/model_zoo.py). Never run by tests.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT / "engine" / "tests"))
+
+import model_zoo  # noqa: E402
+import walle_engine  # noqa: E402
+from walle_engine import _core  # noqa: E402
+
+MODELS: dict[str, Callable[[], onnx.ModelProto]] = {
+    "mobilenet_v2": lambda: model_zoo.mobilenet_v2(),
+    "resnet18": lambda: model_zoo.resnet(),
+    "resnet50": lambda: model_zoo.resnet50(),
+    "minilm_encoder": lambda: model_zoo.encoder(),
+    "recommender_mlp": lambda: model_zoo.recommender(),
+}
+PEAK_GFLOPS = (255.0, 285.0)  # 1-thread AVX-512 FMA peak of this machine class (DESIGN §9)
+
+
+def rel_err(a: np.ndarray, b: np.ndarray) -> float:
+    return float(np.max(np.abs(a - b)) / max(float(np.max(np.abs(b))), 1e-30))
+
+
+def make_mnn(onnx_path: Path, work: Path, inputs: list[str], outputs: list[str], threads: int):
+    """An MNN runner, or None when the mnn wheel is missing or cannot take the model."""
+    try:
+        import MNN.expr as F
+        import MNN.nn as nn
+    except ImportError:
+        return None
+    mnn_path = work / (onnx_path.stem + ".mnn")
+    if not mnn_path.exists():
+        exe = Path(sys.executable).parent / "mnnconvert"
+        r = subprocess.run(
+            [
+                str(exe),
+                "-f",
+                "ONNX",
+                "--modelFile",
+                str(onnx_path),
+                "--MNNModel",
+                str(mnn_path),
+                "--bizCode",
+                "walle",
+            ],
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+        if r.returncode != 0 or not mnn_path.exists():
+            return None
+    net = nn.load_module_from_file(
+        str(mnn_path), inputs, outputs, thread_num=threads, precision_mode=F.PrecisionMode.High
+    )
+
+    def run(feeds: dict[str, np.ndarray]) -> np.ndarray:
+        vs = []
+        for name in inputs:
+            x = feeds[name]
+            dtype = F.int if x.dtype == np.int64 else F.float
+            vs.append(
+                F.const(
+                    x.astype(np.int32) if x.dtype == np.int64 else x, list(x.shape), F.NCHW, dtype
+                )
+            )
+        y = net.forward(vs)[0]
+        return (
+            np.asarray(F.convert(y, F.NCHW).read())
+            if hasattr(F, "convert")
+            else np.asarray(y.read())
+        )
+
+    return run
+
+
+def bench_models(names: list[str], rounds: int, threads_list: list[int]) -> list[dict]:
+    rows = []
+    work = Path(tempfile.mkdtemp(prefix="walle-bench-"))
+    for name in names:
+        model = MODELS[name]()
+        onnx_path = work / f"{name}.onnx"
+        onnx.save(model, str(onnx_path))
+        walle_path = work / f"{name}.walle"
+        walle_engine.convert(model, walle_path)
+        feeds = model_zoo.random_feeds(model)
+        in_names = list(feeds)
+        out_names = [o.name for o in model.graph.output]
+        for threads in threads_list:
+            walle_engine.set_num_threads(threads)
+            t0 = time.perf_counter()
+            wm = walle_engine.load(walle_path)
+            load_s = time.perf_counter() - t0
+            so = ort.SessionOptions()
+            so.intra_op_num_threads = threads
+            so.inter_op_num_threads = 1
+            so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+            sess = ort.InferenceSession(str(onnx_path), so, providers=["CPUExecutionProvider"])
+            runners: dict[str, Callable[[], object]] = {
+                "walle": lambda wm=wm, feeds=feeds: wm.run(feeds),
+                "onnxruntime": lambda sess=sess, feeds=feeds: sess.run(None, feeds),
+            }
+            mnn = make_mnn(onnx_path, work, in_names, out_names, threads)
+            if mnn is not None:
+                runners["mnn"] = lambda mnn=mnn, feeds=feeds: mnn(feeds)
+            expected = sess.run(None, feeds)[0]
+            err = {"walle": rel_err(next(iter(wm.run(feeds).values())), expected)}
+            if mnn is not None:
+                try:
+                    err["mnn"] = rel_err(mnn(feeds).reshape(expected.shape), expected)
+                except Exception:  # an MNN output layout we do not handle: report no number
+                    err["mnn"] = float("nan")
+            for run in runners.values():  # warm-up
+                for _ in range(3):
+                    run()
+            times: dict[str, list[float]] = {k: [] for k in runners}
+            for _ in range(rounds):  # interleaved: host noise hits every engine alike
+                for k, run in runners.items():
+                    t = time.perf_counter()
+                    run()
+                    times[k].append(time.perf_counter() - t)
+            med = {k: statistics.median(v) * 1e3 for k, v in times.items()}
+            row = {
+                "model": name,
+                "threads": threads,
+                "median_ms": med,
+                "walle_vs_ort": med["walle"] / med["onnxruntime"],
+                "walle_vs_mnn": med["walle"] / med["mnn"] if "mnn" in med else None,
+                "rel_err_vs_ort": err,
+                "walle_load_s": load_s,
+                "walle_plan": [p["choice"] for p in wm.plan()],
+            }
+            rows.append(row)
+            m = f"{med['mnn']:8.2f}" if "mnn" in med else "       -"
+            print(
+                f"{name:16} {threads:2}  walle {med['walle']:8.2f}  ort {med['onnxruntime']:8.2f}  mnn {m}"
+                f"  walle/ort {row['walle_vs_ort']:5.2f}  err {err['walle']:.1e}",
+                flush=True,
+            )
+    walle_engine.set_num_threads(1)
+    return rows
+
+
+def bench_gemm(threads_list: list[int]) -> list[dict]:
+    rows = []
+    level = walle_engine.isa()
+    for threads in threads_list:
+        walle_engine.set_num_threads(threads)
+        for n in (512, 1024):
+            best = None
+            for v, kname in enumerate(_core.gemm_kernels(level)):
+                s = _core.gemm_seconds(n, n, n, 7, v, True)
+                gf = 2 * n**3 / s / 1e9
+                if best is None or gf > best[1]:
+                    best = (kname, gf)
+            assert best is not None
+            row = {
+                "n": n,
+                "threads": threads,
+                "kernel": best[0],
+                "gflops": best[1],
+                "share_of_1t_peak": [best[1] / p for p in PEAK_GFLOPS],
+            }
+            rows.append(row)
+            print(
+                f"GEMM {n}^3 {threads}T  {best[1]:6.1f} GFLOP/s  ({best[0]}; "
+                f"{100 * best[1] / PEAK_GFLOPS[1]:.0f}-{100 * best[1] / PEAK_GFLOPS[0]:.0f}% of the 1-thread peak)",
+                flush=True,
+            )
+    walle_engine.set_num_threads(1)
+    return rows
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--rounds", type=int, default=30)
+    ap.add_argument("--models", default=",".join(MODELS))
+    ap.add_argument("--threads", default="1,2")
+    ap.add_argument("--out", type=Path, default=ROOT / "bench" / "out" / "engine.json")
+    args = ap.parse_args()
+    threads = [int(t) for t in args.threads.split(",")]
+    print(
+        f"walle_engine {walle_engine.__version__} on {walle_engine.cpu_signature()}, onnxruntime {ort.__version__}"
+    )
+    gemm = bench_gemm(threads)
+    models = bench_models(args.models.split(","), args.rounds, threads)
+    try:
+        import MNN
+
+        mnn_version = MNN.version()
+    except ImportError:
+        mnn_version = None
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(
+        json.dumps(
+            {
+                "machine": {
+                    "cpu": walle_engine.cpu_signature(),
+                    "python": platform.python_version(),
+                },
+                "versions": {
+                    "walle_engine": walle_engine.__version__,
+                    "onnxruntime": ort.__version__,
+                    "mnn": mnn_version,
+                },
+                "rounds": args.rounds,
+                "gemm": gemm,
+                "models": models,
+            },
+            indent=1,
+        )
+    )
+    print(f"wrote {args.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,108 @@
+// The atomic ops. Composite operators (ops/*.cpp) are decomposed into these and nothing
+// else, so only these need fast kernels. Each has two implementations with the same
+// signature: walle::fast (SIMD kernels from a KernelTable, threaded) and walle::ref
+// (the scalar oracle in kernels/reference.cpp, written for obviousness, not speed).
+//
+// All functions write into a caller-allocated output view so the graph's memory plan
+// decides where results live.
+#pragma once
+#include <cmath>
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "kernels/kernels.h"
+#include "tensor.h"
+
+namespace walle {
+
+// A non-owning tensor view (Tensor with no owner is used for that).
+using View = Tensor;
+
+inline View view(void* data, DType t, const Shape& s) {
+  View v;
+  v.data = data;
+  v.dtype = t;
+  v.shape = s;
+  return v;
+}
+
+// One strided copy: for every index i in [0, size), dst[dst_offset + i . dst_stride] =
+// src_input[src_offset + i . src_stride]. Strides and offsets are in elements.
+constexpr int kMaxRasterDims = 6;
+struct Region {
+  int input = 0;
+  int ndim = 0;
+  int64_t src_offset = 0, dst_offset = 0;
+  int64_t size[kMaxRasterDims] = {};
+  int64_t src_stride[kMaxRasterDims] = {};
+  int64_t dst_stride[kMaxRasterDims] = {};
+  int64_t count() const {
+    int64_t n = 1;
+    for (int i = 0; i < ndim; ++i) n *= size[i];
+    return n;
+  }
+};
+
+// Raster output: filled with `fill` first when `has_fill` (pad, im2col), then regions.
+struct RasterSpec {
+  std::vector<Region> regions;
+  bool has_fill = false;
+  double fill = 0.0;
+};
+
+Shape broadcast_shapes(const Shape& a, const Shape& b);
+std::vector<int64_t> normalize_axes(const std::vector<int64_t>& axes, int rank);
+Shape reduced_shape(const Shape& s, const std::vector<int64_t>& axes, bool keepdims);
+
+// Options for matmul: op(A) = A^T when trans_a; y = clamp(op(A) op(B) + addend + bias),
+// bias per output row ("m") or column ("n"), clamp = a fused Relu/Clip.
+struct MatmulEpilogue {
+  const float* addend = nullptr;  // same layout as the output (residual connections)
+  const float* bias = nullptr;
+  char bias_axis = 0;  // 0, 'm' or 'n'
+  float lo = -INFINITY, hi = INFINITY;
+};
+
+struct PackedMatrix;  // gemm.h
+
+namespace fast {
+void unary(const KernelTable& kt, UnaryOp op, const View& x, const View& y, float alpha = 0,
+           float beta = 0);
+void binary(const KernelTable& kt, BinaryOp op, const View& a, const View& b, const View& y);
+void select(const KernelTable& kt, const View& c, const View& a, const View& b, const View& y);
+void cast(const View& x, const View& y);
+void reduce(const KernelTable& kt, ReduceOp op, const View& x, const std::vector<int64_t>& axes,
+            const View& y);
+void argmax(const View& x, int64_t axis, bool select_last, const View& y);
+// Batched matmul with numpy broadcasting over leading dims; a: [..., M, K] (or [..., K, M]
+// when trans_a), b: [..., K, N] (or [..., N, K] when trans_b).
+void matmul(const KernelTable& kt, int variant, const View& a, bool trans_a, const View& b,
+            bool trans_b, const View& y, const MatmulEpilogue& ep = {},
+            const PackedMatrix* packed_a = nullptr, const PackedMatrix* packed_b = nullptr);
+void raster(const RasterSpec& spec, const std::vector<View>& inputs, const View& y);
+}  // namespace fast
+
+namespace ref {
+void unary(UnaryOp op, const View& x, const View& y, float alpha = 0, float beta = 0);
+void binary(BinaryOp op, const View& a, const View& b, const View& y);
+void select(const View& c, const View& a, const View& b, const View& y);
+void cast(const View& x, const View& y);
+void reduce(ReduceOp op, const View& x, const std::vector<int64_t>& axes, const View& y);
+void argmax(const View& x, int64_t axis, bool select_last, const View& y);
+void matmul(const View& a, bool trans_a, const View& b, bool trans_b, const View& y,
+            const MatmulEpilogue& ep = {});
+void raster(const RasterSpec& spec, const std::vector<View>& inputs, const View& y);
+}  // namespace ref
+
+// Raster merging: if `outer` reads only from the output of `inner` (input 0), try to
+// rewrite it to read inner's sources directly. Returns false when the regions do not
+// compose exactly (then both copies stay).
+bool compose_raster(const RasterSpec& inner, const Shape& inner_out_shape,
+                    const RasterSpec& outer, RasterSpec* merged);
+
+UnaryOp unary_op_from_name(const std::string& s);
+BinaryOp binary_op_from_name(const std::string& s);
+ReduceOp reduce_op_from_name(const std::string& s);
+
+}  // namespace walle

@@ -1,0 +1,406 @@
+// Python bindings for walle_engine._core. The public API is the walle_engine package;
+// this module is private and may change with it.
+#include <pybind11/pybind11.h>
+#include <pybind11/stl.h>
+
+#include <chrono>
+
+#include "atomic.h"
+#include "gemm.h"
+#include "graph.h"
+#include "isa.h"
+#include "threadpool.h"
+
+namespace py = pybind11;
+using namespace walle;
+
+namespace {
+
+DType dtype_of_format(const std::string& f_in, ssize_t itemsize) {
+  std::string f = f_in;
+  if (!f.empty() && (f[0] == '<' || f[0] == '=' || f[0] == '@' || f[0] == '|')) f = f.substr(1);
+  if (f == "f" && itemsize == 4) return DType::f32;
+  if ((f == "i" || f == "l") && itemsize == 4) return DType::i32;
+  if ((f == "q" || f == "l") && itemsize == 8) return DType::i64;
+  if (f == "?" && itemsize == 1) return DType::b8;
+  throw Error("unsupported buffer format '" + f_in + "' (itemsize " + std::to_string(itemsize) +
+              "): use float32, int32, int64 or bool");
+}
+
+const char* format_of(DType t) {
+  switch (t) {
+    case DType::f32: return "f";
+    case DType::i32: return "i";
+    case DType::i64: return "q";
+    case DType::b8: return "?";
+  }
+  return "B";
+}
+
+// Zero-copy: the tensor borrows the buffer and keeps the exporter's Py_buffer alive.
+// The deleter runs with the GIL held: tensors that borrow are only created and dropped
+// by Python-facing code, never inside a GIL-released run.
+Tensor from_buffer(const py::buffer& b) {
+  py::buffer_info info = b.request();
+  Tensor t;
+  t.dtype = dtype_of_format(info.format, info.itemsize);
+  t.shape.assign(info.shape.begin(), info.shape.end());
+  // Require C-contiguity; numpy callers go through np.ascontiguousarray first.
+  ssize_t expect = info.itemsize;
+  for (int d = int(info.ndim) - 1; d >= 0; --d) {
+    if (info.shape[d] != 1 && info.strides[d] != expect)
+      throw Error("buffer is not C-contiguous: pass numpy.ascontiguousarray(x)");
+    expect *= info.shape[d];
+  }
+  t.data = info.ptr;
+  t.readonly = info.readonly;
+  auto* holder = new py::buffer_info(std::move(info));
+  t.owner = std::shared_ptr<void>(holder, [](void* p) { delete static_cast<py::buffer_info*>(p); });
+  return t;
+}
+
+py::buffer_info to_buffer(Tensor& t) {
+  std::vector<ssize_t> shape(t.shape.begin(), t.shape.end()), strides(t.shape.size());
+  ssize_t s = ssize_t(dtype_size(t.dtype));
+  for (int d = int(shape.size()) - 1; d >= 0; --d) {
+    strides[d] = s;
+    s *= shape[d];
+  }
+  return py::buffer_info(t.data, ssize_t(dtype_size(t.dtype)), format_of(t.dtype),
+                         ssize_t(shape.size()), shape, strides, t.readonly);
+}
+
+Attr to_attr(const py::handle& v) {
+  Attr a;
+  if (py::isinstance<py::bool_>(v) || py::isinstance<py::int_>(v)) {
+    a.kind = Attr::kInt;
+    a.i = v.cast<int64_t>();
+  } else if (py::isinstance<py::float_>(v)) {
+    a.kind = Attr::kFloat;
+    a.f = v.cast<double>();
+  } else if (py::isinstance<py::str>(v)) {
+    a.kind = Attr::kString;
+    a.s = v.cast<std::string>();
+  } else if (py::isinstance<Tensor>(v)) {
+    a.kind = Attr::kTensor;
+    a.t = v.cast<Tensor>();
+  } else if (py::isinstance<py::list>(v) || py::isinstance<py::tuple>(v)) {
+    py::sequence seq = v.cast<py::sequence>();
+    bool all_int = true;
+    for (auto x : seq)
+      if (!py::isinstance<py::int_>(x)) all_int = false;
+    if (all_int) {
+      a.kind = Attr::kInts;
+      for (auto x : seq) a.ints.push_back(x.cast<int64_t>());
+    } else {
+      a.kind = Attr::kFloats;
+      for (auto x : seq) a.floats.push_back(x.cast<double>());
+    }
+  } else {
+    throw Error("unsupported attribute value of type " +
+                std::string(py::str(py::type::handle_of(v))));
+  }
+  return a;
+}
+
+GraphDef to_graph(const py::dict& g) {
+  GraphDef d;
+  for (auto item : g["inputs"].cast<py::list>()) {
+    auto t = item.cast<py::tuple>();
+    d.inputs.push_back({t[0].cast<std::string>(), dtype_from_name(t[1].cast<std::string>()),
+                        t[2].cast<Shape>()});
+  }
+  d.outputs = g["outputs"].cast<std::vector<std::string>>();
+  for (auto [k, v] : g["constants"].cast<py::dict>())
+    d.constants[k.cast<std::string>()] = v.cast<Tensor>();
+  for (auto item : g["nodes"].cast<py::list>()) {
+    auto t = item.cast<py::tuple>();
+    NodeDef n;
+    n.op = t[0].cast<std::string>();
+    n.name = t[1].cast<std::string>();
+    n.inputs = t[2].cast<std::vector<std::string>>();
+    n.outputs = t[3].cast<std::vector<std::string>>();
+    for (auto [k, v] : t[4].cast<py::dict>()) n.attrs[k.cast<std::string>()] = to_attr(v);
+    d.nodes.push_back(std::move(n));
+  }
+  return d;
+}
+
+using RegionTuple = std::tuple<int, int64_t, int64_t, Shape, Shape, Shape>;
+
+RasterSpec to_spec(const std::vector<RegionTuple>& regions, std::optional<double> fill) {
+  RasterSpec spec;
+  for (const auto& [input, so, dof, size, ss, ds] : regions) {
+    if (size.size() > size_t(kMaxRasterDims) || ss.size() != size.size() || ds.size() != size.size())
+      throw Error("region needs size, src_stride and dst_stride of equal rank <= 6");
+    Region r;
+    r.input = input;
+    r.src_offset = so;
+    r.dst_offset = dof;
+    r.ndim = int(size.size());
+    for (int d = 0; d < r.ndim; ++d) {
+      r.size[d] = size[d];
+      r.src_stride[d] = ss[d];
+      r.dst_stride[d] = ds[d];
+    }
+    spec.regions.push_back(r);
+  }
+  spec.has_fill = fill.has_value();
+  spec.fill = fill.value_or(0.0);
+  return spec;
+}
+
+std::vector<RegionTuple> from_spec(const RasterSpec& s) {
+  std::vector<RegionTuple> v;
+  for (const auto& r : s.regions)
+    v.emplace_back(r.input, r.src_offset, r.dst_offset, Shape(r.size, r.size + r.ndim),
+                   Shape(r.src_stride, r.src_stride + r.ndim), Shape(r.dst_stride, r.dst_stride + r.ndim));
+  return v;
+}
+
+}  // namespace
+
+PYBIND11_MODULE(_core, m, py::mod_gil_not_used(), py::multiple_interpreters::per_interpreter_gil()) {
+  m.doc() = "walle_engine's compiled core (private: use the walle_engine package)";
+
+  py::register_exception_translator([](std::exception_ptr p) {
+    try {
+      if (p) std::rethrow_exception(p);
+    } catch (const Error& e) {
+      PyErr_SetString(PyExc_ValueError, e.what());
+    }
+  });
+
+  py::class_<Tensor>(m, "Tensor", py::buffer_protocol())
+      .def(py::init([](const py::buffer& b) { return from_buffer(b); }), py::arg("buffer"))
+      .def_static("empty", [](const std::string& dt, const Shape& s) {
+        return Tensor::zeros(dtype_from_name(dt), s);
+      })
+      .def_buffer(&to_buffer)
+      .def_property_readonly("dtype", [](const Tensor& t) { return dtype_name(t.dtype); })
+      .def_property_readonly("shape", [](const Tensor& t) { return py::tuple(py::cast(t.shape)); })
+      .def_property_readonly("data_ptr", [](const Tensor& t) { return reinterpret_cast<uintptr_t>(t.data); })
+      .def("__repr__", [](const Tensor& t) {
+        return "Tensor(" + std::string(dtype_name(t.dtype)) + ", " + shape_str(t.shape) + ")";
+      });
+
+  m.def("detect_isa", [] { return isa_name(detect_isa()); });
+  m.def("isa", [] { return isa_name(current_isa()); });
+  m.def("set_isa", [](const std::string& s) { set_isa(isa_from_name(s)); });
+  m.def("supported_isas", [] {
+    std::vector<std::string> v;
+    for (Isa i : supported_isas()) v.push_back(isa_name(i));
+    return v;
+  });
+  m.def("cpu_signature", &cpu_signature);
+  m.def("set_num_threads", &set_num_threads);
+  m.def("num_threads", &num_threads);
+  m.def("gemm_kernels", [](const std::string& isa) {
+    const KernelTable& kt = kernels_for(isa_from_name(isa));
+    std::vector<std::string> v;
+    for (int i = 0; i < kt.gemm_count; ++i) v.push_back(kt.gemm[i].name);
+    return v;
+  });
+
+  // Atomic ops on tensors: `reference=True` runs the scalar oracle instead of the kernels.
+  m.def("unary", [](const std::string& op, const Tensor& x, double alpha, double beta, bool reference) {
+    const UnaryOp u = unary_op_from_name(op);
+    Tensor y = Tensor::empty(x.dtype, x.shape);
+    py::gil_scoped_release nogil;
+    if (reference) ref::unary(u, x, y, float(alpha), float(beta));
+    else fast::unary(kernels(), u, x, y, float(alpha), float(beta));
+    return y;
+  }, py::arg("op"), py::arg("x"), py::arg("alpha") = 0.0, py::arg("beta") = 0.0, py::arg("reference") = false);
+  m.def("binary", [](const std::string& op, const Tensor& a, const Tensor& b, bool reference) {
+    const BinaryOp o = binary_op_from_name(op);
+    if (a.dtype != b.dtype) throw Error("binary op on mixed dtypes");
+    const DType out = (is_compare(o) || is_logical(o)) ? DType::b8 : a.dtype;
+    Tensor y = Tensor::empty(out, broadcast_shapes(a.shape, b.shape));
+    py::gil_scoped_release nogil;
+    if (reference) ref::binary(o, a, b, y);
+    else fast::binary(kernels(), o, a, b, y);
+    return y;
+  }, py::arg("op"), py::arg("a"), py::arg("b"), py::arg("reference") = false);
+  m.def("select", [](const Tensor& c, const Tensor& a, const Tensor& b, bool reference) {
+    Tensor y = Tensor::empty(a.dtype, broadcast_shapes(c.shape, broadcast_shapes(a.shape, b.shape)));
+    py::gil_scoped_release nogil;
+    if (reference) ref::select(c, a, b, y);
+    else fast::select(kernels(), c, a, b, y);
+    return y;
+  }, py::arg("cond"), py::arg("a"), py::arg("b"), py::arg("reference") = false);
+  m.def("cast", [](const Tensor& x, const std::string& dt, bool reference) {
+    Tensor y = Tensor::empty(dtype_from_name(dt), x.shape);
+    py::gil_scoped_release nogil;
+    if (reference) ref::cast(x, y);
+    else fast::cast(x, y);
+    return y;
+  }, py::arg("x"), py::arg("dtype"), py::arg("reference") = false);
+  m.def("reduce", [](const std::string& op, const Tensor& x, const std::vector<int64_t>& axes, bool keepdims, bool reference) {
+    const ReduceOp r = reduce_op_from_name(op);
+    Tensor y = Tensor::empty(x.dtype, reduced_shape(x.shape, axes, keepdims));
+    py::gil_scoped_release nogil;
+    if (reference) ref::reduce(r, x, axes, y);
+    else fast::reduce(kernels(), r, x, axes, y);
+    return y;
+  }, py::arg("op"), py::arg("x"), py::arg("axes"), py::arg("keepdims") = true, py::arg("reference") = false);
+  m.def("argmax", [](const Tensor& x, int64_t axis, bool keepdims, bool select_last, bool reference) {
+    Tensor y = Tensor::empty(DType::i64, reduced_shape(x.shape, {axis}, keepdims));
+    py::gil_scoped_release nogil;
+    if (reference) ref::argmax(x, axis, select_last, y);
+    else fast::argmax(x, axis, select_last, y);
+    return y;
+  }, py::arg("x"), py::arg("axis"), py::arg("keepdims") = true, py::arg("select_last") = false, py::arg("reference") = false);
+  m.def("matmul", [](const Tensor& a, const Tensor& b, bool ta, bool tb, int variant, bool reference) {
+    if (a.dtype != DType::f32 || b.dtype != DType::f32) throw Error("matmul needs float32");
+    if (a.rank() < 2 || b.rank() < 2) throw Error("matmul needs rank >= 2 operands");
+    const int64_t M = ta ? a.dim(-1) : a.dim(-2), K = ta ? a.dim(-2) : a.dim(-1);
+    const int64_t K2 = tb ? b.dim(-1) : b.dim(-2), N = tb ? b.dim(-2) : b.dim(-1);
+    if (K != K2) throw Error("matmul inner dimensions differ");
+    Shape batch = broadcast_shapes(Shape(a.shape.begin(), a.shape.end() - 2), Shape(b.shape.begin(), b.shape.end() - 2));
+    batch.push_back(M);
+    batch.push_back(N);
+    Tensor y = Tensor::empty(DType::f32, batch);
+    py::gil_scoped_release nogil;
+    if (reference) ref::matmul(a, ta, b, tb, y);
+    else fast::matmul(kernels(), variant, a, ta, b, tb, y);
+    return y;
+  }, py::arg("a"), py::arg("b"), py::arg("trans_a") = false, py::arg("trans_b") = false,
+     py::arg("variant") = 0, py::arg("reference") = false);
+  m.def("raster", [](const std::vector<Tensor>& inputs, const std::vector<RegionTuple>& regions,
+                     const Shape& shape, std::optional<double> fill, bool reference) {
+    if (inputs.empty()) throw Error("raster needs at least one input");
+    const RasterSpec spec = to_spec(regions, fill);
+    for (const auto& r : spec.regions) {
+      if (r.input < 0 || r.input >= int(inputs.size())) throw Error("region input out of range");
+      // Bounds: the largest offset each region touches must be inside its tensors.
+      int64_t smax = r.src_offset, dmax = r.dst_offset, smin = r.src_offset, dmin = r.dst_offset;
+      for (int d = 0; d < r.ndim; ++d) {
+        if (r.size[d] == 0) { smax = -1; break; }
+        const int64_t s = (r.size[d] - 1) * r.src_stride[d], t = (r.size[d] - 1) * r.dst_stride[d];
+        (s > 0 ? smax : smin) += s;
+        (t > 0 ? dmax : dmin) += t;
+      }
+      if (smax >= 0 && (smin < 0 || dmin < 0 || smax >= inputs[r.input].numel() || dmax >= numel(shape)))
+        throw Error("raster region reads or writes out of bounds");
+    }
+    std::vector<View> views(inputs.begin(), inputs.end());
+    Tensor y = Tensor::zeros(inputs[0].dtype, shape);
+    py::gil_scoped_release nogil;
+    if (reference) ref::raster(spec, views, y);
+    else fast::raster(spec, views, y);
+    return y;
+  }, py::arg("inputs"), py::arg("regions"), py::arg("shape"), py::arg("fill") = py::none(), py::arg("reference") = false);
+  m.def("compose_raster", [](const std::vector<RegionTuple>& inner, const Shape& inner_shape,
+                             const std::vector<RegionTuple>& outer) -> std::optional<std::vector<RegionTuple>> {
+    RasterSpec merged;
+    if (!compose_raster(to_spec(inner, std::nullopt), inner_shape, to_spec(outer, std::nullopt), &merged))
+      return std::nullopt;
+    return from_spec(merged);
+  });
+  m.def("gemm_seconds", [](int64_t M, int64_t N, int64_t K, int reps, int variant, bool prepack_b) {
+    // Best-of-`reps` time of one f32 GEMM on the current ISA (benchmarks only).
+    Tensor a = Tensor::empty(DType::f32, {M, K}), b = Tensor::empty(DType::f32, {K, N}),
+           c = Tensor::empty(DType::f32, {M, N});
+    for (int64_t i = 0; i < M * K; ++i) a.ptr<float>()[i] = float(i % 7) * 0.1f;
+    for (int64_t i = 0; i < K * N; ++i) b.ptr<float>()[i] = float(i % 5) * 0.1f;
+    py::gil_scoped_release nogil;
+    const KernelTable& kt = kernels();
+    PackedMatrix pb;
+    if (prepack_b) pb = pack_b(b.ptr<float>(), 1, 0, K, N, N, 1, kt.gemm[std::min(variant, kt.gemm_count - 1)].nr);
+    double best = 1e30;
+    for (int r = 0; r < reps; ++r) {
+      auto t0 = std::chrono::steady_clock::now();
+      fast::matmul(kt, variant, a, false, b, false, c, {}, nullptr, prepack_b ? &pb : nullptr);
+      best = std::min(best, std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count());
+    }
+    return best;
+  }, py::arg("m"), py::arg("n"), py::arg("k"), py::arg("reps") = 5, py::arg("variant") = 0, py::arg("prepack_b") = false);
+
+  py::class_<Model, std::shared_ptr<Model>>(m, "Model")
+      .def(py::init([](const py::dict& g, bool tune, int tune_top, const std::string& max_isa,
+                       const std::map<std::string, std::string>& forced) {
+             GraphDef gd = to_graph(g);
+             ModelOptions o;
+             o.tune = tune;
+             o.tune_top = tune_top;
+             o.max_isa = isa_from_name(max_isa);
+             o.forced = forced;
+             py::gil_scoped_release nogil;  // search may time candidates for a while
+             return std::make_shared<Model>(gd, o);
+           }),
+           py::arg("graph"), py::arg("tune") = true, py::arg("tune_top") = 3,
+           py::arg("max_isa") = "avx512", py::arg("forced") = std::map<std::string, std::string>{})
+      .def("run", [](const Model& m, const std::vector<Tensor>& inputs) {
+        std::vector<Tensor> out;
+        {
+          py::gil_scoped_release nogil;
+          out = m.run(inputs);
+        }
+        return out;
+      }, py::arg("inputs"))
+      .def_property_readonly("inputs", [](const Model& m) {
+        std::vector<std::tuple<std::string, std::string, Shape>> v;
+        for (const auto& i : m.inputs()) v.emplace_back(i.name, dtype_name(i.dtype), i.shape);
+        return v;
+      })
+      .def_property_readonly("outputs", [](const Model& m) {
+        std::vector<std::tuple<std::string, std::string, Shape>> v;
+        for (const auto& i : m.outputs()) v.emplace_back(i.name, dtype_name(i.dtype), i.shape);
+        return v;
+      })
+      .def("plan", [](const Model& m) {
+        py::list l;
+        for (const auto& p : m.plan()) {
+          py::dict d;
+          d["node"] = p.node;
+          d["op"] = p.op;
+          d["signature"] = p.signature;
+          d["choice"] = p.choice;
+          d["source"] = p.source;
+          d["estimated_us"] = p.cost * 1e6;
+          d["measured_us"] = p.measured * 1e6;
+          d["candidates"] = p.candidates;
+          l.append(d);
+        }
+        return l;
+      })
+      .def("profile", [](const Model& m, const std::vector<Tensor>& inputs, int reps) {
+        // Per step, the fastest of `reps` runs: on a shared machine a descheduled run
+        // would otherwise charge its stall to whichever step it hit.
+        std::vector<double> best;
+        {
+          py::gil_scoped_release nogil;
+          for (int r = 0; r < std::max(reps, 1); ++r) {
+            std::vector<double> secs;
+            m.run_timed(inputs, &secs);
+            if (best.empty()) best = secs;
+            for (size_t i = 0; i < secs.size(); ++i) best[i] = std::min(best[i], secs[i]);
+          }
+        }
+        std::vector<std::pair<std::string, double>> v;
+        const auto names = m.steps();
+        for (size_t i = 0; i < names.size(); ++i) v.emplace_back(names[i], best[i]);
+        return v;
+      }, py::arg("inputs"), py::arg("reps") = 10)
+      .def("steps", &Model::steps)
+      .def_property_readonly("arena_bytes", &Model::arena_bytes)
+      .def_property_readonly("unplanned_bytes", &Model::unplanned_bytes)
+      .def_property_readonly("merged_rasters", &Model::merged_rasters);
+
+  m.def("tuning_records", [] {
+    std::vector<std::tuple<std::string, std::string, std::string, double>> v;
+    for (const auto& r : tuning_records()) v.emplace_back(r.cpu, r.op, r.choice, r.micros);
+    return v;
+  });
+  m.def("tuning_add", [](const std::vector<std::tuple<std::string, std::string, std::string, double>>& recs) {
+    std::vector<TuningRecord> v;
+    for (const auto& [c, o, ch, us] : recs) v.push_back({c, o, ch, us});
+    tuning_add(v);
+  });
+  m.def("tuning_clear", &tuning_clear);
+  m.def("supported_ops", [] {
+    std::vector<std::string> v;
+    for (const auto& [k, f] : op_registry()) v.push_back(k);
+    return v;
+  });
+}

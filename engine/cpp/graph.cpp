@@ -1,0 +1,625 @@
+#include "graph.h"
+
+#include <algorithm>
+#include <chrono>
+#include <cstring>
+#include <set>
+
+#include "threadpool.h"
+
+namespace walle {
+
+// ---- NodeDef attribute access ---------------------------------------------------------
+
+int64_t NodeDef::get_int(const std::string& k, int64_t d) const {
+  auto it = attrs.find(k);
+  if (it == attrs.end()) return d;
+  return it->second.kind == Attr::kFloat ? int64_t(it->second.f) : it->second.i;
+}
+
+double NodeDef::get_float(const std::string& k, double d) const {
+  auto it = attrs.find(k);
+  if (it == attrs.end()) return d;
+  return it->second.kind == Attr::kInt ? double(it->second.i) : it->second.f;
+}
+
+std::vector<int64_t> NodeDef::get_ints(const std::string& k, std::vector<int64_t> d) const {
+  auto it = attrs.find(k);
+  return it == attrs.end() ? d : it->second.ints;
+}
+
+std::string NodeDef::get_string(const std::string& k, const std::string& d) const {
+  auto it = attrs.find(k);
+  return it == attrs.end() ? d : it->second.s;
+}
+
+std::map<std::string, DecomposeFn>& op_registry() {
+  static std::map<std::string, DecomposeFn> r;
+  return r;
+}
+
+// ---- Builder ---------------------------------------------------------------------------
+
+const Slot& Builder::slot(int id) const { return m_.slots_.at(id); }
+
+bool Builder::is_const(int id) const {
+  const Slot* s = &m_.slots_.at(id);
+  while (s->alias_of >= 0) s = &m_.slots_[s->alias_of];
+  return s->kind == Slot::kConst;
+}
+
+Tensor Builder::const_data(int id) const {
+  if (!is_const(id))
+    throw Error(node_.op + " node '" + node_.name + "': input '" + slot(id).name +
+                "' must be a constant (computed from initializers and static shapes)");
+  const Slot& s = m_.slots_[id];
+  if (s.alias_of >= 0) {
+    // Materialise a reshaped constant view once.
+    Slot& mut = m_.slots_[id];
+    const Slot* r = &s;
+    while (r->alias_of >= 0) r = &m_.slots_[r->alias_of];
+    mut.data = r->data.reshaped(s.shape);
+    mut.kind = Slot::kConst;
+    mut.alias_of = -1;
+  }
+  return m_.slots_[id].data;
+}
+
+std::vector<int64_t> Builder::const_ints(int id) const {
+  const Tensor t = const_data(id);
+  std::vector<int64_t> v(t.numel());
+  for (int64_t i = 0; i < t.numel(); ++i) {
+    switch (t.dtype) {
+      case DType::i64: v[i] = t.ptr<int64_t>()[i]; break;
+      case DType::i32: v[i] = t.ptr<int32_t>()[i]; break;
+      case DType::f32: v[i] = int64_t(t.ptr<float>()[i]); break;
+      case DType::b8: v[i] = t.ptr<uint8_t>()[i]; break;
+    }
+  }
+  return v;
+}
+
+double Builder::const_scalar(int id) const {
+  const Tensor t = const_data(id);
+  if (t.numel() < 1) throw Error(node_.op + " node '" + node_.name + "': empty scalar input");
+  switch (t.dtype) {
+    case DType::f32: return t.ptr<float>()[0];
+    case DType::i32: return t.ptr<int32_t>()[0];
+    case DType::i64: return double(t.ptr<int64_t>()[0]);
+    case DType::b8: return t.ptr<uint8_t>()[0];
+  }
+  return 0;
+}
+
+int Builder::temp(DType t, const Shape& s) {
+  Slot v;
+  v.name = node_.name + ":" + std::to_string(m_.slots_.size());
+  v.dtype = t;
+  v.shape = s;
+  m_.slots_.push_back(v);
+  return int(m_.slots_.size()) - 1;
+}
+
+int Builder::alias(int src, const Shape& s) {
+  if (numel(s) != numel(shape(src)))
+    throw Error(node_.op + " node '" + node_.name + "': cannot reshape " +
+                shape_str(shape(src)) + " to " + shape_str(s));
+  Slot v;
+  v.name = node_.name + ":" + std::to_string(m_.slots_.size());
+  v.dtype = dtype(src);
+  v.shape = s;
+  int root = src;
+  while (m_.slots_[root].alias_of >= 0) root = m_.slots_[root].alias_of;
+  if (m_.slots_[root].kind == Slot::kConst) {
+    v.kind = Slot::kConst;
+    v.data = m_.slots_[root].data.reshaped(s);
+  } else {
+    v.alias_of = root;
+  }
+  m_.slots_.push_back(v);
+  return int(m_.slots_.size()) - 1;
+}
+
+int Builder::add_const(const Tensor& t) {
+  Slot v;
+  v.name = node_.name + ":const" + std::to_string(m_.slots_.size());
+  v.dtype = t.dtype;
+  v.shape = t.shape;
+  v.kind = Slot::kConst;
+  v.data = t;
+  m_.slots_.push_back(v);
+  return int(m_.slots_.size()) - 1;
+}
+
+namespace {
+const char* unary_name(UnaryOp op) {
+  static const char* n[] = {"abs", "neg", "exp", "log", "sqrt", "rsqrt", "reciprocal",
+                            "sigmoid", "tanh", "erf", "relu", "floor", "ceil", "round",
+                            "sin", "cos", "sign", "softplus", "affine", "clip"};
+  return n[int(op)];
+}
+const char* binary_name(BinaryOp op) {
+  static const char* n[] = {"add", "sub", "mul", "div", "pow", "max", "min", "eq", "lt",
+                            "gt", "le", "ge", "and", "or", "xor", "mod"};
+  return n[int(op)];
+}
+}  // namespace
+
+void Builder::unary(UnaryOp op, int x, int y, float alpha, float beta) {
+  const KernelTable* kt = &this->kt();
+  custom(std::string("unary:") + unary_name(op), {x}, {y}, [=](const ExecCtx& c) {
+    fast::unary(*kt, op, c.view(x), c.view(y), alpha, beta);
+  });
+}
+
+int Builder::unary(UnaryOp op, int x, float alpha, float beta) {
+  int y = temp(dtype(x), shape(x));
+  unary(op, x, y, alpha, beta);
+  return y;
+}
+
+void Builder::binary(BinaryOp op, int a, int b, int y) {
+  const KernelTable* kt = &this->kt();
+  custom(std::string("binary:") + binary_name(op), {a, b}, {y}, [=](const ExecCtx& c) {
+    fast::binary(*kt, op, c.view(a), c.view(b), c.view(y));
+  });
+}
+
+int Builder::binary(BinaryOp op, int a, int b) {
+  if (dtype(a) != dtype(b))
+    throw Error(node_.op + " node '" + node_.name + "': inputs have different dtypes (" +
+                dtype_name(dtype(a)) + " vs " + dtype_name(dtype(b)) + ")");
+  const DType out = (is_compare(op) || is_logical(op)) ? DType::b8 : dtype(a);
+  int y = temp(out, broadcast_shapes(shape(a), shape(b)));
+  binary(op, a, b, y);
+  return y;
+}
+
+int Builder::select(int cnd, int a, int b) {
+  int y = temp(dtype(a), broadcast_shapes(shape(cnd), broadcast_shapes(shape(a), shape(b))));
+  const KernelTable* kt = &this->kt();
+  custom("select", {cnd, a, b}, {y}, [=](const ExecCtx& c) {
+    fast::select(*kt, c.view(cnd), c.view(a), c.view(b), c.view(y));
+  });
+  return y;
+}
+
+int Builder::cast(int x, DType t) {
+  if (dtype(x) == t) return x;
+  int y = temp(t, shape(x));
+  custom(std::string("cast:") + dtype_name(t), {x}, {y},
+         [=](const ExecCtx& c) { fast::cast(c.view(x), c.view(y)); });
+  return y;
+}
+
+int Builder::reduce(ReduceOp op, int x, const std::vector<int64_t>& axes, bool keepdims) {
+  const Shape out = reduced_shape(shape(x), axes, keepdims);
+  int y = temp(dtype(x), out);
+  const KernelTable* kt = &this->kt();
+  static const char* names[] = {"sum", "mean", "max", "min", "prod"};
+  custom(std::string("reduce:") + names[int(op)], {x}, {y}, [=](const ExecCtx& c) {
+    fast::reduce(*kt, op, c.view(x), axes, c.view(y));
+  });
+  return y;
+}
+
+int Builder::argmax(int x, int64_t axis, bool keepdims, bool select_last) {
+  int y = temp(DType::i64, reduced_shape(shape(x), {axis}, keepdims));
+  custom("argmax", {x}, {y}, [=](const ExecCtx& c) {
+    fast::argmax(c.view(x), axis, select_last, c.view(y));
+  });
+  return y;
+}
+
+void Builder::matmul(int a, int b, int y, const MatmulOpts& o) {
+  const KernelTable* kt = &this->kt();
+  const int variant = std::clamp(o.variant, 0, 2 * kt->gemm_count - 1);
+  const GemmMicroKernel& uk = kt->gemm[variant % kt->gemm_count];
+  std::shared_ptr<PackedMatrix> pa, pb;
+  // Weights are packed once here instead of on every call: for batch-1 inference the
+  // packing of B would otherwise cost as much as the multiply itself.
+  if (o.pack_const && is_const(b)) {
+    const Tensor t = const_data(b);
+    const int r = t.rank();
+    const int64_t K = o.trans_b ? t.shape[r - 1] : t.shape[r - 2];
+    const int64_t N = o.trans_b ? t.shape[r - 2] : t.shape[r - 1];
+    const int64_t nb = t.numel() / std::max<int64_t>(1, K * N);
+    pb = std::make_shared<PackedMatrix>(pack_b(t.ptr<float>(), nb, K * N, K, N,
+                                               o.trans_b ? 1 : N, o.trans_b ? K : 1, uk.nr));
+  }
+  if (o.pack_const && is_const(a)) {
+    const Tensor t = const_data(a);
+    const int r = t.rank();
+    const int64_t M = o.trans_a ? t.shape[r - 1] : t.shape[r - 2];
+    const int64_t K = o.trans_a ? t.shape[r - 2] : t.shape[r - 1];
+    const int64_t nb = t.numel() / std::max<int64_t>(1, K * M);
+    pa = std::make_shared<PackedMatrix>(pack_a(t.ptr<float>(), nb, M * K, M, K,
+                                               o.trans_a ? 1 : K, o.trans_a ? M : 1, uk.mr));
+  }
+  std::vector<int> in = {a, b};
+  if (o.bias >= 0) in.push_back(o.bias);
+  if (o.addend >= 0) {
+    if (numel(shape(o.addend)) != numel(shape(y)))
+      throw Error("matmul addend of shape " + shape_str(shape(o.addend)) + " does not match " +
+                  shape_str(shape(y)));
+    in.push_back(o.addend);
+  }
+  const int addend = o.addend;
+  const int bias = o.bias;
+  const char axis = o.bias_axis;
+  const bool ta = o.trans_a, tb = o.trans_b;
+  const float lo = o.lo, hi = o.hi;
+  custom(std::string("matmul:") + uk.name, in, {y}, [=](const ExecCtx& c) {
+    MatmulEpilogue ep;
+    if (addend >= 0) ep.addend = static_cast<const float*>(c.ptr[addend]);
+    if (bias >= 0) {
+      ep.bias = static_cast<const float*>(c.ptr[bias]);
+      ep.bias_axis = axis;
+    }
+    ep.lo = lo;
+    ep.hi = hi;
+    fast::matmul(*kt, variant, c.view(a), ta, c.view(b), tb, c.view(y), ep, pa.get(), pb.get());
+  });
+}
+
+void Builder::raster(const std::vector<int>& inputs, const RasterSpec& spec, int y) {
+  Step s;
+  s.kind = "raster";
+  s.node = node_.name;
+  s.in = inputs;
+  s.out = {y};
+  s.raster = std::make_shared<RasterSpec>(spec);
+  m_.steps_.push_back(std::move(s));
+}
+
+int Builder::raster(const std::vector<int>& inputs, const RasterSpec& spec, DType t,
+                    const Shape& s) {
+  int y = temp(t, s);
+  raster(inputs, spec, y);
+  return y;
+}
+
+void Builder::custom(const std::string& kind, const std::vector<int>& in,
+                     const std::vector<int>& out, std::function<void(const ExecCtx&)> fn) {
+  Step s;
+  s.kind = kind;
+  s.node = node_.name;
+  s.in = in;
+  s.out = out;
+  s.fn = std::move(fn);
+  m_.steps_.push_back(std::move(s));
+}
+
+// ---- Model -----------------------------------------------------------------------------
+
+Model::Model(const GraphDef& g, const ModelOptions& opts) : opts_(opts) {
+  std::map<std::string, int> ids;
+  for (const auto& in : g.inputs) {
+    Slot s;
+    s.name = in.name;
+    s.dtype = in.dtype;
+    s.shape = in.shape;
+    s.kind = Slot::kInput;
+    ids[in.name] = int(slots_.size());
+    input_ids_.push_back(int(slots_.size()));
+    slots_.push_back(s);
+    inputs_.push_back(in);
+  }
+  for (const auto& [name, t] : g.constants) {
+    Slot s;
+    s.name = name;
+    s.dtype = t.dtype;
+    s.shape = t.shape;
+    s.kind = Slot::kConst;
+    s.data = t;
+    ids[name] = int(slots_.size());
+    slots_.push_back(s);
+  }
+  auto& reg = op_registry();
+  for (const NodeDef& n : g.nodes) {
+    auto it = reg.find(n.op);
+    if (it == reg.end())
+      throw Error("operator " + n.op + " (node '" + n.name + "') is not supported by walle_engine");
+    std::vector<int> in;
+    bool all_const = true;
+    for (const auto& name : n.inputs) {
+      if (name.empty()) {
+        in.push_back(-1);
+        continue;
+      }
+      auto f = ids.find(name);
+      if (f == ids.end())
+        throw Error("node '" + n.name + "' reads '" + name + "', which no node produces");
+      in.push_back(f->second);
+      int root = f->second;
+      while (slots_[root].alias_of >= 0) root = slots_[root].alias_of;
+      if (slots_[root].kind != Slot::kConst) all_const = false;
+    }
+    const size_t first = steps_.size();
+    Builder b(*this, n);
+    b.in_ids = in;
+    std::vector<int> outs;
+    try {
+      outs = it->second(b, in);
+    } catch (const Error& e) {
+      std::string msg = e.what();
+      if (msg.find(n.name) == std::string::npos)
+        msg = n.op + " node '" + n.name + "': " + msg;
+      throw Error(msg);
+    }
+    if (all_const && steps_.size() > first) fold_constants(first, outs);
+    for (size_t i = 0; i < n.outputs.size() && i < outs.size(); ++i)
+      if (!n.outputs[i].empty()) ids[n.outputs[i]] = outs[i];
+  }
+  // Graph outputs get their own buffers: alias, constant or input outputs get a copy.
+  NodeDef out_node;
+  out_node.op = "Output";
+  out_node.name = "output";
+  for (const auto& name : g.outputs) {
+    auto f = ids.find(name);
+    if (f == ids.end()) throw Error("graph output '" + name + "' is never produced");
+    int id = f->second;
+    const Slot& s = slots_[id];
+    const bool owned = s.kind == Slot::kTemp && s.alias_of < 0 && !s.output &&
+                       std::find(output_ids_.begin(), output_ids_.end(), id) == output_ids_.end();
+    if (!owned) {
+      Builder b(*this, out_node);
+      RasterSpec spec;
+      Region r;
+      r.ndim = 1;
+      r.size[0] = numel(slots_[id].shape);
+      r.src_stride[0] = r.dst_stride[0] = 1;
+      spec.regions.push_back(r);
+      const int src = id;
+      id = b.temp(slots_[src].dtype, slots_[src].shape);
+      b.raster({src}, spec, id);
+    }
+    slots_[id].output = true;
+    output_ids_.push_back(id);
+    outputs_.push_back({name, slots_[id].dtype, slots_[id].shape});
+  }
+  merge_rasters();
+  finalize_rasters();
+  plan_memory();
+}
+
+void Model::fold_constants(size_t first, const std::vector<int>& outs) {
+  // Run the node's steps now on private buffers; its outputs become constants.
+  std::set<int> produced;
+  for (size_t i = first; i < steps_.size(); ++i)
+    for (int o : steps_[i].out) produced.insert(o);
+  std::vector<Step> steps(steps_.begin() + first, steps_.end());
+  steps_.resize(first);
+  ExecCtx c;
+  c.slots = &slots_;
+  c.ptr.assign(slots_.size(), nullptr);
+  std::map<int, Tensor> bufs;
+  auto root = [&](int id) {
+    while (slots_[id].alias_of >= 0) id = slots_[id].alias_of;
+    return id;
+  };
+  for (size_t id = 0; id < slots_.size(); ++id) {
+    const int r = root(int(id));
+    if (slots_[r].kind == Slot::kConst) c.ptr[id] = slots_[r].data.data;
+  }
+  for (int p : produced) {
+    const int r = root(p);
+    if (!bufs.count(r)) bufs[r] = Tensor::zeros(slots_[r].dtype, slots_[r].shape);
+  }
+  for (size_t id = 0; id < slots_.size(); ++id) {
+    const int r = root(int(id));
+    if (bufs.count(r)) c.ptr[id] = bufs[r].data;
+  }
+  for (auto& s : steps) {
+    if (s.raster) {
+      std::vector<View> ins;
+      for (int i : s.in) ins.push_back(c.view(i));
+      fast::raster(*s.raster, ins, c.view(s.out[0]));
+    } else {
+      s.fn(c);
+    }
+  }
+  for (auto& [r, t] : bufs) {
+    slots_[r].kind = Slot::kConst;
+    slots_[r].data = t;
+  }
+  for (int o : outs) {
+    Slot& s = slots_[o];
+    if (s.alias_of >= 0) {
+      s.data = slots_[root(o)].data.reshaped(s.shape);
+      s.alias_of = -1;
+      s.kind = Slot::kConst;
+    }
+  }
+}
+
+void Model::merge_rasters() {
+  auto root = [&](int id) {
+    while (slots_[id].alias_of >= 0) id = slots_[id].alias_of;
+    return id;
+  };
+  // Producer step and reader count per root slot.
+  std::map<int, int> producer;
+  std::map<int, int> readers;
+  for (size_t i = 0; i < steps_.size(); ++i) {
+    for (int o : steps_[i].out) producer[root(o)] = int(i);
+    for (int x : steps_[i].in) readers[root(x)]++;
+  }
+  for (size_t i = 0; i < steps_.size(); ++i) {
+    Step& outer = steps_[i];
+    if (!outer.raster || outer.in.size() != 1) continue;
+    const int v = root(outer.in[0]);
+    auto p = producer.find(v);
+    if (p == producer.end() || readers[v] != 1 || slots_[v].output) continue;
+    Step& inner = steps_[p->second];
+    if (!inner.raster || inner.dead) continue;
+    RasterSpec merged;
+    if (!compose_raster(*inner.raster, slots_[v].shape, *outer.raster, &merged)) continue;
+    outer.raster = std::make_shared<RasterSpec>(merged);
+    outer.in = inner.in;
+    outer.node = inner.node + "+" + outer.node;
+    inner.dead = true;
+    ++merged_rasters_;
+    for (int x : inner.in) readers[root(x)]++;  // outer now reads them too
+  }
+  steps_.erase(std::remove_if(steps_.begin(), steps_.end(), [](const Step& s) { return s.dead; }),
+               steps_.end());
+}
+
+void Model::finalize_rasters() {
+  for (auto& s : steps_) {
+    if (!s.raster) continue;
+    auto spec = s.raster;
+    auto in = s.in;
+    const int y = s.out[0];
+    s.fn = [spec, in, y](const ExecCtx& c) {
+      std::vector<View> ins;
+      ins.reserve(in.size());
+      for (int i : in) ins.push_back(c.view(i));
+      fast::raster(*spec, ins, c.view(y));
+    };
+  }
+}
+
+void Model::plan_memory() {
+  auto root = [&](int id) {
+    while (slots_[id].alias_of >= 0) id = slots_[id].alias_of;
+    return id;
+  };
+  const int n = int(slots_.size());
+  std::vector<int> first(n, -1), last(n, -1);
+  for (int i = 0; i < int(steps_.size()); ++i) {
+    for (int o : steps_[i].out) {
+      const int r = root(o);
+      if (first[r] < 0) first[r] = i;
+      last[r] = std::max(last[r], i);
+    }
+    for (int x : steps_[i].in) {
+      if (x < 0) continue;
+      last[root(x)] = std::max(last[root(x)], i);
+    }
+  }
+  // Greedy best-fit over free blocks, in step order: outputs of step i are placed before
+  // its inputs are released, so a step never writes over what it reads.
+  struct Block { size_t off, size; };
+  std::vector<Block> free_list;
+  size_t top = 0;
+  std::vector<std::vector<int>> release(steps_.size());
+  for (int s = 0; s < n; ++s)
+    if (last[s] >= 0 && first[s] >= 0 && slots_[s].kind == Slot::kTemp && slots_[s].alias_of < 0 &&
+        !slots_[s].output)
+      release[last[s]].push_back(s);
+  auto align = [](size_t b) { return (b + 63) / 64 * 64 + 64; };
+  for (int i = 0; i < int(steps_.size()); ++i) {
+    for (int o : steps_[i].out) {
+      const int r = root(o);
+      Slot& s = slots_[r];
+      if (s.kind != Slot::kTemp || s.output || s.arena_offset >= 0 || first[r] != i) continue;
+      const size_t need = align(s.nbytes());
+      unplanned_bytes_ += need;
+      int best = -1;
+      for (int b = 0; b < int(free_list.size()); ++b)
+        if (free_list[b].size >= need && (best < 0 || free_list[b].size < free_list[best].size))
+          best = b;
+      if (best >= 0) {
+        s.arena_offset = int64_t(free_list[best].off);
+        free_list[best].off += need;
+        free_list[best].size -= need;
+        if (free_list[best].size == 0) free_list.erase(free_list.begin() + best);
+      } else {
+        s.arena_offset = int64_t(top);
+        top += need;
+      }
+    }
+    for (int r : release[i]) {
+      Slot& s = slots_[r];
+      if (s.arena_offset < 0) continue;
+      free_list.push_back({size_t(s.arena_offset), align(s.nbytes())});
+      // Coalesce neighbours so later large values can reuse space.
+      std::sort(free_list.begin(), free_list.end(),
+                [](const Block& a, const Block& b) { return a.off < b.off; });
+      std::vector<Block> merged;
+      for (auto& b : free_list) {
+        if (!merged.empty() && merged.back().off + merged.back().size == b.off)
+          merged.back().size += b.size;
+        else
+          merged.push_back(b);
+      }
+      free_list.swap(merged);
+    }
+  }
+  arena_bytes_ = top;
+}
+
+std::vector<Tensor> Model::run(const std::vector<Tensor>& inputs) const {
+  return run_timed(inputs, nullptr);
+}
+
+std::vector<Tensor> Model::run_timed(const std::vector<Tensor>& inputs,
+                                     std::vector<double>* step_seconds) const {
+  if (inputs.size() != input_ids_.size())
+    throw Error("model expects " + std::to_string(input_ids_.size()) + " inputs, got " +
+                std::to_string(inputs.size()));
+  for (size_t i = 0; i < inputs.size(); ++i) {
+    const Slot& s = slots_[input_ids_[i]];
+    if (inputs[i].dtype != s.dtype)
+      throw Error("input '" + s.name + "' must be " + dtype_name(s.dtype) + ", got " +
+                  dtype_name(inputs[i].dtype));
+    if (inputs[i].shape != s.shape)
+      throw Error("input '" + s.name + "' must have shape " + shape_str(s.shape) + ", got " +
+                  shape_str(inputs[i].shape));
+  }
+  std::shared_ptr<void> arena;
+  {
+    std::lock_guard<std::mutex> g(arena_mutex_);
+    if (!free_arenas_.empty()) {
+      arena = free_arenas_.back();
+      free_arenas_.pop_back();
+    }
+  }
+  if (!arena) arena = aligned_alloc_shared(arena_bytes_);
+  ExecCtx c;
+  c.slots = &slots_;
+  c.ptr.assign(slots_.size(), nullptr);
+  std::vector<Tensor> outs;
+  std::map<int, size_t> out_index;
+  for (int id : output_ids_) {
+    out_index[id] = outs.size();
+    outs.push_back(Tensor::empty(slots_[id].dtype, slots_[id].shape));
+  }
+  for (size_t i = 0; i < inputs.size(); ++i) c.ptr[input_ids_[i]] = inputs[i].data;
+  char* base = static_cast<char*>(arena.get());
+  for (size_t id = 0; id < slots_.size(); ++id) {
+    int r = int(id);
+    while (slots_[r].alias_of >= 0) r = slots_[r].alias_of;
+    const Slot& s = slots_[r];
+    if (s.kind == Slot::kConst) c.ptr[id] = s.data.data;
+    else if (s.output) c.ptr[id] = outs[out_index.at(r)].data;
+    else if (s.kind == Slot::kInput) c.ptr[id] = c.ptr[r];
+    else if (s.arena_offset >= 0) c.ptr[id] = base + s.arena_offset;
+  }
+  if (step_seconds) {
+    step_seconds->resize(steps_.size(), 0.0);
+    for (size_t i = 0; i < steps_.size(); ++i) {
+      const auto t0 = std::chrono::steady_clock::now();
+      steps_[i].fn(c);
+      (*step_seconds)[i] +=
+          std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+    }
+  } else {
+    for (const Step& s : steps_) s.fn(c);
+  }
+  {
+    std::lock_guard<std::mutex> g(arena_mutex_);
+    free_arenas_.push_back(std::move(arena));
+  }
+  return outs;
+}
+
+std::vector<std::string> Model::steps() const {
+  std::vector<std::string> v;
+  for (const auto& s : steps_) v.push_back(s.node + ": " + s.kind);
+  return v;
+}
+
+}  // namespace walle

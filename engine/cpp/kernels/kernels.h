@@ -1,0 +1,93 @@
+// The atomic-op kernel interface. Every SIMD level fills one KernelTable; the graph binds
+// each step to a table when it is built, so the search can pick a level per op.
+// Nothing here includes C++ library templates: see the ODR note in CMakeLists.txt.
+#pragma once
+#include <cstdint>
+
+namespace walle {
+
+enum class UnaryOp : int32_t {
+  abs, neg, exp, log, sqrt, rsqrt, reciprocal, sigmoid, tanh, erf, relu, floor, ceil,
+  round, sin, cos, sign, softplus,
+  affine,  // alpha * x + beta: scaling steps of decompositions (HardSigmoid, mean, ...)
+  clip,    // min(max(x, alpha), beta)
+  count
+};
+
+enum class BinaryOp : int32_t {
+  add, sub, mul, div, pow, max, min,
+  eq, lt, gt, le, ge,  // f32 inputs, bool output
+  logical_and, logical_or, logical_xor,  // bool inputs and output
+  mod,
+  count
+};
+
+enum class ReduceOp : int32_t { sum, mean, max, min, prod, count };
+
+inline bool is_compare(BinaryOp op) { return op >= BinaryOp::eq && op <= BinaryOp::ge; }
+inline bool is_logical(BinaryOp op) {
+  return op >= BinaryOp::logical_and && op <= BinaryOp::logical_xor;
+}
+
+// One GEMM micro-kernel: C[MR x NR] (+)= Apacked[k][MR] * B[k][NR], where row p of B
+// starts at b + p * ldb: ldb = NR for a packed panel, or the row stride of an unpacked
+// row-major B (the "direct" variant, which skips packing when A has few row panels).
+struct GemmMicroKernel {
+  const char* name;
+  int mr, nr;
+  void (*run)(int64_t k, const float* a, const float* b, int64_t ldb, float* c, int64_t ldc,
+              int accumulate);
+};
+
+// Depthwise 2-D convolution over one image: x[C][H][W] -> y[C][OH][OW].
+struct DwConvArgs {
+  const float* x; const float* w; const float* bias; float* y;
+  int64_t c0, c1;  // channel range for this call (threads split channels)
+  int64_t h, w_in, oh, ow, kh, kw, sh, sw, ph, pw, dh, dw;
+  float lo, hi;  // fused activation clamp
+  // Caller-provided scratch of dwconv_scratch_floats(args) floats: one zero-padded
+  // channel, so every output takes the same branch-free loop.
+  float* scratch;
+};
+
+inline int64_t dwconv_padded_h(const DwConvArgs& a) {
+  const int64_t need = (a.oh - 1) * a.sh + (a.kh - 1) * a.dh + 1;
+  return need > a.h + a.ph ? need : a.h + a.ph;
+}
+inline int64_t dwconv_padded_w(const DwConvArgs& a) {
+  const int64_t need = (a.ow - 1) * a.sw + (a.kw - 1) * a.dw + 1;
+  return need > a.w_in + a.pw ? need : a.w_in + a.pw;
+}
+inline int64_t dwconv_scratch_floats(const DwConvArgs& a) {
+  return dwconv_padded_h(a) * dwconv_padded_w(a) + 64;
+}
+
+struct KernelTable {
+  const char* isa;
+  int vector_floats;  // floats per SIMD register, used by the cost model
+  // Elementwise: sa/sb are 0 (broadcast scalar) or 1 (contiguous).
+  void (*f32_unary)(UnaryOp op, const float* x, float* y, int64_t n, float alpha, float beta);
+  void (*f32_binary)(BinaryOp op, const float* a, int64_t sa, const float* b, int64_t sb,
+                     float* y, int64_t n);
+  void (*f32_compare)(BinaryOp op, const float* a, int64_t sa, const float* b, int64_t sb,
+                      uint8_t* y, int64_t n);
+  void (*f32_select)(const uint8_t* c, int64_t sc, const float* a, int64_t sa, const float* b,
+                     int64_t sb, float* y, int64_t n);
+  // Reduce x viewed as [outer][r][inner] over r.
+  void (*f32_reduce)(ReduceOp op, const float* x, float* y, int64_t outer, int64_t r,
+                     int64_t inner);
+  // y[i][j] = clamp(y[i][j] + bias_m[i] + bias_n[j], lo, hi); bias pointers may be null.
+  void (*f32_bias_clamp)(float* y, int64_t ldy, int64_t m, int64_t n, const float* bias_m,
+                         const float* bias_n, float lo, float hi);
+  void (*f32_dwconv)(const DwConvArgs& a);
+  GemmMicroKernel gemm[2];
+  int gemm_count;
+};
+
+enum class Isa : int32_t { scalar = 0, avx2 = 1, avx512 = 2 };
+
+const KernelTable& kernels_scalar();
+const KernelTable& kernels_avx2();
+const KernelTable& kernels_avx512();
+
+}  // namespace walle

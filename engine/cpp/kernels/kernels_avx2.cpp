@@ -1,0 +1,68 @@
+// AVX2 + FMA kernel set: portable kernels compiled with -mavx2 -mfma, plus GEMM
+// micro-kernels with 6x16 and 4x24 register tiles (16 ymm registers available).
+#define WALLE_ISA_NS avx2
+#include "kernels_impl.h"
+
+#include <immintrin.h>
+
+namespace walle {
+namespace avx2 {
+namespace {
+
+template <int MR, int NV>
+void f32_gemm_avx2(int64_t k, const float* a, const float* b, int64_t ldb, float* c, int64_t ldc,
+                   int accumulate) {
+  __m256 acc[MR][NV];
+#pragma GCC unroll 8
+  for (int i = 0; i < MR; ++i)
+#pragma GCC unroll 3
+    for (int j = 0; j < NV; ++j) acc[i][j] = _mm256_setzero_ps();
+  for (int64_t p = 0; p < k; ++p) {
+    __m256 bv[NV];
+#pragma GCC unroll 3
+    for (int j = 0; j < NV; ++j) bv[j] = _mm256_loadu_ps(b + 8 * j);
+#pragma GCC unroll 8
+    for (int i = 0; i < MR; ++i) {
+      const __m256 av = _mm256_broadcast_ss(a + i);
+#pragma GCC unroll 3
+      for (int j = 0; j < NV; ++j) acc[i][j] = _mm256_fmadd_ps(av, bv[j], acc[i][j]);
+    }
+    a += MR;
+    b += ldb;
+  }
+#pragma GCC unroll 8
+  for (int i = 0; i < MR; ++i)
+#pragma GCC unroll 3
+    for (int j = 0; j < NV; ++j) {
+      float* cij = c + i * ldc + 8 * j;
+      __m256 v = acc[i][j];
+      if (accumulate) v = _mm256_add_ps(v, _mm256_loadu_ps(cij));
+      _mm256_storeu_ps(cij, v);
+    }
+}
+
+void f32_gemm_6x16_avx2(int64_t k, const float* a, const float* b, int64_t ldb, float* c, int64_t ldc,
+                        int accumulate) {
+  f32_gemm_avx2<6, 2>(k, a, b, ldb, c, ldc, accumulate);
+}
+
+void f32_gemm_4x24_avx2(int64_t k, const float* a, const float* b, int64_t ldb, float* c, int64_t ldc,
+                        int accumulate) {
+  f32_gemm_avx2<4, 3>(k, a, b, ldb, c, ldc, accumulate);
+}
+
+}  // namespace
+}  // namespace avx2
+
+const KernelTable& kernels_avx2() {
+  static const KernelTable t = {
+      "avx2", 8,
+      avx2::f32_unary, avx2::f32_binary, avx2::f32_compare, avx2::f32_select,
+      avx2::f32_reduce, avx2::f32_bias_clamp, avx2::f32_dwconv,
+      {{"f32_gemm_6x16_avx2", 6, 16, avx2::f32_gemm_6x16_avx2},
+       {"f32_gemm_4x24_avx2", 4, 24, avx2::f32_gemm_4x24_avx2}},
+      2};
+  return t;
+}
+
+}  // namespace walle

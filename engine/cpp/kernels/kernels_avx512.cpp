@@ -1,0 +1,75 @@
+// AVX-512 kernel set: the portable kernels compiled with -mavx512f, plus hand-written
+// GEMM micro-kernels. Only called after cpuid reports AVX-512F/BW/DQ/VL (see isa.cpp).
+#define WALLE_ISA_NS avx512
+#include "kernels_impl.h"
+
+#include <immintrin.h>
+
+namespace walle {
+namespace avx512 {
+namespace {
+
+// C[MR x 32] (+)= A[k][MR] * B[k][32]. MR rows x 2 zmm accumulators; B is two aligned
+// loads per k, A one broadcast per row, so 2*MR FMAs hide the FMA latency with MR >= 4.
+template <int MR>
+void f32_gemm_avx512(int64_t k, const float* a, const float* b, int64_t ldb, float* c, int64_t ldc,
+                     int accumulate) {
+  __m512 acc0[MR], acc1[MR];
+#pragma GCC unroll 16
+  for (int i = 0; i < MR; ++i) {
+    acc0[i] = _mm512_setzero_ps();
+    acc1[i] = _mm512_setzero_ps();
+  }
+  for (int64_t p = 0; p < k; ++p) {
+    const __m512 b0 = _mm512_loadu_ps(b);
+    const __m512 b1 = _mm512_loadu_ps(b + 16);
+    _mm_prefetch(reinterpret_cast<const char*>(b + 8 * ldb), _MM_HINT_T0);
+    // Prepacked weights stream from memory when N is small (late conv layers): fetch
+    // the A panel a few k-steps ahead too.
+    _mm_prefetch(reinterpret_cast<const char*>(a + 16 * MR), _MM_HINT_T0);
+#pragma GCC unroll 16
+    for (int i = 0; i < MR; ++i) {
+      const __m512 av = _mm512_set1_ps(a[i]);
+      acc0[i] = _mm512_fmadd_ps(av, b0, acc0[i]);
+      acc1[i] = _mm512_fmadd_ps(av, b1, acc1[i]);
+    }
+    a += MR;
+    b += ldb;
+  }
+#pragma GCC unroll 16
+  for (int i = 0; i < MR; ++i) {
+    float* ci = c + i * ldc;
+    if (accumulate) {
+      acc0[i] = _mm512_add_ps(acc0[i], _mm512_loadu_ps(ci));
+      acc1[i] = _mm512_add_ps(acc1[i], _mm512_loadu_ps(ci + 16));
+    }
+    _mm512_storeu_ps(ci, acc0[i]);
+    _mm512_storeu_ps(ci + 16, acc1[i]);
+  }
+}
+
+void f32_gemm_8x32_avx512(int64_t k, const float* a, const float* b, int64_t ldb, float* c, int64_t ldc,
+                          int accumulate) {
+  f32_gemm_avx512<8>(k, a, b, ldb, c, ldc, accumulate);
+}
+
+void f32_gemm_12x32_avx512(int64_t k, const float* a, const float* b, int64_t ldb, float* c, int64_t ldc,
+                           int accumulate) {
+  f32_gemm_avx512<12>(k, a, b, ldb, c, ldc, accumulate);
+}
+
+}  // namespace
+}  // namespace avx512
+
+const KernelTable& kernels_avx512() {
+  static const KernelTable t = {
+      "avx512", 16,
+      avx512::f32_unary, avx512::f32_binary, avx512::f32_compare, avx512::f32_select,
+      avx512::f32_reduce, avx512::f32_bias_clamp, avx512::f32_dwconv,
+      {{"f32_gemm_12x32_avx512", 12, 32, avx512::f32_gemm_12x32_avx512},
+       {"f32_gemm_8x32_avx512", 8, 32, avx512::f32_gemm_8x32_avx512}},
+      2};
+  return t;
+}
+
+}  // namespace walle

@@ -1,0 +1,97 @@
+#include "tensor.h"
+
+#include <cstdlib>
+#include <cstring>
+#include <sstream>
+
+namespace walle {
+
+size_t dtype_size(DType t) {
+  switch (t) {
+    case DType::f32: return 4;
+    case DType::i32: return 4;
+    case DType::i64: return 8;
+    case DType::b8: return 1;
+  }
+  return 0;
+}
+
+const char* dtype_name(DType t) {
+  switch (t) {
+    case DType::f32: return "float32";
+    case DType::i32: return "int32";
+    case DType::i64: return "int64";
+    case DType::b8: return "bool";
+  }
+  return "?";
+}
+
+DType dtype_from_name(const std::string& s) {
+  if (s == "float32") return DType::f32;
+  if (s == "int32") return DType::i32;
+  if (s == "int64") return DType::i64;
+  if (s == "bool") return DType::b8;
+  throw Error("unsupported dtype '" + s + "': use float32, int32, int64 or bool");
+}
+
+int64_t numel(const Shape& s) {
+  int64_t n = 1;
+  for (auto d : s) n *= d;
+  return n;
+}
+
+std::string shape_str(const Shape& s) {
+  std::ostringstream o;
+  o << "(";
+  for (size_t i = 0; i < s.size(); ++i) o << (i ? ", " : "") << s[i];
+  if (s.size() == 1) o << ",";
+  o << ")";
+  return o.str();
+}
+
+Shape contiguous_strides(const Shape& s) {
+  Shape st(s.size(), 1);
+  for (int i = int(s.size()) - 2; i >= 0; --i) st[i] = st[i + 1] * s[i + 1];
+  return st;
+}
+
+std::shared_ptr<void> aligned_alloc_shared(size_t bytes) {
+  // Round up so vector tails may over-read within the allocation, and never ask for 0.
+  size_t n = ((bytes + 63) / 64) * 64 + 64;
+  void* p = std::aligned_alloc(64, n);
+  if (!p) throw std::bad_alloc();
+  return std::shared_ptr<void>(p, [](void* q) { std::free(q); });
+}
+
+Tensor Tensor::empty(DType t, const Shape& s) {
+  for (auto d : s)
+    if (d < 0) throw Error("negative dimension in shape " + shape_str(s));
+  Tensor x;
+  x.dtype = t;
+  x.shape = s;
+  x.owner = aligned_alloc_shared(x.nbytes());
+  x.data = x.owner.get();
+  return x;
+}
+
+Tensor Tensor::zeros(DType t, const Shape& s) {
+  Tensor x = empty(t, s);
+  std::memset(x.data, 0, x.nbytes());
+  return x;
+}
+
+Tensor Tensor::reshaped(const Shape& s) const {
+  if (walle::numel(s) != numel())
+    throw Error("cannot reshape " + shape_str(shape) + " to " + shape_str(s));
+  Tensor x = *this;
+  x.shape = s;
+  return x;
+}
+
+Tensor Tensor::clone() const {
+  Tensor x = empty(dtype, shape);
+  std::memcpy(x.data, data, nbytes());
+  return x;
+}
+
+}  // namespace walle

@@ -1,0 +1,53 @@
+// Tensor: a typed, shaped view of a contiguous buffer with shared ownership.
+// The buffer is either allocated by the engine (64-byte aligned for AVX-512 loads) or
+// borrowed from a Python object through the buffer protocol, which makes numpy
+// interchange zero-copy in both directions.
+#pragma once
+#include <cstdint>
+#include <memory>
+#include <stdexcept>
+#include <string>
+#include <vector>
+
+namespace walle {
+
+enum class DType : uint8_t { f32 = 0, i32 = 1, i64 = 2, b8 = 3 };
+
+using Shape = std::vector<int64_t>;
+
+size_t dtype_size(DType t);
+const char* dtype_name(DType t);
+DType dtype_from_name(const std::string& s);
+int64_t numel(const Shape& s);
+std::string shape_str(const Shape& s);
+
+// Contiguous row-major strides in elements.
+Shape contiguous_strides(const Shape& s);
+
+struct Tensor {
+  DType dtype = DType::f32;
+  Shape shape;
+  std::shared_ptr<void> owner;  // keeps the storage alive
+  void* data = nullptr;
+  bool readonly = false;  // borrowed from a read-only buffer (a memory-mapped model)
+
+  int64_t numel() const { return walle::numel(shape); }
+  size_t nbytes() const { return size_t(numel()) * dtype_size(dtype); }
+  int64_t dim(int i) const { return shape[i < 0 ? i + int(shape.size()) : i]; }
+  int rank() const { return int(shape.size()); }
+  template <class T> T* ptr() const { return static_cast<T*>(data); }
+
+  static Tensor empty(DType t, const Shape& s);
+  static Tensor zeros(DType t, const Shape& s);
+  Tensor reshaped(const Shape& s) const;  // shares storage
+  Tensor clone() const;
+};
+
+// 64-byte aligned allocation with a deleter, used for tensors and the arena.
+std::shared_ptr<void> aligned_alloc_shared(size_t bytes);
+
+struct Error : std::runtime_error {
+  using std::runtime_error::runtime_error;
+};
+
+}  // namespace walle

@@ -1,0 +1,67 @@
+"""walle_engine: Walle's on-device tensor engine.
+
+Composite operators are decomposed into a small set of atomic ops (elementwise, reduce,
+matmul, select, cast) plus one data-movement op (raster); only those have kernels, in
+scalar, AVX2 and AVX-512 variants chosen at run time. A semi-auto search picks the fastest
+implementation per op on the device and caches the decision.
+
+Cloud side: ``convert(onnx_path, out_path)`` (needs the ``onnx`` package).
+Device side: ``load(path).run({name: array})`` (needs only numpy).
+"""
+
+from __future__ import annotations
+
+from walle_engine import ops
+from walle_engine._core import (
+    Tensor,
+    cpu_signature,
+    detect_isa,
+    isa,
+    num_threads,
+    set_isa,
+    set_num_threads,
+    supported_isas,
+    supported_ops,
+)
+from walle_engine._model import (
+    Model,
+    TensorInfo,
+    export_profile,
+    import_profile,
+    load,
+    tuning_cache_path,
+)
+
+__all__ = [
+    "ConversionReport",
+    "Model",
+    "Tensor",
+    "TensorInfo",
+    "UnsupportedModelError",
+    "convert",
+    "cpu_signature",
+    "detect_isa",
+    "export_profile",
+    "import_profile",
+    "isa",
+    "load",
+    "num_threads",
+    "ops",
+    "set_isa",
+    "set_num_threads",
+    "supported_isas",
+    "supported_ops",
+    "tuning_cache_path",
+]
+
+__version__ = "0.1.0"
+
+
+def __getattr__(name: str) -> object:
+    # The converter imports onnx; devices never touch it, so it loads on first use only.
+    if name in ("convert", "ConversionReport", "UnsupportedModelError"):
+        import importlib
+
+        converter = importlib.import_module("walle_engine.converter")
+        return getattr(converter, "convert_model" if name == "convert" else name)
+    raise AttributeError(f"module 'walle_engine' has no attribute {name!r}")

@@ -1,0 +1,167 @@
+"""Loading and running converted models, and the tuning cache / profiles."""
+
+from __future__ import annotations
+
+import json
+import os
+import threading
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from walle_engine import _core
+from walle_engine._format import ModelFile
+
+__all__ = ["Model", "TensorInfo", "export_profile", "import_profile", "load", "tuning_cache_path"]
+
+_PROFILE_FORMAT = "walle-tuning/1"
+_cache_lock = threading.Lock()
+
+
+@dataclass(frozen=True)
+class TensorInfo:
+    """Name, dtype and static shape of a model input or output."""
+
+    name: str
+    dtype: str
+    shape: tuple[int, ...]
+
+
+def tuning_cache_path() -> Path:
+    """Where tuning decisions persist: $WALLE_ENGINE_CACHE_DIR or ~/.cache/walle_engine."""
+    base = os.environ.get("WALLE_ENGINE_CACHE_DIR") or Path.home() / ".cache" / "walle_engine"
+    return Path(base) / "tuning.json"
+
+
+def _records_to_json(records: list[tuple[str, str, str, float]]) -> dict[str, Any]:
+    return {
+        "format": _PROFILE_FORMAT,
+        "records": [{"cpu": c, "op": o, "choice": ch, "micros": us} for c, o, ch, us in records],
+    }
+
+
+def _read_records(path: Path) -> list[tuple[str, str, str, float]]:
+    data = json.loads(path.read_text())
+    if data.get("format") != _PROFILE_FORMAT:
+        raise ValueError(f"{path} is not a walle_engine tuning profile ({_PROFILE_FORMAT})")
+    return [(r["cpu"], r["op"], r["choice"], float(r.get("micros", 0.0))) for r in data["records"]]
+
+
+def export_profile(path: str | Path) -> int:
+    """Write every tuning decision known to this process; returns how many."""
+    records = _core.tuning_records()
+    Path(path).write_text(json.dumps(_records_to_json(records), indent=1))
+    return len(records)
+
+
+def import_profile(path: str | Path) -> int:
+    """Adopt decisions from a profile (e.g. shipped by the cloud for this device model)."""
+    records = _read_records(Path(path))
+    _core.tuning_add(records)
+    return len(records)
+
+
+def _load_cache() -> None:
+    path = tuning_cache_path()
+    try:
+        _core.tuning_add(_read_records(path))
+    except (OSError, ValueError, KeyError):
+        pass  # a missing or stale cache only costs a re-tune
+
+
+def _save_cache() -> None:
+    path = tuning_cache_path()
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(f".{os.getpid()}.tmp")
+        tmp.write_text(json.dumps(_records_to_json(_core.tuning_records())))
+        os.replace(tmp, path)  # atomic: concurrent loaders never read half a file
+    except OSError:
+        pass
+
+
+class Model:
+    """A loaded model. ``run`` is thread-safe and releases the GIL while computing."""
+
+    def __init__(self, core: _core.Model, source: ModelFile | None = None) -> None:
+        self._core = core
+        self._source = source  # keeps the memory-mapped constants alive
+        self.inputs = [TensorInfo(n, d, tuple(s)) for n, d, s in core.inputs]
+        self.outputs = [TensorInfo(n, d, tuple(s)) for n, d, s in core.outputs]
+
+    def run(self, feeds: Mapping[str, Any]) -> dict[str, Any]:
+        """Run on ``{input name: array}``; returns ``{output name: numpy array}``."""
+        import numpy as np
+
+        expected = {i.name for i in self.inputs}
+        unknown = sorted(set(feeds) - expected)
+        if unknown:
+            raise ValueError(
+                f"unknown input {unknown[0]!r}: this model's inputs are {sorted(expected)}"
+            )
+        args = []
+        for info in self.inputs:
+            if info.name not in feeds:
+                raise ValueError(f"missing input {info.name!r} ({info.dtype}, shape {info.shape})")
+            x = np.asarray(feeds[info.name])
+            if x.dtype != np.dtype(info.dtype):
+                raise ValueError(
+                    f"input {info.name!r} must be {info.dtype}, got {x.dtype}: "
+                    f"pass x.astype(numpy.{info.dtype})"
+                )
+            if tuple(x.shape) != info.shape:
+                raise ValueError(
+                    f"input {info.name!r} must have shape {info.shape}, got {tuple(x.shape)}"
+                )
+            args.append(_core.Tensor(x if x.flags.c_contiguous else x.copy(order="C")))
+        outs = self._core.run(args)
+        return {info.name: np.asarray(t) for info, t in zip(self.outputs, outs, strict=True)}
+
+    def plan(self) -> list[dict[str, Any]]:
+        """The implementation chosen for every searched op, and why (cache/timed/model)."""
+        return self._core.plan()
+
+    def profile(self, feeds: Mapping[str, Any], reps: int = 10) -> list[tuple[str, float]]:
+        """Seconds per atomic step (fastest of ``reps`` runs): where the time goes."""
+        import numpy as np
+
+        args = [_core.Tensor(np.require(feeds[i.name], requirements="C")) for i in self.inputs]
+        return self._core.profile(args, reps)
+
+    def steps(self) -> list[str]:
+        """The atomic steps the graph was decomposed into, in execution order."""
+        return self._core.steps()
+
+    @property
+    def memory(self) -> dict[str, int]:
+        """Arena bytes after buffer reuse vs. the sum of all intermediate buffers."""
+        return {
+            "arena_bytes": self._core.arena_bytes,
+            "unplanned_bytes": self._core.unplanned_bytes,
+        }
+
+    @property
+    def merged_rasters(self) -> int:
+        """How many chained raster copies were merged into one."""
+        return self._core.merged_rasters
+
+
+def load(
+    path: str | Path,
+    *,
+    tune: bool = True,
+    cache: bool = True,
+    max_isa: str | None = None,
+) -> Model:
+    """Load a converted model. With ``tune``, ops are timed once per CPU and op signature;
+    decisions persist in ``tuning_cache_path()`` unless ``cache`` is False."""
+    f = ModelFile(path)
+    if cache:
+        with _cache_lock:
+            _load_cache()
+    core = _core.Model(f.graph(), tune=tune, max_isa=max_isa or _core.detect_isa())
+    if cache and tune:
+        with _cache_lock:
+            _save_cache()
+    return Model(core, f)

@@ -1,0 +1,542 @@
+"""ONNX -> walle_engine model conversion (cloud side; needs the ``onnx`` package).
+
+What happens here, in order:
+
+1. Inputs get static shapes (symbolic dims from ``input_shapes`` or 1): the engine plans
+   memory and picks kernels for fixed shapes.
+2. Constant folding: ``Constant`` nodes become initializers; nodes the engine does not
+   implement but whose inputs are all constant are evaluated with onnx's reference
+   evaluator. (Supported nodes with constant inputs — shape arithmetic — are folded by
+   the engine itself at load, where shapes are known.)
+3. Any op still unsupported fails the conversion with the full list.
+4. Rewrites into GEMM epilogues: BatchNormalization after a Conv is folded into its
+   weights; a Relu/Clip after Conv/Gemm becomes a fused clamp; a residual Add after a
+   Conv and a bias Add after a MatMul ride along in the epilogue; Softmax from opsets
+   < 13 is marked with its old "flatten from axis" semantics.
+5. The graph is written in the compact format of ``_format.py``. Shapes of every value
+   are inferred again by the engine at load.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import onnx
+from onnx import helper, numpy_helper
+
+from walle_engine import _core
+from walle_engine._format import write_model
+
+__all__ = ["ConversionReport", "UnsupportedModelError", "convert_model"]
+
+_DTYPES = {
+    onnx.TensorProto.FLOAT: "float32",
+    onnx.TensorProto.INT32: "int32",
+    onnx.TensorProto.INT64: "int64",
+    onnx.TensorProto.BOOL: "bool",
+}
+_NP_TO_NAME = {
+    np.dtype(np.float32): "float32",
+    np.dtype(np.int32): "int32",
+    np.dtype(np.int64): "int64",
+    np.dtype(np.bool_): "bool",
+}
+# Inputs that must be known at load (the engine's shapes are static): a graph input
+# feeding one of these makes the model dynamic-shaped, which the engine does not run.
+_SHAPE_ARGS = {
+    "Reshape": (1,),
+    "Expand": (1,),
+    "Tile": (1,),
+    "ConstantOfShape": (0,),
+    "Slice": (1, 2, 3, 4),
+    "Pad": (1, 3),
+    "Range": (0, 1, 2),
+    "Squeeze": (1,),
+    "Unsqueeze": (1,),
+    "Split": (1,),
+    "ReduceSum": (1,),
+    "ReduceMean": (1,),
+    "ReduceMax": (1,),
+    "ReduceMin": (1,),
+    "ReduceProd": (1,),
+}
+_SPATIAL_OPS = {"Conv", "MaxPool", "AveragePool"}
+# Ops whose value must not be computed at conversion even with constant inputs.
+_NONDETERMINISTIC = {
+    "RandomNormal",
+    "RandomUniform",
+    "RandomNormalLike",
+    "RandomUniformLike",
+    "Multinomial",
+}
+
+
+class UnsupportedModelError(ValueError):
+    """The model uses operators or types the engine does not implement."""
+
+    def __init__(self, unsupported: Sequence[str], detail: str = "") -> None:
+        self.unsupported = sorted(set(unsupported))
+        msg = "unsupported operators: " + ", ".join(self.unsupported)
+        super().__init__(msg + (f" ({detail})" if detail else ""))
+
+
+@dataclass
+class ConversionReport:
+    """What the converter did; returned by ``convert``."""
+
+    ops: Counter[str] = field(default_factory=Counter)
+    folded_nodes: int = 0
+    fused_batchnorms: int = 0
+    fused_activations: int = 0
+    fused_residuals: int = 0
+    fused_biases: int = 0
+    input_shapes: dict[str, tuple[int, ...]] = field(default_factory=dict)
+
+
+def _const_array(value: np.ndarray, name: str) -> np.ndarray:
+    arr = np.asarray(value)
+    if arr.dtype == np.float64:
+        arr = arr.astype(np.float32)  # e.g. Range/ConstantOfShape folded in double
+    if arr.dtype in (np.int8, np.int16, np.uint8, np.uint16, np.uint32):
+        arr = arr.astype(np.int32)
+    if arr.dtype == np.uint64:
+        arr = arr.astype(np.int64)
+    if arr.dtype not in _NP_TO_NAME:
+        raise UnsupportedModelError([], f"constant {name!r} has dtype {arr.dtype}")
+    # np.ascontiguousarray would turn 0-d scalars into 1-d arrays.
+    return arr if arr.flags.c_contiguous else arr.copy(order="C")
+
+
+def _evaluate(
+    node: onnx.NodeProto, consts: Mapping[str, np.ndarray], opsets: Sequence[Any]
+) -> list[np.ndarray]:
+    from onnx.reference import ReferenceEvaluator
+
+    inputs = [
+        helper.make_tensor_value_info(
+            f"i{k}", helper.np_dtype_to_tensor_dtype(consts[n].dtype), consts[n].shape
+        )
+        for k, n in enumerate(node.input)
+        if n
+    ]
+    renamed = helper.make_node(
+        node.op_type,
+        [f"i{k}" if n else "" for k, n in enumerate(node.input)],
+        [f"o{k}" for k in range(len(node.output))],
+        domain=node.domain,
+    )
+    renamed.attribute.extend(node.attribute)
+    outputs = [
+        helper.make_tensor_value_info(f"o{k}", onnx.TensorProto.UNDEFINED, None)
+        for k in range(len(node.output))
+    ]
+    g = helper.make_graph([renamed], "fold", inputs, outputs)
+    m = helper.make_model(g, opset_imports=list(opsets))
+    feeds = {f"i{k}": consts[n] for k, n in enumerate(node.input) if n}
+    return ReferenceEvaluator(m).run(None, feeds)
+
+
+def _attr_value(a: onnx.AttributeProto, tensors: dict[str, np.ndarray], prefix: str) -> Any:
+    v = helper.get_attribute_value(a)
+    if isinstance(v, bytes):
+        return v.decode()
+    if isinstance(v, onnx.TensorProto):
+        name = f"{prefix}/{a.name}"
+        tensors[name] = _const_array(numpy_helper.to_array(v), name)
+        return {"tensor": name}
+    if isinstance(v, list):
+        if v and isinstance(v[0], bytes):
+            return [x.decode() for x in v]
+        if v and not isinstance(v[0], (int, float)):
+            raise UnsupportedModelError([], f"attribute {a.name!r} of type {type(v[0]).__name__}")
+        return list(v)
+    if isinstance(v, (int, float)):
+        return v
+    raise UnsupportedModelError(
+        [], f"attribute {a.name!r} of type {type(v).__name__} (subgraphs are not supported)"
+    )
+
+
+def convert_model(
+    model: str | Path | onnx.ModelProto,
+    out_path: str | Path,
+    input_shapes: Mapping[str, Sequence[int]] | None = None,
+) -> ConversionReport:
+    """Convert an ONNX model to the engine's format; raises UnsupportedModelError listing
+    every operator the engine cannot run."""
+    proto = model if isinstance(model, onnx.ModelProto) else onnx.load(str(model))
+    graph = proto.graph
+    opsets = list(proto.opset_import)
+    opset = next((o.version for o in opsets if o.domain in ("", "ai.onnx")), 13)
+    report = ConversionReport()
+    consts: dict[str, np.ndarray] = {
+        i.name: _const_array(numpy_helper.to_array(i), i.name) for i in graph.initializer
+    }
+
+    inputs = []
+    for vi in graph.input:
+        if vi.name in consts:
+            continue
+        tt = vi.type.tensor_type
+        if tt.elem_type not in _DTYPES:
+            raise UnsupportedModelError(
+                [],
+                f"input {vi.name!r} has type {onnx.TensorProto.DataType.Name(tt.elem_type)}; "
+                "float32, int32, int64 and bool are supported",
+            )
+        override = (input_shapes or {}).get(vi.name)
+        dims = [d.dim_value if d.HasField("dim_value") else 0 for d in tt.shape.dim]
+        if override is not None:
+            dims = list(override)
+        dims = [d if d > 0 else 1 for d in dims]
+        report.input_shapes[vi.name] = tuple(dims)
+        inputs.append((vi.name, _DTYPES[tt.elem_type], dims))
+
+    supported = set(_core.supported_ops())
+    input_names = {name for name, _, _ in inputs}
+    nodes: list[onnx.NodeProto] = []
+    unsupported: list[str] = []
+    for node in graph.node:
+        if node.domain not in ("", "ai.onnx"):
+            unsupported.append(f"{node.domain}.{node.op_type}")
+            continue
+        if node.op_type == "Constant":
+            (out,) = _evaluate(node, consts, opsets)
+            consts[node.output[0]] = _const_array(out, node.output[0])
+            report.folded_nodes += 1
+            continue
+        all_const = all((not n) or n in consts for n in node.input)
+        dynamic = [
+            node.input[i]
+            for i in _SHAPE_ARGS.get(node.op_type, ())
+            if i < len(node.input) and node.input[i] in input_names
+        ]
+        if dynamic:
+            unsupported.append(f"{node.op_type} (shape from input {dynamic[0]!r})")
+            continue
+        kernel = next((list(a.ints) for a in node.attribute if a.name == "kernel_shape"), [])
+        if node.op_type in _SPATIAL_OPS and len(kernel) > 2:
+            unsupported.append(f"{node.op_type} ({len(kernel)}-D)")
+            continue
+        if node.op_type not in supported:
+            if all_const and node.op_type not in _NONDETERMINISTIC:
+                try:
+                    outs = _evaluate(node, consts, opsets)
+                except Exception as e:  # the reference evaluator lacks this op too
+                    unsupported.append(node.op_type)
+                    del e
+                    continue
+                for name, value in zip(node.output, outs, strict=False):
+                    if name:
+                        consts[name] = _const_array(value, name)
+                report.folded_nodes += 1
+                continue
+            unsupported.append(node.op_type)
+            continue
+        nodes.append(node)
+    if unsupported:
+        raise UnsupportedModelError(unsupported)
+
+    graph_outputs = [o.name for o in graph.output]
+    nodes = _fold_batchnorm(nodes, consts, graph_outputs, report)
+    specs = _node_specs(nodes, consts, graph_outputs, opset, report)
+
+    _check_loadable(inputs, graph_outputs, specs, consts)
+
+    used = {n for _, _, ins, _, _ in specs for n in ins} | set(graph_outputs)
+    tensors: dict[str, np.ndarray] = {}
+    final_nodes = []
+    for op, name, ins, outs, attrs in specs:
+        enc = {
+            k: _attr_value(a, tensors, name) if isinstance(a, onnx.AttributeProto) else a
+            for k, a in attrs.items()
+        }
+        final_nodes.append((op, name, ins, outs, enc))
+        report.ops[op] += 1
+    for n, v in consts.items():
+        if n in used:
+            tensors[n] = v
+    write_model(
+        out_path,
+        inputs=inputs,
+        outputs=graph_outputs,
+        nodes=final_nodes,
+        constants={n: (_NP_TO_NAME[v.dtype], v.shape, v.tobytes()) for n, v in tensors.items()},
+        metadata={"producer": "walle_engine.convert", "onnx_opset": opset},
+    )
+    return report
+
+
+def _check_loadable(
+    inputs: list[tuple[str, str, list[int]]],
+    outputs: list[str],
+    specs: list[tuple[str, str, list[str], list[str], dict[str, Any]]],
+    consts: Mapping[str, np.ndarray],
+) -> None:
+    """Build the engine model once (no tuning) so that what the engine cannot run —
+    shapes computed from inputs, unsupported attribute values — fails here, in the cloud,
+    with the operator named, instead of on a device."""
+    tensors: dict[str, np.ndarray] = {}
+    nodes = []
+    for op, name, ins, outs, attrs in specs:
+        enc = {
+            k: _attr_value(a, tensors, name) if isinstance(a, onnx.AttributeProto) else a
+            for k, a in attrs.items()
+        }
+        nodes.append(
+            (
+                op,
+                name,
+                ins,
+                outs,
+                {
+                    k: _core.Tensor(tensors[v["tensor"]]) if isinstance(v, dict) else v
+                    for k, v in enc.items()
+                },
+            )
+        )
+    graph = {
+        "inputs": inputs,
+        "outputs": outputs,
+        "constants": {n: _core.Tensor(v) for n, v in consts.items()},
+        "nodes": nodes,
+    }
+    try:
+        _core.Model(graph, tune=False)
+    except ValueError as e:
+        msg = str(e)
+        if "not supported" in msg or "must be a constant" in msg:
+            op = msg.split(" node ")[0] if " node " in msg else "model"
+            reason = (
+                "shape computed at run time"
+                if "must be a constant" in msg
+                else msg.split(": ", 1)[-1]
+            )
+            raise UnsupportedModelError([f"{op} ({reason})"]) from e
+        raise
+
+
+def _consumers(nodes: Sequence[onnx.NodeProto]) -> Counter[str]:
+    c: Counter[str] = Counter()
+    for n in nodes:
+        for i in n.input:
+            c[i] += 1
+    return c
+
+
+def _fold_batchnorm(
+    nodes: list[onnx.NodeProto],
+    consts: dict[str, np.ndarray],
+    outputs: Sequence[str],
+    report: ConversionReport,
+) -> list[onnx.NodeProto]:
+    """Conv -> BatchNormalization becomes one Conv: W' = W * s, b' = (b - mean) * s + beta,
+    s = gamma / sqrt(var + eps), per output channel."""
+    uses = _consumers(nodes)
+    producer = {o: n for n in nodes for o in n.output}
+    drop: set[int] = set()
+    out: list[onnx.NodeProto] = []
+    for node in nodes:
+        if node.op_type == "BatchNormalization" and len([o for o in node.output if o]) == 1:
+            conv = producer.get(node.input[0])
+            params = node.input[1:5]
+            if (
+                conv is not None
+                and conv.op_type == "Conv"
+                and uses[node.input[0]] == 1
+                and node.input[0] not in outputs
+                and conv.input[1] in consts
+                and all(p in consts for p in params)
+                and (len(conv.input) < 3 or not conv.input[2] or conv.input[2] in consts)
+            ):
+                eps = next((a.f for a in node.attribute if a.name == "epsilon"), 1e-5)
+                gamma, beta, mean, var = (consts[p].astype(np.float64) for p in params)
+                s = gamma / np.sqrt(var + eps)
+                w = consts[conv.input[1]].astype(np.float64)
+                b = (
+                    consts[conv.input[2]].astype(np.float64)
+                    if len(conv.input) > 2 and conv.input[2]
+                    else np.zeros(w.shape[0])
+                )
+                wname, bname = conv.name + "/bn_weight", conv.name + "/bn_bias"
+                consts[wname] = (w * s.reshape(-1, *([1] * (w.ndim - 1)))).astype(np.float32)
+                consts[bname] = ((b - mean) * s + beta).astype(np.float32)
+                fused = helper.make_node(
+                    "Conv",
+                    [conv.input[0], wname, bname],
+                    [node.output[0]],
+                    name=conv.name or node.name,
+                )
+                fused.attribute.extend(conv.attribute)
+                idx = next(i for i, n in enumerate(out) if n is conv)
+                out[idx] = fused
+                drop.add(id(node))
+                report.fused_batchnorms += 1
+                continue
+        out.append(node)
+    return [n for n in out if id(n) not in drop]
+
+
+Spec = tuple[str, str, list[str], list[str], dict[str, Any]]
+
+
+def _node_specs(
+    nodes: list[onnx.NodeProto],
+    consts: Mapping[str, np.ndarray],
+    outputs: Sequence[str],
+    opset: int,
+    report: ConversionReport,
+) -> list[Spec]:
+    """Node tuples for the file, after the epilogue fusions below."""
+    specs: list[Spec] = []
+    for i, node in enumerate(nodes):
+        name = node.name or f"{node.op_type}_{i}"
+        attrs: dict[str, Any] = {a.name: a for a in node.attribute}
+        if node.op_type in ("Softmax", "LogSoftmax") and opset < 13:
+            attrs = {
+                "axis": next((a.i for a in node.attribute if a.name == "axis"), 1),
+                "legacy_axes": 1,
+            }
+        specs.append((node.op_type, name, list(node.input), list(node.output), attrs))
+    specs = _fuse_activations(specs, consts, outputs, report)
+    specs = _fuse_residuals(specs, consts, outputs, report)
+    specs = _fuse_activations(specs, consts, outputs, report)
+    return _fuse_matmul_bias(specs, consts, outputs, report)
+
+
+def _uses(specs: Sequence[Spec]) -> Counter[str]:
+    return Counter(i for _, _, ins, _, _ in specs for i in ins if i)
+
+
+def _fuse_activations(
+    specs: list[Spec],
+    consts: Mapping[str, np.ndarray],
+    outputs: Sequence[str],
+    report: ConversionReport,
+) -> list[Spec]:
+    """Relu/Clip after a Conv or Gemm becomes that op's epilogue clamp (activation_min/max)."""
+    uses = _uses(specs)
+    producer = {o: i for i, (_, _, _, outs, _) in enumerate(specs) for o in outs}
+    out = list(specs)
+    dead: set[int] = set()
+    for i, (op, _, ins, outs, attrs) in enumerate(specs):
+        act = _activation_range(op, ins, attrs, consts)
+        p = producer.get(ins[0]) if ins else None
+        if act is None or p is None:
+            continue
+        pop, pname, pins, _, pattrs = out[p]
+        if (
+            pop in ("Conv", "Gemm")
+            and uses[ins[0]] == 1
+            and ins[0] not in outputs
+            and "activation_min" not in pattrs
+        ):
+            pattrs = dict(pattrs)
+            pattrs["activation_min"], pattrs["activation_max"] = act
+            out[p] = (pop, pname, pins, [outs[0]], pattrs)
+            dead.add(i)
+            report.fused_activations += 1
+    return [s for i, s in enumerate(out) if i not in dead]
+
+
+def _fuse_residuals(
+    specs: list[Spec],
+    consts: Mapping[str, np.ndarray],
+    outputs: Sequence[str],
+    report: ConversionReport,
+) -> list[Spec]:
+    """Conv -> Add(conv, r) becomes Conv(x, w, b, r): the residual is added in the GEMM
+    epilogue. The fused Conv moves to the Add's position, where r is known to exist."""
+    uses = _uses(specs)
+    producer = {o: i for i, (_, _, _, outs, _) in enumerate(specs) for o in outs}
+    out: list[Spec | None] = list(specs)
+    for i, (op, _, ins, outs, _) in enumerate(specs):
+        if op != "Add" or len(ins) != 2:
+            continue
+        for k in (0, 1):
+            p = producer.get(ins[k])
+            other = ins[1 - k]
+            prev = out[p] if p is not None else None
+            if prev is None or other in consts:
+                continue
+            pop, pname, pins, _, pattrs = prev
+            if (
+                pop == "Conv"
+                and uses[ins[k]] == 1
+                and ins[k] not in outputs
+                and "activation_min" not in pattrs
+                and len(pins) <= 3
+            ):
+                fused_ins = [*pins, *[""] * (3 - len(pins)), other]
+                out[i] = ("Conv", pname, fused_ins, [outs[0]], pattrs)
+                out[p] = None
+                report.fused_residuals += 1
+                break
+    return [s for s in out if s is not None]
+
+
+def _fuse_matmul_bias(
+    specs: list[Spec],
+    consts: Mapping[str, np.ndarray],
+    outputs: Sequence[str],
+    report: ConversionReport,
+) -> list[Spec]:
+    """MatMul -> Add(constant row vector [N]) becomes MatMul(a, w, bias) with the bias in
+    the GEMM epilogue (the pattern exporters emit for every Linear layer)."""
+    uses = _uses(specs)
+    producer = {o: i for i, (_, _, _, outs, _) in enumerate(specs) for o in outs}
+    out: list[Spec | None] = list(specs)
+    for i, (op, _, ins, outs, _) in enumerate(specs):
+        if op != "Add" or len(ins) != 2:
+            continue
+        for k in (0, 1):
+            p = producer.get(ins[k])
+            bias = ins[1 - k]
+            prev = out[p] if p is not None else None
+            if prev is None or bias not in consts:
+                continue
+            pop, pname, pins, _, pattrs = prev
+            w = consts.get(pins[1]) if pop == "MatMul" and len(pins) == 2 else None
+            b = consts[bias]
+            if (
+                w is not None
+                and w.ndim == 2
+                and b.ndim == 1
+                and b.shape[0] == w.shape[1]
+                and b.dtype == np.float32
+                and uses[ins[k]] == 1
+                and ins[k] not in outputs
+            ):
+                out[p] = None
+                out[i] = ("MatMul", pname, [*pins, bias], [outs[0]], pattrs)
+                report.fused_biases += 1
+                break
+    return [s for s in out if s is not None]
+
+
+def _activation_range(
+    op: str, ins: Sequence[str], attrs: Mapping[str, Any], consts: Mapping[str, np.ndarray]
+) -> tuple[float, float] | None:
+    if op == "Relu":
+        return (0.0, float("inf"))
+    if op == "Clip":
+        lo, hi = float("-inf"), float("inf")
+        if isinstance(attrs.get("min"), onnx.AttributeProto):
+            lo = attrs["min"].f
+        if isinstance(attrs.get("max"), onnx.AttributeProto):
+            hi = attrs["max"].f
+        if len(ins) > 1 and ins[1]:
+            if ins[1] not in consts:
+                return None
+            lo = float(consts[ins[1]].reshape(-1)[0])
+        if len(ins) > 2 and ins[2]:
+            if ins[2] not in consts:
+                return None
+            hi = float(consts[ins[2]].reshape(-1)[0])
+        return (lo, hi)
+    return None
