@@ -26,6 +26,10 @@ def _header(scope: dict, name: bytes) -> str:
 
 
 class DeviceConsumer(AsyncWebsocketConsumer):
+    # No channel-layer channel per socket: notices reach sockets through the process registry
+    # (devices/push.py). A channel per socket made every receive walk all channels of the
+    # in-process layer (O(N^2) at 10k sockets) and would be one Redis subscription each.
+    channel_layer_alias = None
     device_uid = ""
 
     async def connect(self) -> None:

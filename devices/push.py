@@ -56,11 +56,16 @@ class Registry:
         loop = asyncio.get_running_loop()
         if self._listener is not None and not self._listener.done() and self._listener_loop is loop:
             return
+        # Claim the slot before the first await: sockets connecting at the same moment must
+        # not each subscribe (every notice would then be delivered once per subscription).
+        self._listener_loop = loop
+        self._listener = loop.create_task(self._subscribe_and_listen())
+
+    async def _subscribe_and_listen(self) -> None:
         layer = get_channel_layer()
         channel = await layer.new_channel("walle-notices.")
         await layer.group_add(NOTICE_GROUP, channel)
-        self._listener_loop = loop
-        self._listener = loop.create_task(self._listen(layer, channel))
+        await self._listen(layer, channel)
 
     async def _listen(self, layer, channel: str) -> None:
         while True:

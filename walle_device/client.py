@@ -209,6 +209,9 @@ class DeviceClient:
                     ws_url(self.identity.server),
                     additional_headers={"Authorization": f"Bearer {self.identity.token}"},
                     open_timeout=30,
+                    # A server busy for 20 s (the default) must not set off a reconnect storm.
+                    ping_interval=30,
+                    ping_timeout=120,
                     max_size=protocol.MAX_FRAME_BYTES * 4,
                 ) as ws:
                     attempt = 0

@@ -44,12 +44,12 @@ def payload(window: Window) -> dict[str, Any]:
     return {"n": len(window), "start": window.start_seq, "aggs": window.aggregates}
 
 
-def expected() -> dict[str, dict[str, Any]]:
+def expected(device: str = DEVICE) -> dict[str, dict[str, Any]]:
     """What an uninterrupted device uploads: key -> payload."""
     out: dict[str, dict[str, Any]] = {}
 
     def on_fire(task: str, seq: int, window: Window) -> None:
-        out[result_key(DEVICE, task, 1, seq)] = payload(window)
+        out[result_key(device, task, 1, seq)] = payload(window)
 
     s = Stream(on_fire)
     for task, spec in TRIGGERS.items():
