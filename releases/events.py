@@ -22,8 +22,8 @@ def _publish(release_id: int, app_id: int, kind: str) -> None:
 
     message = {"type": "release.update", "release": release_id, "kind": kind}
     try:
-        group_send(release_group(release_id), message)
-        group_send(app_group(app_id), message)
+        group_send(release_group(release_id), message, skip_if_empty=True)
+        group_send(app_group(app_id), message, skip_if_empty=True)
     except Exception:  # a watcher's live view is best effort; the database is the truth
         log.warning("could not publish the update of release %s", release_id, exc_info=True)
 

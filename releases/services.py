@@ -757,6 +757,10 @@ def evaluate_release(release: Release, *, now: datetime | None = None) -> str:
             if release.current_stage < len(release.stages) - 1:
                 _advance(release, now, None, f"gate met: {succeeded_share:.0%} succeeded")
                 return "advanced"
+            if Deployment.objects.filter(release=release, state__in=IN_FLIGHT).exists():
+                # Complete only once every rung device finished (or timed out): a failure
+                # still in flight must be able to trip the error gate of the last stage.
+                return "finishing"
             release.state = ReleaseState.COMPLETED
             release.finished_at = now
             release.save(update_fields=["state", "finished_at"])

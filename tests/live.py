@@ -116,7 +116,7 @@ def live_server(
 
         dbname = f"walle_e2e_{uuid.uuid4().hex[:10]}"
         with psycopg.connect(PG_URL + "postgres", autocommit=True) as conn:
-            conn.execute(f'CREATE DATABASE "{dbname}"')
+            conn.execute(f'CREATE DATABASE "{dbname}" TEMPLATE template0')  # nobody connects to it
         env["DATABASE_URL"] = PG_URL + dbname
         env["REDIS_URL"] = REDIS_URL
         processes = processes or 2

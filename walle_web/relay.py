@@ -30,9 +30,21 @@ def _signature(body: bytes) -> str:
     return hmac.new(settings.SECRET_KEY.encode(), body, hashlib.sha256).hexdigest()
 
 
-def group_send(group: str, message: dict) -> None:
-    """Publish one message to a channel-layer group, from any process."""
+def group_send(group: str, message: dict, *, skip_if_empty: bool = False) -> None:
+    """Publish one message to a channel-layer group, from any process.
+
+    `skip_if_empty`: in the server process of the embedded configuration, where the group's
+    members are visible, skip the (blocking) hop to the event loop when nobody listens, as
+    for a release dashboard nobody has open while thousands of devices report.
+    """
     layer = get_channel_layer()
+    if (
+        skip_if_empty
+        and IN_SERVER
+        and isinstance(layer, InMemoryChannelLayer)
+        and not layer.groups.get(group)
+    ):
+        return
     if isinstance(layer, InMemoryChannelLayer) and not IN_SERVER and settings.WALLE_RELAY_URL:
         body = json.dumps({"group": group, "message": message}).encode()
         try:

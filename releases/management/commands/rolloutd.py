@@ -44,7 +44,7 @@ class Command(BaseCommand):
             close_old_connections()
             for release_id in due_releases():
                 outcome = evaluate_release(Release(pk=release_id))
-                if outcome not in ("idle", "waiting", "paused"):
+                if outcome not in ("idle", "waiting", "paused", "finishing"):
                     self.stdout.write(f"release {release_id}: {outcome}")
                     self.stdout.flush()
             if opts["once"]:
