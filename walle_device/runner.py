@@ -51,7 +51,7 @@ class TaskContext:
         self._files = files
         self.files = tuple(sorted(files))  # names, as in the VM
         self.device = device
-        self.window = window or []
+        self.window = window  # None unless a trigger fired the run, as in the VM
         self.state: dict = {}
         self.uploads: list = []
         self.logs: list[str] = []

@@ -20,7 +20,7 @@ DEMO_V1 = '''"""Counts how often each page was seen in the event window and uplo
 
 def run(ctx):
     counts = {}
-    for event in ctx.window:
+    for event in ctx.window or []:  # no window when the run is not trigger-fired
         counts[event.get("page", "?")] = counts.get(event.get("page", "?"), 0) + 1
     ctx.upload({"model": ctx.device.get("model"), "top_pages": sorted(counts, key=counts.get)[-3:]})
     return len(counts)
