@@ -696,7 +696,6 @@ def check_error_gate(release_id: int) -> str | None:
 def evaluate_release(release: Release, *, now: datetime | None = None) -> str:
     """One step of the rollout for one release: timeouts, the error gate, advance or complete,
     paced notices. Safe to call from any number of workers at once; returns what it did."""
-    now = now or timezone.now()
     with transaction.atomic():
         release = (
             Release.objects.select_for_update()
@@ -704,6 +703,10 @@ def evaluate_release(release: Release, *, now: datetime | None = None) -> str:
             .filter(pk=release.pk)
             .first()
         )
+        # Read the clock only once the lock is held: a worker that waited for another one's
+        # transition must not judge it with a time from before it (the stage would look
+        # started in the future, and never soaked).
+        now = now or timezone.now()
         if release is None:
             return "gone"
         if (
