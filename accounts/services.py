@@ -39,6 +39,27 @@ def set_member(
     return membership
 
 
+class MembershipError(ValueError):
+    """A membership change that would leave the app unmanageable."""
+
+
+def remove_member(app: App, user: AbstractBaseUser, *, by: AbstractBaseUser | None = None) -> None:
+    """Take a user's role in an app away; an app always keeps at least one admin."""
+    with transaction.atomic():
+        # Lock the app's memberships so two admins removing each other cannot both succeed.
+        memberships = list(Membership.objects.select_for_update().filter(app=app))
+        target = next((m for m in memberships if m.user_id == user.pk), None)
+        if target is None:
+            return
+        admins = [m for m in memberships if m.role == Role.ADMIN]
+        if target.role == Role.ADMIN and len(admins) == 1:
+            raise MembershipError(
+                f"{user} is the last admin of {app.slug}; make someone else admin first"
+            )
+        target.delete()
+        audit(app, by, "member.remove", "user", str(user.pk), {"username": user.get_username()})
+
+
 def create_enrollment_key(
     app: App, *, label: str = "default", by: AbstractBaseUser | None = None
 ) -> tuple[EnrollmentKey, str]:

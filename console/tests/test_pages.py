@@ -108,6 +108,16 @@ def test_an_admin_manages_members_and_enrollment_keys(cast):
     )
     assert response.status_code == 302
     assert login(cast.outsider).get(url("tasks", cast)).status_code == 200
+    removed = admin.post(url("settings", cast), {"what": "remove", "username": "oscar"})
+    assert removed.status_code == 302
+    assert login(cast.outsider).get(url("tasks", cast)).status_code in (403, 404)
+
+
+def test_the_last_admin_of_an_app_cannot_be_removed(cast):
+    admin = login(cast.admin)
+    response = admin.post(url("settings", cast), {"what": "remove", "username": "ada"}, follow=True)
+    assert "last admin" in response.content.decode()
+    assert admin.get(url("settings", cast)).status_code == 200  # still an admin
 
 
 def test_an_outsider_of_another_app_sees_nothing_of_this_one(cast):

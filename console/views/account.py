@@ -85,6 +85,19 @@ def settings_page(request: HttpRequest, app) -> HttpResponse:
                 accounts.set_member(app, user, role, by=request.user)
                 messages.success(request, f"{user.username} is now {role} of {app.slug}.")
             return redirect("console:settings", slug=app.slug)
+        if what == "remove":
+            user = (
+                get_user_model().objects.filter(username=request.POST.get("username", "")).first()
+            )
+            if user is not None:
+                try:
+                    accounts.remove_member(app, user, by=request.user)
+                    messages.success(
+                        request, f"{user.username} no longer has a role in {app.slug}."
+                    )
+                except accounts.MembershipError as exc:
+                    messages.error(request, str(exc))
+            return redirect("console:settings", slug=app.slug)
         if what == "key":
             label = request.POST.get("label", "").strip()[:100] or "default"
             _, new_key = accounts.create_enrollment_key(app, label=label, by=request.user)
