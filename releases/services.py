@@ -43,10 +43,6 @@ class ReleaseError(ValueError):
     """A release action that is not possible now; the message says why and what to do."""
 
 
-def validate_stages(stages: object) -> list[str]:
-    return policy.normalize_stages(stages)[1]
-
-
 # --- creating and targeting -------------------------------------------------------------
 
 

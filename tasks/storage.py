@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import hashlib
-import os
-import tempfile
 from pathlib import Path
 
 from django.conf import settings
+
+from walle_device.bundles import atomic_write
 
 SHA256_HEX = frozenset("0123456789abcdef")
 
@@ -35,18 +35,7 @@ class ContentStore:
         target = self.path(sha)
         if target.is_file():
             return sha
-        target.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=".tmp-")
-        try:
-            with os.fdopen(fd, "wb") as fh:
-                fh.write(data)
-                fh.flush()
-                os.fsync(fh.fileno())
-            os.replace(tmp, target)
-        except BaseException:
-            if os.path.exists(tmp):
-                os.unlink(tmp)
-            raise
+        atomic_write(target, data)
         return sha
 
     def read(self, sha256: str) -> bytes:

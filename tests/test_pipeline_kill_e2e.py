@@ -22,9 +22,7 @@ import httpx
 import pytest
 
 from tests.live import ROOT, live_server
-from walle_device.stream import Stream, Window
-from walle_device.tests.test_stream_kill import N_EVENTS, TRIGGERS, events, expected, payload
-from walle_device.tunnel import Tunnel
+from walle_device.tests.test_stream_kill import N_EVENTS, TRIGGERS, expected, run_device
 
 pytestmark = pytest.mark.e2e
 
@@ -83,41 +81,17 @@ def test_a_device_killed_mid_upload_ends_with_exactly_the_expected_results_at_th
 
 
 async def _device(state: Path, url: str, token: str, device_id: str) -> None:
-    tunnel = Tunnel(state, device_id, backoff_base_s=0.01, backoff_cap_s=0.2)
-
-    def on_fire(task: str, seq: int, window: Window) -> None:
-        tunnel.enqueue(task, 1, seq, payload(window))
-
-    stream = Stream(on_fire, state_dir=state, batch_max=64)
-    for task, spec in TRIGGERS.items():
-        stream.register_trigger(task, spec)
-    stream.start()  # replays the log tail first
-    async with httpx.AsyncClient(
-        base_url=url, headers={"Authorization": f"Bearer {token}"}, timeout=30
-    ) as http:
+    headers = {"Authorization": f"Bearer {token}"}
+    async with httpx.AsyncClient(base_url=url, headers=headers, timeout=30) as http:
 
         async def send(items: list[dict]) -> list[str]:
             response = await http.post("/api/v1/tunnel/", json={"items": items})
             response.raise_for_status()
             return response.json()["keys"]
 
-        stop = asyncio.Event()
-        runner = asyncio.create_task(tunnel.run(send, stop))
-        evs = events()
-        resumed = stream.stats()["next_seq"]
-        for i in range(resumed, len(evs)):
-            e = evs[i]
-            while not stream.emit(e["kind"], e["page"], e["event"], e["args"], e["ts"]):
-                await asyncio.sleep(0.001)
-            if i % 5 == 0:
-                await asyncio.sleep(0.01)  # app pace (~6 s in all), so the kill lands mid-stream
-        await asyncio.to_thread(stream.flush, 60)
-        stream.stop()
-        while tunnel.pending():
-            await asyncio.sleep(0.01)
-        stop.set()
-        await runner
-    print("DONE", json.dumps({"resumed": resumed, **tunnel.stats()}), flush=True)
+        # A slower app pace (~6 s in all) than the in-test receiver's, so the kill lands
+        # mid-stream even though the real server acks at once.
+        await run_device(state, device_id, send, every=5, pause_s=0.01)
 
 
 if __name__ == "__main__":

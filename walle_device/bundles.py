@@ -109,7 +109,7 @@ class BundleCache:
         if self.root is None:
             self._mem_blobs[sha256] = data
             return
-        _atomic_write(self._blob_path(sha256), data)
+        atomic_write(self._blob_path(sha256), data)
 
     def read(self, sha256: str) -> bytes:
         if self.root is None:
@@ -162,7 +162,7 @@ class BundleCache:
         if self.root is None:
             self._mem_active[task] = av
         else:
-            _atomic_write(self.root / "active" / f"{task}.json", json.dumps(av.__dict__).encode())
+            atomic_write(self.root / "active" / f"{task}.json", json.dumps(av.__dict__).encode())
             self.collect_garbage()
         return av
 
@@ -192,7 +192,8 @@ class BundleCache:
         return removed
 
 
-def _atomic_write(path: Path, data: bytes) -> None:
+def atomic_write(path: Path, data: bytes) -> None:
+    """Write through a temporary file, fsync, rename: readers see the old file or the new one."""
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-")
     try:

@@ -564,15 +564,14 @@ class DeviceClient:
             if self.tunnel is not None:  # the task is gone: nothing will ever run this fire
                 self.tunnel.complete_fire(task, 0, fire_seq)
             return
-        if active is not None:
-            self._spawn(
-                self.run_active(
-                    active,
-                    window=window["events"],
-                    inputs={"aggregates": window["aggregates"]},
-                    fire_seq=fire_seq,
-                )
+        self._spawn(
+            self.run_active(
+                active,
+                window=window["events"],
+                inputs={"aggregates": window["aggregates"]},
+                fire_seq=fire_seq,
             )
+        )
 
     async def _tunnel_send(self, items: list[dict]) -> list[str]:
         """The tunnel's transport: one `upload` message, answered by its `upload_ack`."""

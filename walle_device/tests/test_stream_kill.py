@@ -99,8 +99,12 @@ def test_a_device_killed_mid_stream_uploads_exactly_what_an_uninterrupted_one_wo
     assert {k: v["payload"] for k, v in srv.stored.items()} == want  # same windows, too
 
 
-async def _device(state: Path, port: int) -> None:
-    tunnel = Tunnel(state, DEVICE, backoff_base_s=0.01, backoff_cap_s=0.1)
+async def run_device(
+    state: Path, device_id: str, send: Any, *, every: int = 10, pause_s: float = 0.005
+) -> None:
+    """The device: stream + tunnel on `state`, resuming where the durable log ends, uploading
+    through `send`; prints DONE with stats once every result is acked."""
+    tunnel = Tunnel(state, device_id, backoff_base_s=0.01, backoff_cap_s=0.2)
 
     def on_fire(task: str, seq: int, window: Window) -> None:
         tunnel.enqueue(task, 1, seq, payload(window))
@@ -109,6 +113,28 @@ async def _device(state: Path, port: int) -> None:
     for task, spec in TRIGGERS.items():
         stream.register_trigger(task, spec)
     stream.start()  # replays the log tail first
+    stop = asyncio.Event()
+    runner = asyncio.create_task(tunnel.run(send, stop))
+    # The app resumes where the durable log ends (events still in the emit queue at the
+    # kill were lost with the process, as an app's in-memory events would be).
+    evs = events()
+    resumed = stream.stats()["next_seq"]
+    for i in range(resumed, len(evs)):
+        e = evs[i]
+        while not stream.emit(e["kind"], e["page"], e["event"], e["args"], e["ts"]):
+            await asyncio.sleep(0.001)
+        if i % every == 0:
+            await asyncio.sleep(pause_s)  # app pace, so the kill lands mid-stream
+    await asyncio.to_thread(stream.flush, 60)
+    stream.stop()
+    while tunnel.pending():
+        await asyncio.sleep(0.01)
+    stop.set()
+    await runner
+    print("DONE", json.dumps({"resumed": resumed, **tunnel.stats()}), flush=True)
+
+
+async def _device(state: Path, port: int) -> None:
     reader, writer = await asyncio.open_connection("127.0.0.1", port)
     counter = 0
 
@@ -123,25 +149,7 @@ async def _device(state: Path, port: int) -> None:
             if resp["id"] == rid:
                 return resp["keys"]
 
-    stop = asyncio.Event()
-    runner = asyncio.create_task(tunnel.run(send, stop))
-    # The app resumes where the durable log ends (events still in the emit queue at the
-    # kill were lost with the process, as an app's in-memory events would be).
-    evs = events()
-    resumed = stream.stats()["next_seq"]
-    for i in range(resumed, len(evs)):
-        e = evs[i]
-        while not stream.emit(e["kind"], e["page"], e["event"], e["args"], e["ts"]):
-            await asyncio.sleep(0.001)
-        if i % 10 == 0:
-            await asyncio.sleep(0.005)  # app pace, so the kill lands mid-stream
-    await asyncio.to_thread(stream.flush, 60)
-    stream.stop()
-    while tunnel.pending():
-        await asyncio.sleep(0.01)
-    stop.set()
-    await runner
-    print("DONE", json.dumps({"resumed": resumed, **tunnel.stats()}), flush=True)
+    await run_device(state, DEVICE, send)
 
 
 if __name__ == "__main__":
