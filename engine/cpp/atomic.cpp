@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <cstring>
 #include <map>
+#include <type_traits>
 
 #include "atomic.h"
 #include "gemm.h"
@@ -152,12 +153,19 @@ void binary_int(BinaryOp op, const View& a, const View& b, const View& y) {
     case BinaryOp::add: binary_generic<T>(a, b, y, [](T p, T q) { return T(p + q); }); break;
     case BinaryOp::sub: binary_generic<T>(a, b, y, [](T p, T q) { return T(p - q); }); break;
     case BinaryOp::mul: binary_generic<T>(a, b, y, [](T p, T q) { return T(p * q); }); break;
-    case BinaryOp::div: binary_generic<T>(a, b, y, [](T p, T q) { return T(q ? p / q : 0); }); break;
+    case BinaryOp::div:
+      // x / 0 is 0 (ONNX leaves it undefined); MIN / -1 wraps like numpy instead of
+      // raising SIGFPE, which would kill every task in the process.
+      binary_generic<T>(a, b, y, [](T p, T q) {
+        using U = std::make_unsigned_t<T>;
+        return T(q == 0 ? 0 : q == -1 ? T(U(0) - U(p)) : p / q);
+      });
+      break;
     case BinaryOp::max: binary_generic<T>(a, b, y, [](T p, T q) { return std::max(p, q); }); break;
     case BinaryOp::min: binary_generic<T>(a, b, y, [](T p, T q) { return std::min(p, q); }); break;
     case BinaryOp::mod:
       binary_generic<T>(a, b, y, [](T p, T q) {
-        if (!q) return T(0);
+        if (q == 0 || q == -1) return T(0);  // MIN % -1 raises SIGFPE in hardware
         T r = p % q;
         return T((r != 0 && ((r < 0) != (q < 0))) ? r + q : r);
       });
@@ -197,23 +205,25 @@ void unary_int(UnaryOp op, const View& x, const View& y, float alpha, float beta
   }
 }
 
-template <class S, class D>
-void cast_loop(const View& x, const View& y) {
+template <class S, class D, class F>
+void cast_loop(const View& x, const View& y, F f) {
   const S* X = x.ptr<S>();
   D* Y = y.ptr<D>();
-  for (int64_t i = 0, n = x.numel(); i < n; ++i) {
-    if constexpr (std::is_same_v<D, uint8_t>) Y[i] = X[i] != 0;
-    else Y[i] = D(X[i]);
-  }
+  for (int64_t i = 0, n = x.numel(); i < n; ++i) Y[i] = f(X[i]);
 }
 
 template <class S>
 void cast_from(const View& x, const View& y) {
   switch (y.dtype) {
-    case DType::f32: cast_loop<S, float>(x, y); break;
-    case DType::i32: cast_loop<S, int32_t>(x, y); break;
-    case DType::i64: cast_loop<S, int64_t>(x, y); break;
-    case DType::b8: cast_loop<S, uint8_t>(x, y); break;
+    case DType::f32: return cast_loop<S, float>(x, y, [](S v) { return float(v); });
+    case DType::i32: return cast_loop<S, int32_t>(x, y, [](S v) { return int32_t(v); });
+    case DType::i64: return cast_loop<S, int64_t>(x, y, [](S v) { return int64_t(v); });
+    case DType::b8: return cast_loop<S, uint8_t>(x, y, [](S v) { return uint8_t(v != 0); });
+    case DType::u8:
+      return cast_loop<S, uint8_t>(x, y, [](S v) {
+        if constexpr (std::is_floating_point_v<S>) return u8_from_float(v);
+        else return uint8_t(v);  // modular, like numpy
+      });
   }
 }
 
@@ -252,6 +262,7 @@ namespace fast {
 
 void unary(const KernelTable& kt, UnaryOp op, const View& x, const View& y, float alpha,
            float beta) {
+  if (x.dtype == DType::u8) u8_unsupported("unary op");
   if (x.dtype == DType::i32) return unary_int<int32_t>(op, x, y, alpha, beta);
   if (x.dtype == DType::i64) return unary_int<int64_t>(op, x, y, alpha, beta);
   if (x.dtype != DType::f32) throw Error("unary op needs a numeric tensor");
@@ -276,6 +287,7 @@ void binary(const KernelTable& kt, BinaryOp op, const View& a, const View& b, co
     case DType::i32: return binary_int<int32_t>(op, a, b, y);
     case DType::i64: return binary_int<int64_t>(op, a, b, y);
     case DType::b8: return binary_int<uint8_t>(op, a, b, y);
+    case DType::u8: u8_unsupported("binary op");
     case DType::f32: break;
   }
   const Plan p = make_plan(y.shape, {&a.shape, &b.shape});
@@ -300,7 +312,8 @@ void select(const KernelTable& kt, const View& c, const View& a, const View& b, 
   switch (a.dtype) {
     case DType::i32: return select_generic<int32_t>(c, a, b, y);
     case DType::i64: return select_generic<int64_t>(c, a, b, y);
-    case DType::b8: return select_generic<uint8_t>(c, a, b, y);
+    case DType::b8:
+    case DType::u8: return select_generic<uint8_t>(c, a, b, y);
     case DType::f32: break;
   }
   const Plan p = make_plan(y.shape, {&c.shape, &a.shape, &b.shape});
@@ -320,12 +333,14 @@ void cast(const View& x, const View& y) {
     case DType::f32: cast_from<float>(x, y); break;
     case DType::i32: cast_from<int32_t>(x, y); break;
     case DType::i64: cast_from<int64_t>(x, y); break;
-    case DType::b8: cast_from<uint8_t>(x, y); break;
+    case DType::b8: cast_from<uint8_t>(x, y); break;  // bool is stored as 0/1 bytes
+    case DType::u8: cast_from<uint8_t>(x, y); break;
   }
 }
 
 void reduce(const KernelTable& kt, ReduceOp op, const View& x, const std::vector<int64_t>& axes_in,
             const View& y) {
+  if (x.dtype == DType::u8) u8_unsupported("reduce");
   if (x.dtype != DType::f32) {
     ref::reduce(op, x, axes_in, y);  // integer reductions only occur on tiny shape tensors
     return;
@@ -383,13 +398,15 @@ void argmax(const View& x, int64_t axis, bool select_last, const View& y) {
     case DType::f32: argmax_loop<float>(x, outer, r, inner, select_last, y.ptr<int64_t>()); break;
     case DType::i32: argmax_loop<int32_t>(x, outer, r, inner, select_last, y.ptr<int64_t>()); break;
     case DType::i64: argmax_loop<int64_t>(x, outer, r, inner, select_last, y.ptr<int64_t>()); break;
-    case DType::b8: argmax_loop<uint8_t>(x, outer, r, inner, select_last, y.ptr<int64_t>()); break;
+    case DType::b8:
+    case DType::u8: argmax_loop<uint8_t>(x, outer, r, inner, select_last, y.ptr<int64_t>()); break;
   }
 }
 
 void matmul(const KernelTable& kt, int variant, const View& a, bool trans_a, const View& b,
             bool trans_b, const View& y, const MatmulEpilogue& ep, const PackedMatrix* packed_a,
             const PackedMatrix* packed_b) {
+  if (a.dtype != DType::f32 || b.dtype != DType::f32) throw Error("matmul needs float32 tensors");
   const int ra = a.rank(), rb = b.rank();
   const int64_t M = trans_a ? a.shape[ra - 1] : a.shape[ra - 2];
   const int64_t K = trans_a ? a.shape[ra - 2] : a.shape[ra - 1];

@@ -51,6 +51,19 @@ struct RasterSpec {
   double fill = 0.0;
 };
 
+// float -> uint8 as numpy does it on x86-64 (through int32): truncate toward zero, keep the
+// low 8 bits, so 255.9 -> 255, 256.0 -> 0, 300.7 -> 44, -1.5 -> 255; NaN, +-inf and values
+// outside the int32 range give 0. Integer -> uint8 keeps the low 8 bits (-1 -> 255).
+// Written out because a plain C++ conversion of an out-of-range float is undefined.
+inline uint8_t u8_from_float(double v) {
+  return (v > -2147483649.0 && v < 2147483648.0) ? uint8_t(int32_t(v)) : 0;
+}
+
+// uint8 is storage only: ops that compute on values refuse it rather than wrap silently.
+[[noreturn]] inline void u8_unsupported(const char* op) {
+  throw Error(std::string(op) + " does not support uint8 tensors: cast to int32 or float32 first");
+}
+
 Shape broadcast_shapes(const Shape& a, const Shape& b);
 std::vector<int64_t> normalize_axes(const std::vector<int64_t>& axes, int rank);
 Shape reduced_shape(const Shape& s, const std::vector<int64_t>& axes, bool keepdims);

@@ -6,6 +6,7 @@
 #include <chrono>
 
 #include "atomic.h"
+#include "budget.h"
 #include "gemm.h"
 #include "graph.h"
 #include "isa.h"
@@ -13,6 +14,8 @@
 
 namespace py = pybind11;
 using namespace walle;
+
+void bind_cv(py::module_& m);  // cv.cpp
 
 namespace {
 
@@ -23,8 +26,9 @@ DType dtype_of_format(const std::string& f_in, ssize_t itemsize) {
   if ((f == "i" || f == "l") && itemsize == 4) return DType::i32;
   if ((f == "q" || f == "l") && itemsize == 8) return DType::i64;
   if (f == "?" && itemsize == 1) return DType::b8;
+  if (f == "B" && itemsize == 1) return DType::u8;  // numpy uint8, bytes, bytearray
   throw Error("unsupported buffer format '" + f_in + "' (itemsize " + std::to_string(itemsize) +
-              "): use float32, int32, int64 or bool");
+              "): use float32, int32, int64, bool or uint8");
 }
 
 const char* format_of(DType t) {
@@ -33,6 +37,7 @@ const char* format_of(DType t) {
     case DType::i32: return "i";
     case DType::i64: return "q";
     case DType::b8: return "?";
+    case DType::u8: return "B";
   }
   return "B";
 }
@@ -160,6 +165,8 @@ std::vector<RegionTuple> from_spec(const RasterSpec& s) {
 
 }  // namespace
 
+void bind_array_ops(py::module_& m);  // array_ops.cpp
+
 PYBIND11_MODULE(_core, m, py::mod_gil_not_used(), py::multiple_interpreters::per_interpreter_gil()) {
   m.doc() = "walle_engine's compiled core (private: use the walle_engine package)";
 
@@ -168,8 +175,41 @@ PYBIND11_MODULE(_core, m, py::mod_gil_not_used(), py::multiple_interpreters::per
       if (p) std::rethrow_exception(p);
     } catch (const Error& e) {
       PyErr_SetString(PyExc_ValueError, e.what());
+    } catch (const MemoryCapExceeded& e) {
+      PyErr_SetString(PyExc_MemoryError, e.what());
+    } catch (const Cancelled& e) {
+      PyErr_SetString(PyExc_TimeoutError, e.what());
     }
   });
+
+  // Budgets (budget.h). Process-wide by name: every interpreter sees the same accounts.
+  py::class_<Account, std::shared_ptr<Account>>(m, "Account")
+      .def_property_readonly("name", [](const Account& a) { return a.name; })
+      .def_property("cap", [](const Account& a) { return a.cap.load(); },
+                    [](Account& a, int64_t v) {
+                      if (v < 0) throw Error("cap must be >= 0 bytes (0 = no cap)");
+                      a.cap.store(v);
+                    })
+      .def_property_readonly("used", [](const Account& a) { return a.used.load(); })
+      .def_property_readonly("peak", [](const Account& a) { return a.peak.load(); })
+      .def_property_readonly("refused", [](const Account& a) { return a.refused.load(); })
+      .def_property_readonly("stopped", [](const Account& a) { return a.stopped.load(); })
+      .def_property_readonly("cancelled", [](const Account& a) { return a.cancelled.load(); })
+      .def("cancel", [](Account& a) { a.cancelled.store(true); })
+      .def("reset", [](Account& a) {
+        // A new run: not cancelled, peak restarts from what is still held.
+        a.cancelled.store(false);
+        a.peak.store(a.used.load());
+      })
+      .def("__repr__", [](const Account& a) {
+        return "Account('" + a.name + "', used=" + std::to_string(a.used.load()) +
+               ", peak=" + std::to_string(a.peak.load()) + ", cap=" + std::to_string(a.cap.load()) + ")";
+      });
+  m.def("account", &account, py::arg("name"));
+  m.def("accounts", &accounts);
+  m.def("drop_account", &drop_account, py::arg("name"));
+  m.def("bound_account", [] { return bound_account(); });
+  m.def("bind_account", &bind_account, py::arg("account").none(true));
 
   py::class_<Tensor>(m, "Tensor", py::buffer_protocol())
       .def(py::init([](const py::buffer& b) { return from_buffer(b); }), py::arg("buffer"))
@@ -403,4 +443,7 @@ PYBIND11_MODULE(_core, m, py::mod_gil_not_used(), py::multiple_interpreters::per
     for (const auto& [k, f] : op_registry()) v.push_back(k);
     return v;
   });
+
+  bind_cv(m);  // image pre-processing: walle_engine.cv
+  bind_array_ops(m);
 }

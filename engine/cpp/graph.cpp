@@ -5,6 +5,7 @@
 #include <cstring>
 #include <set>
 
+#include "budget.h"
 #include "threadpool.h"
 
 namespace walle {
@@ -73,7 +74,8 @@ std::vector<int64_t> Builder::const_ints(int id) const {
       case DType::i64: v[i] = t.ptr<int64_t>()[i]; break;
       case DType::i32: v[i] = t.ptr<int32_t>()[i]; break;
       case DType::f32: v[i] = int64_t(t.ptr<float>()[i]); break;
-      case DType::b8: v[i] = t.ptr<uint8_t>()[i]; break;
+      case DType::b8:
+      case DType::u8: v[i] = t.ptr<uint8_t>()[i]; break;
     }
   }
   return v;
@@ -86,7 +88,8 @@ double Builder::const_scalar(int id) const {
     case DType::f32: return t.ptr<float>()[0];
     case DType::i32: return t.ptr<int32_t>()[0];
     case DType::i64: return double(t.ptr<int64_t>()[0]);
-    case DType::b8: return t.ptr<uint8_t>()[0];
+    case DType::b8:
+    case DType::u8: return t.ptr<uint8_t>()[0];
   }
   return 0;
 }
@@ -601,13 +604,17 @@ std::vector<Tensor> Model::run_timed(const std::vector<Tensor>& inputs,
   if (step_seconds) {
     step_seconds->resize(steps_.size(), 0.0);
     for (size_t i = 0; i < steps_.size(); ++i) {
+      check_cancelled();
       const auto t0 = std::chrono::steady_clock::now();
       steps_[i].fn(c);
       (*step_seconds)[i] +=
           std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
     }
   } else {
-    for (const Step& s : steps_) s.fn(c);
+    for (const Step& s : steps_) {
+      check_cancelled();  // a task over its time budget stops between steps
+      s.fn(c);
+    }
   }
   {
     std::lock_guard<std::mutex> g(arena_mutex_);

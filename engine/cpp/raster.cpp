@@ -79,12 +79,9 @@ void copy_region(const Region& r, const T* src, T* dst, int64_t outer_begin, int
 }
 
 template <class T>
-void raster_typed(const RasterSpec& spec, const std::vector<View>& inputs, const View& y) {
+void raster_typed(const RasterSpec& spec, const std::vector<View>& inputs, const View& y, T fill) {
   T* dst = y.ptr<T>();
-  if (spec.has_fill) {
-    const T f = T(spec.fill);
-    std::fill(dst, dst + y.numel(), f);
-  }
+  if (spec.has_fill) std::fill(dst, dst + y.numel(), fill);
   std::vector<Region> rs;
   rs.reserve(spec.regions.size());
   int64_t total = 0;
@@ -120,13 +117,14 @@ void raster_typed(const RasterSpec& spec, const std::vector<View>& inputs, const
 
 namespace fast {
 void raster(const RasterSpec& spec, const std::vector<View>& inputs, const View& y) {
-  switch (dtype_size(y.dtype)) {
-    case 4:
-      if (y.dtype == DType::f32) raster_typed<float>(spec, inputs, y);
-      else raster_typed<int32_t>(spec, inputs, y);
-      break;
-    case 8: raster_typed<int64_t>(spec, inputs, y); break;
-    default: raster_typed<uint8_t>(spec, inputs, y); break;
+  // Data movement by element size; only the fill value depends on the dtype.
+  const double f = spec.fill;
+  switch (y.dtype) {
+    case DType::f32: return raster_typed<float>(spec, inputs, y, float(f));
+    case DType::i32: return raster_typed<int32_t>(spec, inputs, y, int32_t(f));
+    case DType::i64: return raster_typed<int64_t>(spec, inputs, y, int64_t(f));
+    case DType::b8: return raster_typed<uint8_t>(spec, inputs, y, uint8_t(f != 0));
+    case DType::u8: return raster_typed<uint8_t>(spec, inputs, y, u8_from_float(f));
   }
 }
 }  // namespace fast

@@ -1,5 +1,7 @@
 #include "tensor.h"
 
+#include "budget.h"
+
 #include <cstdlib>
 #include <cstring>
 #include <sstream>
@@ -12,6 +14,7 @@ size_t dtype_size(DType t) {
     case DType::i32: return 4;
     case DType::i64: return 8;
     case DType::b8: return 1;
+    case DType::u8: return 1;
   }
   return 0;
 }
@@ -22,6 +25,7 @@ const char* dtype_name(DType t) {
     case DType::i32: return "int32";
     case DType::i64: return "int64";
     case DType::b8: return "bool";
+    case DType::u8: return "uint8";
   }
   return "?";
 }
@@ -31,7 +35,8 @@ DType dtype_from_name(const std::string& s) {
   if (s == "int32") return DType::i32;
   if (s == "int64") return DType::i64;
   if (s == "bool") return DType::b8;
-  throw Error("unsupported dtype '" + s + "': use float32, int32, int64 or bool");
+  if (s == "uint8") return DType::u8;
+  throw Error("unsupported dtype '" + s + "': use float32, int32, int64, bool or uint8");
 }
 
 int64_t numel(const Shape& s) {
@@ -58,9 +63,17 @@ Shape contiguous_strides(const Shape& s) {
 std::shared_ptr<void> aligned_alloc_shared(size_t bytes) {
   // Round up so vector tails may over-read within the allocation, and never ask for 0.
   size_t n = ((bytes + 63) / 64) * 64 + 64;
+  std::shared_ptr<Account> acct = charge(int64_t(n));  // throws past the task's cap
   void* p = std::aligned_alloc(64, n);
-  if (!p) throw std::bad_alloc();
-  return std::shared_ptr<void>(p, [](void* q) { std::free(q); });
+  if (!p) {
+    if (acct) release(*acct, int64_t(n));
+    throw std::bad_alloc();
+  }
+  if (!acct) return std::shared_ptr<void>(p, [](void* q) { std::free(q); });
+  return std::shared_ptr<void>(p, [acct, n](void* q) {
+    std::free(q);
+    release(*acct, int64_t(n));
+  });
 }
 
 Tensor Tensor::empty(DType t, const Shape& s) {

@@ -11,7 +11,9 @@
 
 namespace walle {
 
-enum class DType : uint8_t { f32 = 0, i32 = 1, i64 = 2, b8 = 3 };
+// u8 is a storage type (images): cast, raster, select and argmax take it; arithmetic,
+// reductions and matmul refuse it, so callers cast to int32/float32 instead of wrapping.
+enum class DType : uint8_t { f32 = 0, i32 = 1, i64 = 2, b8 = 3, u8 = 4 };
 
 using Shape = std::vector<int64_t>;
 

@@ -276,3 +276,17 @@ def test_non_contiguous_buffers_are_refused_with_a_hint() -> None:
     x = np.zeros((4, 4), np.float32)[:, ::2]
     with pytest.raises(ValueError, match="ascontiguousarray"):
         ops.tensor(x)
+
+
+@pytest.mark.parametrize("dtype", [np.int32, np.int64])
+@pytest.mark.parametrize("reference", [False, True])
+def test_integer_division_edge_cases_do_not_kill_the_process(dtype: type, reference: bool) -> None:
+    # MIN / -1 and MIN % -1 trap in hardware (SIGFPE); a task reaching them through
+    # walle_engine.ops must get numpy's wrapped result, not take the device process down.
+    lo = np.iinfo(dtype).min
+    a = np.array([lo, lo, 7, -7, 5], dtype)
+    b = np.array([-1, 1, -1, 2, 0], dtype)
+    div = np.asarray(ops.binary("div", a, b, reference=reference))
+    mod = np.asarray(ops.binary("mod", a, b, reference=reference))
+    assert div.tolist() == [lo, lo, -7, -3, 0]  # C division truncates; x / 0 is 0
+    assert mod.tolist() == [0, 0, 0, 1, 0]  # Python's sign rule; x % 0 is 0

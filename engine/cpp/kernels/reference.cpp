@@ -17,6 +17,7 @@ double load(const View& v, int64_t i) {
     case DType::i32: return v.ptr<int32_t>()[i];
     case DType::i64: return double(v.ptr<int64_t>()[i]);
     case DType::b8: return v.ptr<uint8_t>()[i] ? 1.0 : 0.0;
+    case DType::u8: return v.ptr<uint8_t>()[i];
   }
   return 0;
 }
@@ -27,6 +28,7 @@ void store(const View& v, int64_t i, double x) {
     case DType::i32: v.ptr<int32_t>()[i] = int32_t(x); break;
     case DType::i64: v.ptr<int64_t>()[i] = int64_t(x); break;
     case DType::b8: v.ptr<uint8_t>()[i] = x != 0; break;
+    case DType::u8: v.ptr<uint8_t>()[i] = u8_from_float(x); break;
   }
 }
 
@@ -82,7 +84,7 @@ double binary_scalar(BinaryOp op, double x, double y, bool integer) {
     case BinaryOp::sub: return x - y;
     case BinaryOp::mul: return x * y;
     case BinaryOp::div:
-      if (integer) return y == 0 ? 0 : double(int64_t(x) / int64_t(y));
+      if (integer) return y == 0 ? 0 : y == -1 ? -x : double(int64_t(x) / int64_t(y));
       return x / y;
     case BinaryOp::pow: return std::pow(x, y);
     case BinaryOp::max: return std::fmax(x, y);
@@ -99,7 +101,7 @@ double binary_scalar(BinaryOp op, double x, double y, bool integer) {
       if (integer) {
         // ONNX Mod with fmod=0: the result takes the sign of the divisor (Python %).
         int64_t p = int64_t(x), q = int64_t(y);
-        if (q == 0) return 0;
+        if (q == 0 || q == -1) return 0;
         int64_t r = p % q;
         if (r != 0 && ((r < 0) != (q < 0))) r += q;
         return double(r);
@@ -112,10 +114,12 @@ double binary_scalar(BinaryOp op, double x, double y, bool integer) {
 }  // namespace
 
 void unary(UnaryOp op, const View& x, const View& y, float alpha, float beta) {
+  if (x.dtype == DType::u8) u8_unsupported("unary op");
   for (int64_t i = 0; i < x.numel(); ++i) store(y, i, unary_scalar(op, load(x, i), alpha, beta));
 }
 
 void binary(BinaryOp op, const View& a, const View& b, const View& y) {
+  if (a.dtype == DType::u8 || b.dtype == DType::u8) u8_unsupported("binary op");
   if (y.numel() == 0) return;
   std::vector<int64_t> idx(y.shape.size(), 0);
   const bool integer = a.dtype == DType::i32 || a.dtype == DType::i64;
@@ -140,6 +144,10 @@ void select(const View& c, const View& a, const View& b, const View& y) {
 
 void cast(const View& x, const View& y) {
   for (int64_t i = 0; i < x.numel(); ++i) {
+    if (x.dtype == DType::i64 && y.dtype == DType::u8) {  // modular; a double loses low bits
+      y.ptr<uint8_t>()[i] = uint8_t(x.ptr<int64_t>()[i]);
+      continue;
+    }
     double v = load(x, i);
     if (y.dtype != DType::f32 && y.dtype != DType::b8) v = std::trunc(v);
     store(y, i, v);
@@ -147,6 +155,7 @@ void cast(const View& x, const View& y) {
 }
 
 void reduce(ReduceOp op, const View& x, const std::vector<int64_t>& axes_in, const View& y) {
+  if (x.dtype == DType::u8) u8_unsupported("reduce");
   const auto axes = normalize_axes(axes_in, x.rank());
   std::vector<bool> red(x.shape.size(), false);
   for (auto a : axes) red[a] = true;
@@ -198,6 +207,7 @@ void argmax(const View& x, int64_t axis, bool select_last, const View& y) {
 
 void matmul(const View& a, bool trans_a, const View& b, bool trans_b, const View& y,
             const MatmulEpilogue& ep) {
+  if (a.dtype != DType::f32 || b.dtype != DType::f32) throw Error("matmul needs float32 tensors");
   const int ra = a.rank(), rb = b.rank();
   const int64_t M = trans_a ? a.shape[ra - 1] : a.shape[ra - 2];
   const int64_t K = trans_a ? a.shape[ra - 2] : a.shape[ra - 1];

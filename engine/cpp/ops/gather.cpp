@@ -38,6 +38,9 @@ std::vector<int> Gather(Builder& b, const std::vector<int>& in) {
     }
     return {b.raster({data}, spec, b.dtype(data), out)};
   }
+  // Run-time indices are read as int64 or int32 below.
+  if (b.dtype(idx) != DType::i32 && b.dtype(idx) != DType::i64)
+    throw Error("Gather indices must be int32 or int64, not " + std::string(dtype_name(b.dtype(idx))));
   const int y = b.temp(b.dtype(data), out);
   b.custom("raster:gather", {data, idx}, {y}, [=](const ExecCtx& c) {
     const View iv = c.view(idx);

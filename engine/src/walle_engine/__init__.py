@@ -6,14 +6,19 @@ scalar, AVX2 and AVX-512 variants chosen at run time. A semi-auto search picks t
 implementation per op on the device and caches the decision.
 
 Cloud side: ``convert(onnx_path, out_path)`` (needs the ``onnx`` package).
-Device side: ``load(path).run({name: array})`` (needs only numpy).
+Device side: ``load(path).run({name: array})``; ``walle_engine.np`` and ``walle_engine.cv``
+are numpy- and OpenCV-like subsets that work where numpy cannot load (isolated
+sub-interpreters), and ``budget()`` accounts engine memory per task with a cap.
 """
 
 from __future__ import annotations
 
-from walle_engine import ops
+from walle_engine import cv, np, ops
 from walle_engine._core import (
+    Account,
     Tensor,
+    account,
+    accounts,
     cpu_signature,
     detect_isa,
     isa,
@@ -26,6 +31,7 @@ from walle_engine._core import (
 from walle_engine._model import (
     Model,
     TensorInfo,
+    budget,
     export_profile,
     import_profile,
     load,
@@ -33,18 +39,24 @@ from walle_engine._model import (
 )
 
 __all__ = [
+    "Account",
     "ConversionReport",
     "Model",
     "Tensor",
     "TensorInfo",
     "UnsupportedModelError",
+    "account",
+    "accounts",
+    "budget",
     "convert",
     "cpu_signature",
+    "cv",
     "detect_isa",
     "export_profile",
     "import_profile",
     "isa",
     "load",
+    "np",
     "num_threads",
     "ops",
     "set_isa",

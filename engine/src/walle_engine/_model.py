@@ -5,7 +5,8 @@ from __future__ import annotations
 import json
 import os
 import threading
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -13,7 +14,15 @@ from typing import Any
 from walle_engine import _core
 from walle_engine._format import ModelFile
 
-__all__ = ["Model", "TensorInfo", "export_profile", "import_profile", "load", "tuning_cache_path"]
+__all__ = [
+    "Model",
+    "TensorInfo",
+    "budget",
+    "export_profile",
+    "import_profile",
+    "load",
+    "tuning_cache_path",
+]
 
 _PROFILE_FORMAT = "walle-tuning/1"
 _cache_lock = threading.Lock()
@@ -81,6 +90,43 @@ def _save_cache() -> None:
         pass
 
 
+def _tensor(x: Any) -> _core.Tensor:
+    """An engine tensor over `x` without copying when it is already contiguous."""
+    if isinstance(x, _core.Tensor):
+        return x
+    inner = getattr(x, "tensor", None)  # walle_engine.np.ndarray
+    if isinstance(inner, _core.Tensor):
+        return inner
+    if type(x).__module__ == "numpy":
+        import numpy as np
+
+        return _core.Tensor(np.require(x, requirements="C"))  # keeps 0-d arrays 0-d
+    try:
+        return _core.Tensor(x)
+    except (TypeError, ValueError):
+        from walle_engine import np as wnp  # lists, scalars, strided views
+
+        return wnp.asarray(x).tensor
+
+
+@contextmanager
+def budget(name: str, cap_bytes: int = 0) -> Iterator[_core.Account]:
+    """Charge engine memory allocated on this thread to the account `name` until exit.
+
+    The account (process-wide, shared by every interpreter) refuses allocations that
+    would take it over `cap_bytes` (0: no cap) with MemoryError, and ``account.cancel()``
+    from any thread stops a model run between steps with TimeoutError. Entering resets
+    the account's peak and cancel flag; memory still held (model arenas) stays charged."""
+    acct = _core.account(name)
+    acct.cap = cap_bytes
+    acct.reset()
+    previous = _core.bind_account(acct)
+    try:
+        yield acct
+    finally:
+        _core.bind_account(previous)
+
+
 class Model:
     """A loaded model. ``run`` is thread-safe and releases the GIL while computing."""
 
@@ -91,9 +137,12 @@ class Model:
         self.outputs = [TensorInfo(n, d, tuple(s)) for n, d, s in core.outputs]
 
     def run(self, feeds: Mapping[str, Any]) -> dict[str, Any]:
-        """Run on ``{input name: array}``; returns ``{output name: numpy array}``."""
-        import numpy as np
+        """Run on ``{input name: array}``.
 
+        Outputs are numpy arrays when any input is one; otherwise ``walle_engine.np``
+        arrays, so models run where numpy cannot load (isolated sub-interpreters). Inputs
+        may also be ``walle_engine.np`` arrays, engine ``Tensor`` objects or anything with
+        the buffer protocol; nothing is copied when an input is already C-contiguous."""
         expected = {i.name for i in self.inputs}
         unknown = sorted(set(feeds) - expected)
         if unknown:
@@ -101,22 +150,43 @@ class Model:
                 f"unknown input {unknown[0]!r}: this model's inputs are {sorted(expected)}"
             )
         args = []
+        as_numpy = False
         for info in self.inputs:
             if info.name not in feeds:
                 raise ValueError(f"missing input {info.name!r} ({info.dtype}, shape {info.shape})")
-            x = np.asarray(feeds[info.name])
-            if x.dtype != np.dtype(info.dtype):
+            x = feeds[info.name]
+            if type(x).__module__ == "numpy":
+                import numpy as np
+
+                as_numpy = True
+                if x.dtype != np.dtype(info.dtype):
+                    raise ValueError(
+                        f"input {info.name!r} must be {info.dtype}, got {x.dtype}: "
+                        f"pass x.astype(numpy.{info.dtype})"
+                    )
+                t = _core.Tensor(np.require(x, requirements="C"))  # keeps 0-d arrays 0-d
+            else:
+                t = _tensor(x)
+            if t.dtype != info.dtype:
                 raise ValueError(
-                    f"input {info.name!r} must be {info.dtype}, got {x.dtype}: "
-                    f"pass x.astype(numpy.{info.dtype})"
+                    f"input {info.name!r} must be {info.dtype}, got {t.dtype}: "
+                    f"convert it first, e.g. x.astype({info.dtype!r})"
                 )
-            if tuple(x.shape) != info.shape:
+            if tuple(t.shape) != info.shape:
                 raise ValueError(
-                    f"input {info.name!r} must have shape {info.shape}, got {tuple(x.shape)}"
+                    f"input {info.name!r} must have shape {info.shape}, got {tuple(t.shape)}"
                 )
-            args.append(_core.Tensor(x if x.flags.c_contiguous else x.copy(order="C")))
+            args.append(t)
         outs = self._core.run(args)
-        return {info.name: np.asarray(t) for info, t in zip(self.outputs, outs, strict=True)}
+        if as_numpy:
+            import numpy as np
+
+            wrap: Any = np.asarray
+        else:
+            from walle_engine import np as wnp
+
+            wrap = wnp.asarray
+        return {info.name: wrap(t) for info, t in zip(self.outputs, outs, strict=True)}
 
     def plan(self) -> list[dict[str, Any]]:
         """The implementation chosen for every searched op, and why (cache/timed/model)."""
@@ -124,10 +194,7 @@ class Model:
 
     def profile(self, feeds: Mapping[str, Any], reps: int = 10) -> list[tuple[str, float]]:
         """Seconds per atomic step (fastest of ``reps`` runs): where the time goes."""
-        import numpy as np
-
-        args = [_core.Tensor(np.require(feeds[i.name], requirements="C")) for i in self.inputs]
-        return self._core.profile(args, reps)
+        return self._core.profile([_tensor(feeds[i.name]) for i in self.inputs], reps)
 
     def steps(self) -> list[str]:
         """The atomic steps the graph was decomposed into, in execution order."""

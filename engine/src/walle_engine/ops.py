@@ -52,7 +52,7 @@ def select(cond: object, a: object, b: object, *, reference: bool = False) -> Te
 
 
 def cast(x: object, dtype: str, *, reference: bool = False) -> Tensor:
-    """Convert to float32, int32, int64 or bool."""
+    """Convert to float32, int32, int64, bool or uint8 (numpy's conversions)."""
     return _core.cast(tensor(x), dtype, reference)
 
 

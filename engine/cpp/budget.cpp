@@ -1,0 +1,77 @@
+#include "budget.h"
+
+#include <cstdio>
+#include <map>
+#include <mutex>
+
+namespace walle {
+
+namespace {
+std::mutex registry_mutex;
+std::map<std::string, std::shared_ptr<Account>>& registry() {
+  static auto* r = new std::map<std::string, std::shared_ptr<Account>>();  // never destroyed:
+  return *r;  // deleters of tensors freed during process exit may still release into it
+}
+thread_local std::shared_ptr<Account> tls_account;
+
+std::string mib(int64_t bytes) {
+  char buf[32];
+  std::snprintf(buf, sizeof buf, "%.1f MiB", double(bytes) / (1 << 20));
+  return buf;
+}
+}  // namespace
+
+std::shared_ptr<Account> account(const std::string& name) {
+  std::lock_guard<std::mutex> g(registry_mutex);
+  auto& slot = registry()[name];
+  if (!slot) slot = std::make_shared<Account>(name);
+  return slot;
+}
+
+std::vector<std::shared_ptr<Account>> accounts() {
+  std::lock_guard<std::mutex> g(registry_mutex);
+  std::vector<std::shared_ptr<Account>> v;
+  for (const auto& [k, a] : registry()) v.push_back(a);
+  return v;
+}
+
+void drop_account(const std::string& name) {
+  std::lock_guard<std::mutex> g(registry_mutex);
+  registry().erase(name);
+}
+
+const std::shared_ptr<Account>& bound_account() { return tls_account; }
+
+std::shared_ptr<Account> bind_account(std::shared_ptr<Account> a) {
+  std::swap(tls_account, a);
+  return a;
+}
+
+std::shared_ptr<Account> charge(int64_t bytes) {
+  const std::shared_ptr<Account>& a = tls_account;
+  if (!a) return nullptr;
+  const int64_t now = a->used.fetch_add(bytes) + bytes, cap = a->cap.load();
+  if (cap > 0 && now > cap) {
+    a->used.fetch_sub(bytes);
+    a->refused.fetch_add(1);
+    throw MemoryCapExceeded("walle_engine: allocating " + mib(bytes) + " would take '" +
+                            a->name + "' to " + mib(now) + " of tensor memory, over its cap of " +
+                            mib(cap));
+  }
+  int64_t p = a->peak.load();
+  while (now > p && !a->peak.compare_exchange_weak(p, now)) {
+  }
+  return a;
+}
+
+void release(Account& a, int64_t bytes) { a.used.fetch_sub(bytes); }
+
+void check_cancelled() {
+  const std::shared_ptr<Account>& a = tls_account;
+  if (a && a->cancelled.load(std::memory_order_relaxed)) {
+    a->stopped.fetch_add(1);
+    throw Cancelled("walle_engine: run of '" + a->name + "' cancelled");
+  }
+}
+
+}  // namespace walle

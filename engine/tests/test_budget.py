@@ -1,0 +1,134 @@
+"""Per-task budgets in the engine: tensor memory accounted by name with a cap, and a
+cancel flag that stops a model run between steps."""
+
+from __future__ import annotations
+
+import threading
+from pathlib import Path
+
+import numpy as np
+import pytest
+import walle_engine
+from model_zoo import mlp
+from walle_engine import ops
+
+MiB = 1 << 20
+
+
+def _mlp_model(tmp_path: Path, dims: tuple[int, ...] = (256,) * 40) -> walle_engine.Model:
+    path = tmp_path / "deep.walle"
+    walle_engine.convert(mlp(batch=64, dims=dims), path)
+    return walle_engine.load(path, tune=False, cache=False)
+
+
+def test_allocations_on_the_bound_thread_are_charged_until_freed() -> None:
+    x = np.ones((512, 512), np.float32)  # 1 MiB, borrowed from numpy: not engine memory
+    with walle_engine.budget("charged") as acct:
+        assert acct.used == 0
+        y = ops.unary("abs", x)
+        held = acct.used
+        assert MiB <= held < MiB + 4096  # the tensor plus alignment slack
+        z = ops.unary("neg", y)
+        assert acct.used == 2 * held and acct.peak == 2 * held
+        del y
+        assert acct.used == held
+    # Unbound: new allocations are not charged, but freeing still releases the charge.
+    w = ops.unary("abs", x)
+    assert acct.used == held
+    del z, w
+    assert acct.used == 0 and acct.peak == 2 * held
+    assert walle_engine.account("charged") is not None
+    assert walle_engine._core.bound_account() is None
+
+
+def test_the_cap_refuses_an_allocation_with_a_clear_memory_error() -> None:
+    x = np.ones((1024, 1024), np.float32)  # 4 MiB
+    with walle_engine.budget("capped", cap_bytes=6 * MiB) as acct:
+        y = ops.unary("abs", x)
+        with pytest.raises(MemoryError, match=r"'capped'.*over its cap of 6\.0 MiB"):
+            ops.unary("neg", x)
+        assert acct.refused == 1
+        assert acct.used < 6 * MiB  # the refused allocation was not left charged
+        del y
+        ops.unary("neg", x)  # room again once the first tensor is freed
+    assert acct.used == 0
+
+
+def test_model_runs_are_charged_their_arena_and_outputs(tmp_path: Path) -> None:
+    model = _mlp_model(tmp_path, dims=(64, 128, 10))
+    feeds = {"x": np.ones((64, 64), np.float32)}
+    with walle_engine.budget("model-run") as acct:
+        out = model.run(feeds)
+        assert acct.peak >= model.memory["arena_bytes"] + out[model.outputs[0].name].nbytes
+    with walle_engine.budget("tiny", cap_bytes=1024), pytest.raises(MemoryError, match="tiny"):
+        model.run(feeds)
+
+
+def test_a_cancelled_account_stops_a_model_run(tmp_path: Path) -> None:
+    model = _mlp_model(tmp_path, dims=(64, 128, 10))
+    feeds = {"x": np.ones((64, 64), np.float32)}
+    with walle_engine.budget("cancel-me") as acct:
+        acct.cancel()
+        with pytest.raises(TimeoutError, match="'cancel-me' cancelled"):
+            model.run(feeds)
+        assert acct.stopped == 1
+    with walle_engine.budget("cancel-me") as acct:  # entering again resets the flag
+        assert not acct.cancelled
+        model.run(feeds)
+
+
+def test_cancel_from_another_thread_interrupts_a_running_model(tmp_path: Path) -> None:
+    # A deep model run in a loop on a worker thread; the main thread cancels the account
+    # while the worker is inside the engine (the GIL is released there, so nothing in
+    # Python could interrupt it). The worker must come out with TimeoutError.
+    model = _mlp_model(tmp_path)
+    feeds = {"x": np.ones((64, 256), np.float32)}
+    started = threading.Event()
+    outcome: list[BaseException | int] = []
+
+    def worker() -> None:
+        runs = 0
+        try:
+            with walle_engine.budget("runaway"):
+                while True:
+                    model.run(feeds)
+                    runs += 1
+                    started.set()
+        except BaseException as e:
+            outcome.append(e)
+
+    t = threading.Thread(target=worker)
+    t.start()
+    assert started.wait(60)
+    walle_engine.account("runaway").cancel()
+    t.join(60)
+    assert not t.is_alive()
+    assert isinstance(outcome[0], TimeoutError)
+    assert walle_engine.account("runaway").stopped == 1
+
+
+def test_accounts_are_shared_by_every_interpreter() -> None:
+    import _interpreters
+
+    x = np.ones((256, 1024), np.float32)
+    with walle_engine.budget("shared") as acct:
+        y = ops.unary("abs", x)
+    iid = _interpreters.create("isolated")
+    try:
+        code = (
+            "import walle_engine\n"
+            "a = walle_engine.account('shared')\n"
+            f"assert a.used == {acct.used}, a.used\n"
+            "a.cancel()\n"
+        )
+        assert _interpreters.exec(iid, code) is None
+    finally:
+        _interpreters.destroy(iid)
+    assert acct.cancelled
+    del y
+    assert acct.used == 0
+
+
+def test_a_negative_cap_is_refused() -> None:
+    with pytest.raises(ValueError, match="cap must be >= 0"):
+        walle_engine.account("neg").cap = -1
