@@ -1,9 +1,11 @@
-"""Thread-level VM benchmark: N CPU-bound pure-Python tasks at once through the VM
-(isolated sub-interpreters, one GIL each), through plain threads in one interpreter, and
-through a process pool, in the same run with interleaved rounds; plus pool acquire latency
-and memory per interpreter.
+"""Thread-level VM benchmark: N CPU-bound tasks at once through the VM (isolated
+sub-interpreters, one GIL each), through plain threads in one interpreter, and through a
+process pool, in the same run with interleaved rounds; plus pool acquire latency and
+memory per interpreter. Two workloads: pure-Python feature crunching, and engine-heavy
+code (small matmuls and elementwise ops through walle_engine.np, the engine pinned to one
+thread per call so each task is one core of work).
 
-    .venv/bin/python bench/vm.py [--rounds 5] [--work 1500000]
+    .venv/bin/python bench/vm.py [--rounds 5] [--work 1500000] [--engine-work 3000]
 
 Prints a table and writes bench/out/vm.json. Scaling at N is N * t(1) / t(N) for the same
 backend (ideal = min(N, cores granted)). CPU seconds (from /proc/self/task/*/schedstat,
@@ -43,24 +45,47 @@ def work(n):
             seen[acc % 1024] = i
     return acc + len(seen)
 """
-TASK_SRC = WORK_SRC + "\ndef run(ctx):\n    return work(ctx.inputs['n'])\n"
+ENGINE_WORK_SRC = """
+from walle_engine import np
+
+def work(n):
+    # Pre/post-processing around a small dense layer: the engine does the arithmetic
+    # with the GIL released, Python does the glue between calls.
+    x = np.full((64, 128), 0.5, dtype="float32")
+    w = np.full((128, 64), 0.01, dtype="float32")
+    acc = 0.0
+    for i in range(n):
+        h = np.maximum(x @ w - 0.1, 0.0)
+        acc += float(h.mean()) + float(np.argmax(h.sum(axis=0)))
+    return int(acc)
+"""
+WORKLOADS = {"python": WORK_SRC, "engine": ENGINE_WORK_SRC}
 NS = (1, 2, 4)
 
 
-def _compile_work() -> Callable[[int], int]:
+def _task_src(workload: str) -> str:
+    return WORKLOADS[workload] + "\ndef run(ctx):\n    return work(ctx.inputs['n'])\n"
+
+
+def _compile_work(workload: str) -> Callable[[int], int]:
     ns: dict[str, Any] = {}
-    exec(WORK_SRC, ns)
+    exec(WORKLOADS[workload], ns)
     return ns["work"]
 
 
-_work_in_child: Callable[[int], int] | None = None
+_work_in_child: dict[str, Callable[[int], int]] = {}
 
 
-def proc_work(n: int) -> int:
-    global _work_in_child
-    if _work_in_child is None:
-        _work_in_child = _compile_work()
-    return _work_in_child(n)
+def _one_engine_thread() -> None:
+    import walle_engine
+
+    walle_engine.set_num_threads(1)
+
+
+def proc_work(workload: str, n: int) -> int:
+    if workload not in _work_in_child:
+        _work_in_child[workload] = _compile_work(workload)
+    return _work_in_child[workload](n)
 
 
 # ---------------------------------------------------------------- host CPU accounting
@@ -105,8 +130,8 @@ def measure(fn: Callable[[], None], pids: list[int] | None = None) -> dict[str, 
 
 
 # ---------------------------------------------------------------- backends
-def run_vm(vm: Any, n: int, work: int) -> None:
-    futures = [vm.submit("work", {"n": work}) for _ in range(n)]
+def run_vm(vm: Any, workload: str, n: int, work: int) -> None:
+    futures = [vm.submit(f"work-{workload}", {"n": work}) for _ in range(n)]
     for f in futures:
         r = f.result()
         assert r.ok, r
@@ -117,22 +142,22 @@ class ThreadPool:
     so the comparison is about the GIL, not thread start-up; persistent threads also keep
     their /proc schedstat readable."""
 
-    def __init__(self, size: int, fn: Callable[[int], int]) -> None:
-        self.fn = fn
-        self.jobs: queue.SimpleQueue[tuple[int, Future[int]] | None] = queue.SimpleQueue()
+    def __init__(self, size: int, workloads: list[str]) -> None:
+        self.fns = {w: _compile_work(w) for w in workloads}
+        self.jobs: queue.SimpleQueue[tuple[str, int, Future[int]] | None] = queue.SimpleQueue()
         self.threads = [threading.Thread(target=self._loop, daemon=True) for _ in range(size)]
         for t in self.threads:
             t.start()
 
     def _loop(self) -> None:
         while (job := self.jobs.get()) is not None:
-            work, fut = job
-            fut.set_result(self.fn(work))
+            workload, work, fut = job
+            fut.set_result(self.fns[workload](work))
 
-    def run(self, n: int, work: int) -> None:
+    def run(self, workload: str, n: int, work: int) -> None:
         futures: list[Future[int]] = [Future() for _ in range(n)]
         for f in futures:
-            self.jobs.put((work, f))
+            self.jobs.put((workload, work, f))
         for f in futures:
             f.result()
 
@@ -141,8 +166,8 @@ class ThreadPool:
             self.jobs.put(None)
 
 
-def run_procs(pool: ProcessPoolExecutor, n: int, work: int) -> None:
-    for f in [pool.submit(proc_work, work) for _ in range(n)]:
+def run_procs(pool: ProcessPoolExecutor, workload: str, n: int, work: int) -> None:
+    for f in [pool.submit(proc_work, workload, work) for _ in range(n)]:
         f.result()
 
 
@@ -198,89 +223,100 @@ def memory_per_interpreter(count: int) -> dict[str, float]:
     return out
 
 
+def _summarise(runs: dict[int, list[dict[str, float]]]) -> dict[int, dict[str, Any]]:
+    per_n = {}
+    t1 = statistics.median(s["wall_s"] for s in runs[1])
+    t1_best = min(s["wall_s"] for s in runs[1])
+    for n in NS:
+        walls = [s["wall_s"] for s in runs[n]]
+        med = statistics.median(walls)
+        per_n[n] = {
+            "wall_s_median": med,
+            "scaling": n * t1 / med,
+            # Best round against best round: what the backend does when the shared host
+            # happens to grant the cores; labelled as such, never the headline.
+            "scaling_best": n * t1_best / min(walls),
+            "cores_used_max": max(s["cpu_s"] / s["wall_s"] for s in runs[n]),
+            "cpu_s_median": statistics.median(s["cpu_s"] for s in runs[n]),
+            "cores_used": statistics.median(s["cpu_s"] / s["wall_s"] for s in runs[n]),
+            "runq_wait_s_median": statistics.median(s["runq_wait_s"] for s in runs[n]),
+            "steal_s_median": statistics.median(s["steal_s"] for s in runs[n]),
+            "rounds": runs[n],
+        }
+    return per_n
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--rounds", type=int, default=5)
     ap.add_argument("--work", type=int, default=1_500_000, help="loop iterations per task")
+    ap.add_argument(
+        "--engine-work", type=int, default=3_000, help="layer evaluations per engine task"
+    )
+    ap.add_argument("--workloads", default="python,engine", help="comma-separated")
     ap.add_argument("--acquire-samples", type=int, default=200)
     ap.add_argument("--out", default=str(ROOT / "bench" / "out" / "vm.json"))
     args = ap.parse_args()
+    workloads = [w for w in args.workloads.split(",") if w]
+    work = {"python": args.work, "engine": args.engine_work}
 
     from walle_device.vm import TaskVM
 
-    threads = ThreadPool(max(NS), _compile_work())
+    _one_engine_thread()  # the engine's pool is per process: one thread per call
+    threads = ThreadPool(max(NS), workloads)
     memory = memory_per_interpreter(4)
 
     vm = TaskVM(max(NS), process_workers=0, recycle_after=1000)
-    vm.load("work", TASK_SRC, config={"timeout_s": 600})
+    for w in workloads:
+        vm.load(f"work-{w}", _task_src(w), config={"timeout_s": 600})
     vm.wait_ready()
-    pool = ProcessPoolExecutor(max(NS), mp_context=get_context("spawn"))
-    for f in [pool.submit(proc_work, 10) for _ in range(max(NS) * 2)]:
-        f.result()  # pre-started and warm, like the VM's pool
+    pool = ProcessPoolExecutor(
+        max(NS), mp_context=get_context("spawn"), initializer=_one_engine_thread
+    )
+    for w in workloads:
+        for f in [pool.submit(proc_work, w, 10) for _ in range(max(NS) * 2)]:
+            f.result()  # pre-started and warm, like the VM's pool
+        run_vm(vm, w, max(NS), 10)  # every VM worker has loaded the task
     child_pids = list(pool._processes)
-    run_vm(vm, max(NS), 10_000)  # every VM worker has loaded the task
 
-    backends: dict[str, Callable[[int], dict[str, float]]] = {
-        "vm": lambda n: measure(lambda: run_vm(vm, n, args.work)),
-        "threads": lambda n: measure(lambda: threads.run(n, args.work)),
-        "processes": lambda n: measure(lambda: run_procs(pool, n, args.work), child_pids),
+    backends: dict[str, Callable[[str, int], dict[str, float]]] = {
+        "vm": lambda w, n: measure(lambda: run_vm(vm, w, n, work[w])),
+        "threads": lambda w, n: measure(lambda: threads.run(w, n, work[w])),
+        "processes": lambda w, n: measure(lambda: run_procs(pool, w, n, work[w]), child_pids),
     }
-    samples: dict[str, dict[int, list[dict[str, float]]]] = {
-        b: {n: [] for n in NS} for b in backends
-    }
+    samples = {w: {b: {n: [] for n in NS} for b in backends} for w in workloads}
     for _ in range(args.rounds):  # interleaved so drift on a shared host hits all alike
-        for n in NS:
-            for name, fn in backends.items():
-                samples[name][n].append(fn(n))
+        for w in workloads:
+            for n in NS:
+                for name, fn in backends.items():
+                    samples[w][name][n].append(fn(w, n))
 
     acquire = acquire_latency(vm, args.acquire_samples)
     vm.close()
     pool.shutdown()
     threads.close()
 
-    results: dict[str, Any] = {}
-    for name in backends:
-        per_n = {}
-        t1 = statistics.median(s["wall_s"] for s in samples[name][1])
-        t1_best = min(s["wall_s"] for s in samples[name][1])
-        for n in NS:
-            walls = [s["wall_s"] for s in samples[name][n]]
-            med = statistics.median(walls)
-            per_n[n] = {
-                "wall_s_median": med,
-                "scaling": n * t1 / med,
-                # Best round against best round: what the backend does when the shared
-                # host happens to grant the cores; labelled as such, never the headline.
-                "scaling_best": n * t1_best / min(walls),
-                "cores_used_max": max(s["cpu_s"] / s["wall_s"] for s in samples[name][n]),
-                "cpu_s_median": statistics.median(s["cpu_s"] for s in samples[name][n]),
-                "cores_used": statistics.median(s["cpu_s"] / s["wall_s"] for s in samples[name][n]),
-                "runq_wait_s_median": statistics.median(s["runq_wait_s"] for s in samples[name][n]),
-                "steal_s_median": statistics.median(s["steal_s"] for s in samples[name][n]),
-                "rounds": samples[name][n],
-            }
-        results[name] = per_n
-
+    results = {w: {b: _summarise(samples[w][b]) for b in backends} for w in workloads}
     header = (
-        f"{'backend':<10} {'N':>2} {'wall s':>8} {'scaling':>8} {'cores used':>10} "
-        f"{'cpu s':>7} {'runq wait s':>11} {'steal s':>8} {'best scaling':>12} "
-        f"{'max cores':>9}"
+        f"{'workload':<8} {'backend':<10} {'N':>2} {'wall s':>8} {'scaling':>8} "
+        f"{'cores used':>10} {'cpu s':>7} {'runq wait s':>11} {'steal s':>8} "
+        f"{'best scaling':>12} {'max cores':>9}"
     )
     lines = [header, "-" * len(header)]
-    for name in backends:
-        for n in NS:
-            r = results[name][n]
-            lines.append(
-                f"{name:<10} {n:>2} {r['wall_s_median']:>8.3f} {r['scaling']:>7.2f}x "
-                f"{r['cores_used']:>10.2f} {r['cpu_s_median']:>7.3f} "
-                f"{r['runq_wait_s_median']:>11.3f} {r['steal_s_median']:>8.3f} "
-                f"{r['scaling_best']:>11.2f}x {r['cores_used_max']:>9.2f}"
-            )
+    for w in workloads:
+        for name in backends:
+            for n in NS:
+                r = results[w][name][n]
+                lines.append(
+                    f"{w:<8} {name:<10} {n:>2} {r['wall_s_median']:>8.3f} "
+                    f"{r['scaling']:>7.2f}x {r['cores_used']:>10.2f} {r['cpu_s_median']:>7.3f} "
+                    f"{r['runq_wait_s_median']:>11.3f} {r['steal_s_median']:>8.3f} "
+                    f"{r['scaling_best']:>11.2f}x {r['cores_used_max']:>9.2f}"
+                )
     lines.append("")
-    lines.append(
-        f"VM at N=2 vs threads at N=2: "
-        f"{results['threads'][2]['wall_s_median'] / results['vm'][2]['wall_s_median']:.2f}x faster"
-    )
+    for w in workloads:
+        ratio = results[w]["threads"][2]["wall_s_median"] / results[w]["vm"][2]["wall_s_median"]
+        lines.append(f"{w}: VM at N=2 vs threads at N=2: {ratio:.2f}x faster")
     lines.append(
         f"acquire (submit -> running in a pooled interpreter): "
         f"p50 {acquire['acquire_ms_p50']:.3f} ms, p95 {acquire['acquire_ms_p95']:.3f} ms; "
@@ -299,8 +335,7 @@ def main() -> None:
     )
     table = "\n".join(lines)
     print(
-        f"rounds={args.rounds} work={args.work} cpus={os.cpu_count()} "
-        f"python={platform.python_version()}"
+        f"rounds={args.rounds} work={work} cpus={os.cpu_count()} python={platform.python_version()}"
     )
     print(table)
 
@@ -313,7 +348,7 @@ def main() -> None:
                 "python": platform.python_version(),
                 "cpus": os.cpu_count(),
                 "rounds": args.rounds,
-                "work": args.work,
+                "work": work,
                 "results": results,
                 "acquire": acquire,
                 "memory": memory,

@@ -29,7 +29,7 @@ from websockets.exceptions import InvalidStatus, WebSocketException
 
 from walle_device import protocol
 from walle_device.bundles import ActiveVersion, BundleCache, VerifyError, verify_manifest
-from walle_device.runner import RunOutcome, run_inprocess
+from walle_device.runner import RunOutcome, VMRunner, shared_vm
 from walle_device.stream import Stream
 from walle_device.tunnel import Tunnel
 
@@ -135,7 +135,10 @@ class DeviceClient:
         self.http = http
         self.state_dir = state_dir
         self.rng = rng or random.Random()
-        self.runner = runner or self._run_inprocess
+        # Every task runs in the VM; several clients in one process share one by default.
+        self.runner = runner or VMRunner(
+            shared_vm(), identity.device_id, dict(attrs, id=identity.device_id)
+        )
         self.pull_jitter_s = pull_jitter_s
         self.stats = DeviceStats()
         self.connected = asyncio.Event()
@@ -585,19 +588,6 @@ class DeviceClient:
             return await asyncio.wait_for(waiter, timeout=10)
         finally:
             self._upload_waiters.pop(msg_id, None)
-
-    def _run_inprocess(
-        self, active: ActiveVersion, files: dict[str, bytes], call: dict
-    ) -> RunOutcome:
-        manifest = active.manifest
-        return run_inprocess(
-            files,
-            manifest["entry_point"],
-            manifest.get("config", {}),
-            inputs=call["inputs"],
-            device=dict(self.attrs, id=self.identity.device_id),
-            window=call["window"],
-        )
 
     async def _report(
         self,

@@ -14,7 +14,7 @@ import httpx
 
 from walle_device.bundles import BundleCache
 from walle_device.client import DeviceClient, Identity, enroll
-from walle_device.runner import VMRunner
+from walle_device.runner import VMRunner, shared_vm
 from walle_device.stream import Stream
 from walle_device.tunnel import Tunnel
 
@@ -91,12 +91,10 @@ async def build_fleet(
     async def one(i: int) -> DeviceClient:
         async with gate:
             identity = await enroll(http, server, enroll_key, attrs_list[i])
-        # With a VM, every device's tasks run in its isolated sub-interpreters (one VM for
-        # the whole simulated fleet, tasks scoped per device); without, in-process.
-        runner = (
-            VMRunner(vm, identity.device_id, dict(attrs_list[i], id=identity.device_id))
-            if vm
-            else None
+        # One VM for the whole simulated fleet, tasks scoped per device (the process's
+        # shared VM unless the caller passes one).
+        runner = VMRunner(
+            vm or shared_vm(), identity.device_id, dict(attrs_list[i], id=identity.device_id)
         )
         return DeviceClient(
             identity,

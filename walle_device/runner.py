@@ -1,13 +1,10 @@
-"""Runs a task version once. In-process loader: the task's entry point in a fresh module namespace.
-
-The thread-level VM (walle_device.vm) replaces this for isolation and budgets; this loader
-keeps the same outcome shape so the runtime reports runs the same way either way.
-"""
+"""Runs a task version once, in the thread-level VM (walle_device.vm), and turns the VM's
+result into the outcome the device runtime reports in `run_stats`."""
 
 from __future__ import annotations
 
+import threading
 import time
-import traceback
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -33,79 +30,26 @@ class RunOutcome:
         }
 
 
-class TaskContext:
-    """What a task script sees as `ctx`."""
-
-    def __init__(
-        self,
-        *,
-        config: dict,
-        inputs: dict,
-        files: dict[str, bytes],
-        device: dict,
-        window: list | None = None,
-    ) -> None:
-        self.config = config
-        self.params = config.get("params", {})
-        self.inputs = inputs
-        self._files = files
-        self.files = tuple(sorted(files))  # names, as in the VM
-        self.device = device
-        self.window = window  # None unless a trigger fired the run, as in the VM
-        self.state: dict = {}
-        self.uploads: list = []
-        self.logs: list[str] = []
-
-    def upload(self, payload: Any) -> None:
-        self.uploads.append(payload)
-
-    def read(self, name: str) -> bytes:
-        return self._files[name]
-
-    def log(self, *parts: Any) -> None:
-        self.logs.append(" ".join(str(p) for p in parts)[:2000])
+_shared_vm = None
+_shared_lock = threading.Lock()
 
 
-def run_inprocess(
-    files: dict[str, bytes],
-    entry_point: str,
-    config: dict,
-    *,
-    inputs: dict | None = None,
-    device: dict | None = None,
-    window: list | None = None,
-) -> RunOutcome:
-    started = time.perf_counter()
-    ctx = TaskContext(
-        config=config, inputs=inputs or {}, files=files, device=device or {}, window=window
-    )
-    try:
-        source = files[entry_point].decode("utf-8")
-        namespace: dict[str, Any] = {"__name__": f"walle_task_{entry_point[:-3].replace('/', '_')}"}
-        exec(compile(source, entry_point, "exec"), namespace)
-        output = namespace["run"](ctx)
-    except Exception as exc:
-        return RunOutcome(
-            ok=False,
-            duration_ms=(time.perf_counter() - started) * 1000,
-            error_type=type(exc).__name__,
-            message=str(exc),
-            traceback=traceback.format_exc(),
-            uploads=ctx.uploads,
-            logs=ctx.logs,
-        )
-    return RunOutcome(
-        ok=True,
-        duration_ms=(time.perf_counter() - started) * 1000,
-        output=output,
-        uploads=ctx.uploads,
-        logs=ctx.logs,
-    )
+def shared_vm():
+    """The VM for clients built without a runner: one per process, started on first use
+    (interpreter workers only; a device that runs numpy tasks passes its own VM with
+    process workers, as `python -m walle_device run` does)."""
+    global _shared_vm
+    with _shared_lock:
+        if _shared_vm is None:
+            from walle_device.vm import TaskVM
+
+            _shared_vm = TaskVM(process_workers=0)
+        return _shared_vm
 
 
 class VMRunner:
-    """Runs task versions in the thread-level VM (walle_device.vm): one isolated
-    sub-interpreter per run, with the task's time and memory budgets."""
+    """Runs task versions in the thread-level VM (walle_device.vm): isolated
+    sub-interpreters from a pool, with the task's time and memory budgets."""
 
     def __init__(self, vm, scope: str, device: dict) -> None:
         self.vm = vm

@@ -138,6 +138,10 @@ class Watchdog:
         self.live = False
         self.task_thread = 0
         self.stopping = False
+        # The engine account charged for this run's tensors (see Guest.bind_engine): a
+        # timeout also cancels it, so a model run stops at its next step instead of
+        # finishing inside C++ where no Python event can reach it.
+        self.engine_account: Any = None
         mon = sys.monitoring
         mon.use_tool_id(MONITOR_TOOL, "walle-budget")
         ev = mon.events
@@ -186,6 +190,8 @@ class Watchdog:
     def _fire(self, exc: BaseException) -> None:
         self.pending = exc
         sys.monitoring.set_events(MONITOR_TOOL, self.events)
+        if self.engine_account is not None:
+            self.engine_account.cancel()
 
     def _loop(self) -> None:
         with self.cond:
@@ -933,6 +939,7 @@ class LoadedTask:
                 "this walle_engine build has no load(); "
                 "ctx.model() needs the engine's Python facade"
             )
+        self.guest.bind_engine(self)
         model = load(path)
         self.models[name] = model
         return model
@@ -964,9 +971,32 @@ class Guest:
         for name in ALLOWED_MODULES:
             __import__(MODULE_SOURCES.get(name, name))
         self.watchdog = Watchdog()
+        self.mem_cap = 0
         self.walle = self._walle_module()
         self.current_log: Log | None = None
         self.runs = 0
+
+    def bind_engine(self, task: LoadedTask) -> None:
+        """Charge engine tensor memory allocated on this thread during the run to the
+        task's account, capped at the run's memory budget. Only once the task has loaded
+        walle_engine: tasks that never touch the engine never pay for importing it."""
+        wd = self.watchdog
+        core = sys.modules.get("walle_engine._core")
+        if core is None or not wd.armed or wd.engine_account is not None:
+            return
+        acct = core.account(task.task_id)
+        acct.cap = self.mem_cap
+        acct.reset()
+        core.bind_account(acct)
+        wd.engine_account = acct
+
+    def unbind_engine(self) -> int | None:
+        """Stop charging; the peak tensor bytes of the run, or None if it used no engine."""
+        acct, self.watchdog.engine_account = self.watchdog.engine_account, None
+        if acct is None:
+            return None
+        sys.modules["walle_engine._core"].bind_account(None)
+        return int(acct.peak)
 
     def _walle_module(self) -> types.ModuleType:
         m = ReadOnlyModule("walle", "The task API: write `def run(ctx): ...`.")
@@ -1004,6 +1034,8 @@ class Guest:
             source = MODULE_SOURCES.get(name, name)
             __import__(source)
             mod = sys.modules[source]
+            if top == "walle_engine":
+                self.bind_engine(task)
             denied = DENIED_NAMES.get(name, set()) | (NUMPY_DENIED if top == "numpy" else set())
             proxy = _proxy(name, mod, spec, denied)
             for sub in SUBMODULES.get(name, ()):
@@ -1091,7 +1123,9 @@ class Guest:
         ctx = Context(task, req, self.watchdog, self._buffers(req))
         self.current_log = ctx.log
         wd = self.watchdog
-        wd.arm(float(req["timeout_s"]), int(req.get("max_memory_mb") or 0) << 20)
+        self.mem_cap = int(req.get("max_memory_mb") or 0) << 20
+        wd.arm(float(req["timeout_s"]), self.mem_cap)
+        self.bind_engine(task)
         try:
             mod = task.main()
             fn = mod.__dict__.get("run")
@@ -1119,8 +1153,14 @@ class Guest:
             )
             if issubclass(type(err), budget_errors):
                 resp["budget"] = name
+            # The traceback holds the task's frames (and whatever they allocated) in a
+            # cycle through this frame; break it so a failed run frees its memory now.
+            del err
         finally:
             self.current_log = None
+            peak = self.unbind_engine()
+            if peak is not None:
+                resp["engine_peak_bytes"] = peak
         resp["uploads"] = ctx._uploads
         resp["logs"] = ctx.log._lines + (
             [f"WARNING {ctx.log._dropped} log lines dropped"] if ctx.log._dropped else []

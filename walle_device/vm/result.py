@@ -31,6 +31,9 @@ class RunResult:
     backend: str = "interpreter"  # or "process"
     timed_out: bool = False
     disabled: bool = False  # this run made the task hit its failure limit
+    # Most engine tensor memory the task held at once during the run (model arenas
+    # included), as the engine accounts it; None when the engine is not loaded in the worker.
+    engine_peak_bytes: int | None = None
 
     def last_error(self) -> dict[str, str] | None:
         """The `last_error` object of a `run_stats` message, or None for a success."""

@@ -194,10 +194,8 @@ class _Checker(ast.NodeTransformer):
             if alias.name == "*":
                 raise self.refuse(node, "'import *' is not allowed in tasks")
             self._check_attr_name(node, alias.name)
-            offered = (
-                alias.name in spec
-                if isinstance(spec, set)
-                else alias.name in guest.SUBMODULES.get(module, ()) or spec == "*"
+            offered = alias.name in guest.SUBMODULES.get(module, ()) or (
+                alias.name in spec if isinstance(spec, set) else spec == "*"
             )
             if spec is not None and (
                 not offered or alias.name in guest.DENIED_NAMES.get(module, ())

@@ -436,6 +436,7 @@ class TaskVM:
             backend=t.backend,
             timed_out=resp.get("budget") == "TaskTimeout",
             disabled=disabled_now,
+            engine_peak_bytes=resp.get("engine_peak_bytes"),
         )
         if disabled_now:
             log.warning("task %s disabled: %s", t.task_id, t.disabled_reason)

@@ -12,8 +12,9 @@ Results match numpy's, except:
 - There is no float64. Python floats, float64 (and float16) data and ``dtype=float`` become
   float32, and whatever numpy computes in float64 (true division and ``mean`` of integers,
   math functions of integers) is float32 here. Python ints become int64, as in numpy.
-- The dtypes are float32, int32, int64 and bool. Other integer buffers widen to int32 or
-  int64; bool ``**``, ``//`` and ``%`` give int32 (numpy: int8).
+- The dtypes are float32, int32, int64, bool and uint8 (images; its arithmetic is computed
+  in int32 and wrapped back, as numpy's uint8 arithmetic wraps). Other integer buffers
+  widen to int32 or int64; bool ``**``, ``//`` and ``%`` give int32 (numpy: int8).
 - Basic indexing returns a view when the selected elements are contiguous in memory
   (``x[i]``, ``x[a:b]``, ``x[i, j:k]``) and a copy otherwise (``x[:, j]``, ``x[::2]``);
   ``transpose``/``.T`` and ``broadcast_to`` copy. ``reshape``, ``ravel``, ``squeeze`` and
