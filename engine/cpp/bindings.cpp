@@ -59,6 +59,7 @@ Tensor from_buffer(const py::buffer& b) {
   }
   t.data = info.ptr;
   t.readonly = info.readonly;
+  t.borrowed = true;
   auto* holder = new py::buffer_info(std::move(info));
   t.owner = std::shared_ptr<void>(holder, [](void* p) { delete static_cast<py::buffer_info*>(p); });
   return t;
@@ -223,6 +224,10 @@ PYBIND11_MODULE(_core, m, py::mod_gil_not_used(), py::multiple_interpreters::per
       .def("__repr__", [](const Tensor& t) {
         return "Tensor(" + std::string(dtype_name(t.dtype)) + ", " + shape_str(t.shape) + ")";
       });
+
+  m.def("export_tensor", &export_tensor, py::arg("tensor"));
+  m.def("import_tensor", &import_tensor, py::arg("handle"));
+  m.def("drop_exported", &drop_exported, py::arg("handle"));
 
   m.def("detect_isa", [] { return isa_name(detect_isa()); });
   m.def("isa", [] { return isa_name(current_isa()); });

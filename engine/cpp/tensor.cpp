@@ -4,6 +4,8 @@
 
 #include <cstdlib>
 #include <cstring>
+#include <mutex>
+#include <unordered_map>
 #include <sstream>
 
 namespace walle {
@@ -99,6 +101,42 @@ Tensor Tensor::reshaped(const Shape& s) const {
   Tensor x = *this;
   x.shape = s;
   return x;
+}
+
+namespace {
+std::mutex exchange_mutex;
+std::unordered_map<uint64_t, Tensor>& exchange() {
+  static auto* table = new std::unordered_map<uint64_t, Tensor>();  // outlives exit-time frees
+  return *table;
+}
+uint64_t next_handle = 1;
+}  // namespace
+
+uint64_t export_tensor(const Tensor& t) {
+  Tensor owned = t.borrowed ? t.clone() : t;
+  std::lock_guard<std::mutex> g(exchange_mutex);
+  const uint64_t h = next_handle++;
+  exchange().emplace(h, std::move(owned));
+  return h;
+}
+
+Tensor import_tensor(uint64_t handle) {
+  std::lock_guard<std::mutex> g(exchange_mutex);
+  auto it = exchange().find(handle);
+  if (it == exchange().end()) throw Error("no exported tensor " + std::to_string(handle));
+  Tensor t = std::move(it->second);
+  exchange().erase(it);
+  return t;
+}
+
+bool drop_exported(uint64_t handle) {
+  Tensor doomed;  // freed after the lock is released
+  std::lock_guard<std::mutex> g(exchange_mutex);
+  auto it = exchange().find(handle);
+  if (it == exchange().end()) return false;
+  doomed = std::move(it->second);
+  exchange().erase(it);
+  return true;
 }
 
 Tensor Tensor::clone() const {

@@ -32,6 +32,9 @@ struct Tensor {
   std::shared_ptr<void> owner;  // keeps the storage alive
   void* data = nullptr;
   bool readonly = false;  // borrowed from a read-only buffer (a memory-mapped model)
+  // Storage belongs to a Python object (the buffer protocol): releasing it needs that
+  // object's interpreter, so such a tensor never crosses to another interpreter as is.
+  bool borrowed = false;
 
   int64_t numel() const { return walle::numel(shape); }
   size_t nbytes() const { return size_t(numel()) * dtype_size(dtype); }
@@ -44,6 +47,14 @@ struct Tensor {
   Tensor reshaped(const Shape& s) const;  // shares storage
   Tensor clone() const;
 };
+
+// Hand-off between interpreters (the VM's task results): a process-wide table of
+// engine-owned tensors by handle. Export a tensor in one interpreter, import it in
+// another: the storage is shared, never copied (a borrowed tensor is copied once on
+// export). Import removes the entry; drop discards one nobody will import.
+uint64_t export_tensor(const Tensor& t);
+Tensor import_tensor(uint64_t handle);
+bool drop_exported(uint64_t handle);
 
 // 64-byte aligned allocation with a deleter, used for tensors and the arena.
 std::shared_ptr<void> aligned_alloc_shared(size_t bytes);

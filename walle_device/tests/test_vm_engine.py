@@ -185,3 +185,55 @@ def test_a_task_cannot_reach_the_engine_budget_api(vm1: TaskVM) -> None:
         vm1.load("sneaky", code)
         r = vm1.run("sneaky")
         assert not r.ok and r.error_type in ("AttributeError", "SandboxViolation"), r
+
+
+RETURNS_TENSOR = textwrap.dedent(
+    """
+    from walle_engine import np
+    def run(ctx):
+        x = np.arange(12, dtype="float32").reshape(3, 4) * ctx.inputs["k"]
+        ctx.return_tensor("embedding", x)
+        ctx.return_tensor("ids", np.array([7, 8], dtype="int64"))
+        if ctx.inputs.get("fail"):
+            raise RuntimeError("after returning tensors")
+        return "ok"
+    """
+)
+
+
+def test_a_task_hands_tensors_to_the_runtime_by_handle(vm1: TaskVM) -> None:
+    vm1.load("emb", RETURNS_TENSOR)
+    r = vm1.run("emb", {"k": 2.0})
+    assert r.ok, r
+    emb, ids = r.tensors["embedding"], r.tensors["ids"]
+    np.testing.assert_array_equal(
+        np.asarray(emb), np.arange(12, dtype=np.float32).reshape(3, 4) * 2
+    )
+    assert np.asarray(ids).tolist() == [7, 8]
+    # Same memory the task allocated, still charged to the task until the runtime lets go.
+    acct = walle_engine.account("emb")
+    assert acct.used >= emb.nbytes + ids.nbytes
+    del emb, ids, r
+    assert acct.used == 0
+    # A failed run's tensors are dropped, not leaked into the exchange.
+    r = vm1.run("emb", {"k": 1.0, "fail": True})
+    assert not r.ok and r.tensors == {}
+    assert acct.used == 0  # exported tensors stay charged, so none was left in the exchange
+
+
+def test_process_tasks_return_tensors_as_copies(vm1: TaskVM) -> None:
+    with TaskVM(1, process_workers=1) as vm:
+        vm.load("emb-proc", RETURNS_TENSOR, config={"isolation": "process"})
+        r = vm.run("emb-proc", {"k": 3.0})
+        assert r.ok, r
+        assert (
+            np.asarray(r.tensors["embedding"]).tolist()
+            == (np.arange(12, dtype=np.float32).reshape(3, 4) * 3).tolist()
+        )
+        assert r.tensors["ids"].dtype == "int64"
+
+
+def test_return_tensor_refuses_other_objects(vm1: TaskVM) -> None:
+    vm1.load("bad-tensor", "def run(ctx):\n    ctx.return_tensor('x', [1, 2])\n")
+    r = vm1.run("bad-tensor")
+    assert r.error_type == "TypeError" and "walle_engine.np array or Tensor" in r.message

@@ -275,6 +275,7 @@ def test_ctx_exposes_only_the_task_api(vm: TaskVM) -> None:
         "log",
         "model",
         "read",
+        "return_tensor",
         "state",
         "task_id",
         "time_left",

@@ -30,6 +30,7 @@ WATCHDOG_TICK_S = 0.01
 LOG_MAX_LINES = 200
 LOG_MAX_CHARS = 2000
 UPLOAD_MAX_BYTES = 1 << 20
+TENSORS_MAX = 64
 OUTPUT_MAX_BYTES = 4 << 20
 PLAIN_MAX_DEPTH = 64
 PLAIN_MAX_ITEMS = 1_000_000
@@ -845,6 +846,7 @@ class Context(metaclass=Sealed):
         self.files: tuple[str, ...] = tuple(sorted(task.files))
         self._uploads: list[Any] = []
         self._upload_bytes = 0
+        self._tensors: dict[str, Any] = {}
         self._task = task
         self._watchdog = watchdog
 
@@ -860,6 +862,40 @@ class Context(metaclass=Sealed):
     def model(self, name: str) -> Any:
         """Load (once per interpreter) the bundle's model file `name` with walle_engine."""
         return self._task.model(name)
+
+    def return_tensor(self, name: str, array: Any) -> None:
+        """Hand an engine array (a `walle_engine.np` array or a Tensor) to the device
+        runtime as `RunResult.tensors[name]`: by handle, without a copy (copied once in the
+        process backend). Kept only if the run succeeds; until the runtime frees it, the
+        memory stays charged to this task."""
+        if type(name) is not str:
+            raise TypeError("tensor name must be a str")
+        core = sys.modules.get("walle_engine._core")
+        np_mod = sys.modules.get("walle_engine.np")
+        if core is not None and type(array) is core.Tensor:
+            t = array
+        elif np_mod is not None and type(array) is np_mod.ndarray:
+            t = array.tensor
+        else:
+            raise TypeError(
+                f"ctx.return_tensor() takes a walle_engine.np array or Tensor, got {type(array).__name__}"
+            )
+        if name not in self._tensors and len(self._tensors) >= TENSORS_MAX:
+            raise ValueError(f"a run may return at most {TENSORS_MAX} tensors")
+        if self._task.guest.in_process:  # another process: the bytes travel
+            self._tensors[name] = (t.dtype, tuple(t.shape), bytes(memoryview(t)))
+            return
+        old = self._tensors.get(name)
+        self._tensors[name] = core.export_tensor(t)
+        if old is not None:
+            core.drop_exported(old)
+
+    def _drop_tensors(self) -> None:
+        core = sys.modules.get("walle_engine._core")
+        for handle in self._tensors.values():
+            if type(handle) is int and core is not None:
+                core.drop_exported(handle)
+        self._tensors.clear()
 
     def read(self, name: str) -> bytes:
         """The bytes of a (non-code) file from the task's bundle, e.g. a vocabulary."""
@@ -1137,6 +1173,7 @@ class Guest:
             if fired is not None:  # tripped while returning through guest code
                 raise type(fired)(*fired.args)
             resp["output"] = plain(out, "run(ctx) return value")
+            resp["tensors"], ctx._tensors = ctx._tensors, {}
             resp["ok"] = True
         except BaseException as e:
             wd.live = False
@@ -1158,6 +1195,7 @@ class Guest:
             del err
         finally:
             self.current_log = None
+            ctx._drop_tensors()  # a failed run's tensors (a successful one handed them on)
             peak = self.unbind_engine()
             if peak is not None:
                 resp["engine_peak_bytes"] = peak

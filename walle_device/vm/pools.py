@@ -221,6 +221,9 @@ class _InterpWorker:
                     # library code mid-update, start from a clean interpreter.
                     self._destroy()
                     self._try_create()
+                # Let go of the run while waiting for the next: through its future the job
+                # reaches the caller's result (tensors the task handed over) and buffers.
+                job = resp = None
         finally:
             self._destroy()
             _interpqueues.destroy(self.qid)
@@ -511,6 +514,7 @@ class _ProcWorker:
                 job.finish(_vm_error("could not start a task worker process (see the log)"))
                 continue
             job.finish(self._run(job))
+            job = None  # see _InterpWorker: don't keep the result alive while idle
         if self.proc is not None:
             try:
                 self.conn.send_bytes(b"")

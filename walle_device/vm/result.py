@@ -34,6 +34,9 @@ class RunResult:
     # Most engine tensor memory the task held at once during the run (model arenas
     # included), as the engine accounts it; None when the engine is not loaded in the worker.
     engine_peak_bytes: int | None = None
+    # Engine arrays the task handed over with ctx.return_tensor(name, x) (successful runs):
+    # walle_engine.np arrays over the task's own memory, no copy in the interpreter backend.
+    tensors: dict[str, Any] = field(default_factory=dict)
 
     def last_error(self) -> dict[str, str] | None:
         """The `last_error` object of a `run_stats` message, or None for a success."""

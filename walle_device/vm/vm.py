@@ -74,6 +74,28 @@ def _number(
     return value
 
 
+_BUFFER_FORMATS = {"float32": "f", "int32": "i", "int64": "q", "bool": "?", "uint8": "B"}
+
+
+def _import_tensors(exported: dict[str, Any] | None) -> dict[str, Any]:
+    """The run's returned tensors as walle_engine.np arrays: handles from an interpreter
+    (the same memory), or (dtype, shape, bytes) from a worker process."""
+    if not exported:
+        return {}
+    from walle_engine import _core
+    from walle_engine import np as wnp
+
+    out = {}
+    for name, item in exported.items():
+        if isinstance(item, int):
+            out[name] = wnp.asarray(_core.import_tensor(item))
+        else:
+            dtype, shape, data = item
+            flat = memoryview(bytearray(data)).cast(_BUFFER_FORMATS[dtype])
+            out[name] = wnp.asarray(flat).reshape(shape)
+    return out
+
+
 class TaskVM:
     """Runs task scripts, each run on a worker that owns an isolated sub-interpreter.
 
@@ -437,6 +459,7 @@ class TaskVM:
             timed_out=resp.get("budget") == "TaskTimeout",
             disabled=disabled_now,
             engine_peak_bytes=resp.get("engine_peak_bytes"),
+            tensors=_import_tensors(resp.get("tensors")),
         )
         if disabled_now:
             log.warning("task %s disabled: %s", t.task_id, t.disabled_reason)
