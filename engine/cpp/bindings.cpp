@@ -195,13 +195,7 @@ PYBIND11_MODULE(_core, m, py::mod_gil_not_used(), py::multiple_interpreters::per
       .def_property_readonly("peak", [](const Account& a) { return a.peak.load(); })
       .def_property_readonly("refused", [](const Account& a) { return a.refused.load(); })
       .def_property_readonly("stopped", [](const Account& a) { return a.stopped.load(); })
-      .def_property_readonly("cancelled", [](const Account& a) { return a.cancelled.load(); })
-      .def("cancel", [](Account& a) { a.cancelled.store(true); })
-      .def("reset", [](Account& a) {
-        // A new run: not cancelled, peak restarts from what is still held.
-        a.cancelled.store(false);
-        a.peak.store(a.used.load());
-      })
+      .def("reset_peak", [](Account& a) { a.peak.store(a.used.load()); })
       .def("__repr__", [](const Account& a) {
         return "Account('" + a.name + "', used=" + std::to_string(a.used.load()) +
                ", peak=" + std::to_string(a.peak.load()) + ", cap=" + std::to_string(a.cap.load()) + ")";
@@ -209,8 +203,15 @@ PYBIND11_MODULE(_core, m, py::mod_gil_not_used(), py::multiple_interpreters::per
   m.def("account", &account, py::arg("name"));
   m.def("accounts", &accounts);
   m.def("drop_account", &drop_account, py::arg("name"));
-  m.def("bound_account", [] { return bound_account(); });
-  m.def("bind_account", &bind_account, py::arg("account").none(true));
+  py::class_<CancelToken, std::shared_ptr<CancelToken>>(m, "CancelToken")
+      .def(py::init<>())
+      .def_property_readonly("cancelled", [](const CancelToken& t) { return t.cancelled.load(); })
+      .def("cancel", [](CancelToken& t) { t.cancelled.store(true); });
+  m.def("bound", [] { return std::make_pair(bound().account, bound().token); });
+  m.def("bind", [](std::shared_ptr<Account> a, std::shared_ptr<CancelToken> t) {
+    Binding prev = bind({std::move(a), std::move(t)});
+    return std::make_pair(prev.account, prev.token);
+  }, py::arg("account").none(true), py::arg("token").none(true));
 
   py::class_<Tensor>(m, "Tensor", py::buffer_protocol())
       .def(py::init([](const py::buffer& b) { return from_buffer(b); }), py::arg("buffer"))

@@ -12,7 +12,7 @@ std::map<std::string, std::shared_ptr<Account>>& registry() {
   static auto* r = new std::map<std::string, std::shared_ptr<Account>>();  // never destroyed:
   return *r;  // deleters of tensors freed during process exit may still release into it
 }
-thread_local std::shared_ptr<Account> tls_account;
+thread_local Binding tls;
 
 std::string mib(int64_t bytes) {
   char buf[32];
@@ -40,15 +40,15 @@ void drop_account(const std::string& name) {
   registry().erase(name);
 }
 
-const std::shared_ptr<Account>& bound_account() { return tls_account; }
+const Binding& bound() { return tls; }
 
-std::shared_ptr<Account> bind_account(std::shared_ptr<Account> a) {
-  std::swap(tls_account, a);
-  return a;
+Binding bind(Binding b) {
+  std::swap(tls, b);
+  return b;
 }
 
 std::shared_ptr<Account> charge(int64_t bytes) {
-  const std::shared_ptr<Account>& a = tls_account;
+  const std::shared_ptr<Account>& a = tls.account;
   if (!a) return nullptr;
   const int64_t now = a->used.fetch_add(bytes) + bytes, cap = a->cap.load();
   if (cap > 0 && now > cap) {
@@ -67,10 +67,10 @@ std::shared_ptr<Account> charge(int64_t bytes) {
 void release(Account& a, int64_t bytes) { a.used.fetch_sub(bytes); }
 
 void check_cancelled() {
-  const std::shared_ptr<Account>& a = tls_account;
-  if (a && a->cancelled.load(std::memory_order_relaxed)) {
-    a->stopped.fetch_add(1);
-    throw Cancelled("walle_engine: run of '" + a->name + "' cancelled");
+  if (tls.token && tls.token->cancelled.load(std::memory_order_relaxed)) {
+    if (!tls.account) throw Cancelled("walle_engine: run cancelled");
+    tls.account->stopped.fetch_add(1);
+    throw Cancelled("walle_engine: run of '" + tls.account->name + "' cancelled");
   }
 }
 

@@ -237,3 +237,64 @@ def test_return_tensor_refuses_other_objects(vm1: TaskVM) -> None:
     vm1.load("bad-tensor", "def run(ctx):\n    ctx.return_tensor('x', [1, 2])\n")
     r = vm1.run("bad-tensor")
     assert r.error_type == "TypeError" and "walle_engine.np array or Tensor" in r.message
+
+
+def test_tensors_of_a_run_whose_result_is_refused_are_not_leaked(vm1: TaskVM) -> None:
+    vm1.load(
+        "too-big",
+        textwrap.dedent(
+            """
+            from walle_engine import np
+            def run(ctx):
+                ctx.return_tensor("x", np.zeros((1024, 1024), dtype="float32"))
+                return "y" * (5 << 20)
+            """
+        ),
+    )
+    r = vm1.run("too-big")
+    assert r.error_type == "ValueError" and "over" in r.message, r
+    assert walle_engine.account("too-big").used == 0
+
+
+def test_engine_hogs_and_runaway_models_do_not_stall_the_others(deep_model: bytes) -> None:
+    with TaskVM(2, process_workers=0) as vm:
+        vm.load("good", "def run(ctx):\n    return sum(range(ctx.inputs['n']))\n")
+        vm.load(
+            "hog",
+            textwrap.dedent(
+                """
+                from walle_engine import np
+                def run(ctx):
+                    keep = []
+                    while True:
+                        keep.append(np.ones((1024, 1024), dtype="float32"))
+                """
+            ),
+            config={"max_memory_mb": 32, "max_failures": 100},
+        )
+        vm.load(
+            "deep",
+            textwrap.dedent(
+                """
+                from walle_engine import np
+                def run(ctx):
+                    m = ctx.model("deep")
+                    return m.run({"x": np.ones((2048, 512), dtype="float32")})["h200"].shape
+                """
+            ),
+            files={"deep.wle": deep_model},
+            config={"timeout_s": 0.5, "max_failures": 100, "max_memory_mb": 4096},
+        )
+        vm.wait_ready()
+        hogs = [vm.submit("hog") for _ in range(3)]
+        deep = [vm.submit("deep") for _ in range(2)]
+        good = [vm.submit("good", {"n": i}) for i in range(30)]
+        assert [f.result(timeout=60).output for f in good] == [sum(range(i)) for i in range(30)]
+        # Stopped by the engine's cap; or, when the neighbours' growth is counted against
+        # it, by the process-growth budget (docs/task-authoring.md): either way, stopped.
+        hog_errors = {f.result(timeout=60).error_type for f in hogs}
+        assert hog_errors <= {"MemoryError", "MemoryBudgetExceeded"}, hog_errors
+        assert [f.result(timeout=60).error_type for f in deep] == ["TaskTimeout"] * 2, [
+            f.result().message for f in deep
+        ]
+        assert vm.run("good", {"n": 5}).output == 10

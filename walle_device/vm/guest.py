@@ -139,10 +139,12 @@ class Watchdog:
         self.live = False
         self.task_thread = 0
         self.stopping = False
-        # The engine account charged for this run's tensors (see Guest.bind_engine): a
-        # timeout also cancels it, so a model run stops at its next step instead of
-        # finishing inside C++ where no Python event can reach it.
+        # The engine account charged for this run's tensors and the run's engine cancel
+        # token (see Guest.bind_engine): a timeout also cancels the token, so a model run
+        # stops at its next step instead of finishing inside C++, where no Python event
+        # can reach it.
         self.engine_account: Any = None
+        self.engine_token: Any = None
         mon = sys.monitoring
         mon.use_tool_id(MONITOR_TOOL, "walle-budget")
         ev = mon.events
@@ -191,8 +193,8 @@ class Watchdog:
     def _fire(self, exc: BaseException) -> None:
         self.pending = exc
         sys.monitoring.set_events(MONITOR_TOOL, self.events)
-        if self.engine_account is not None:
-            self.engine_account.cancel()
+        if self.engine_token is not None:
+            self.engine_token.cancel()
 
     def _loop(self) -> None:
         with self.cond:
@@ -1022,16 +1024,18 @@ class Guest:
             return
         acct = core.account(task.task_id)
         acct.cap = self.mem_cap
-        acct.reset()
-        core.bind_account(acct)
-        wd.engine_account = acct
+        acct.reset_peak()
+        token = core.CancelToken()
+        core.bind(acct, token)
+        wd.engine_account, wd.engine_token = acct, token
 
     def unbind_engine(self) -> int | None:
         """Stop charging; the peak tensor bytes of the run, or None if it used no engine."""
-        acct, self.watchdog.engine_account = self.watchdog.engine_account, None
+        wd = self.watchdog
+        acct, wd.engine_account, wd.engine_token = wd.engine_account, None, None
         if acct is None:
             return None
-        sys.modules["walle_engine._core"].bind_account(None)
+        sys.modules["walle_engine._core"].bind(None, None)
         return int(acct.peak)
 
     def _walle_module(self) -> types.ModuleType:
@@ -1208,9 +1212,13 @@ class Guest:
         try:
             data = marshal.dumps(resp)
         except ValueError as e:  # pragma: no cover - plain() should make this unreachable
+            ctx._tensors = resp.get("tensors") or {}
+            ctx._drop_tensors()
             resp = {"ok": False, "error_type": "TypeError", "message": str(e), "traceback": ""}
             data = marshal.dumps(resp)
         if len(data) > OUTPUT_MAX_BYTES:
+            ctx._tensors = resp.get("tensors") or {}
+            ctx._drop_tensors()  # the run fails after all: nobody will import them
             resp = {
                 "ok": False,
                 "error_type": "ValueError",

@@ -29,6 +29,7 @@ from walle_engine._core import (
     supported_ops,
 )
 from walle_engine._model import (
+    Budget,
     Model,
     TensorInfo,
     budget,
@@ -40,6 +41,7 @@ from walle_engine._model import (
 
 __all__ = [
     "Account",
+    "Budget",
     "ConversionReport",
     "Model",
     "Tensor",

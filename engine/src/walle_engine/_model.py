@@ -15,6 +15,7 @@ from walle_engine import _core
 from walle_engine._format import ModelFile
 
 __all__ = [
+    "Budget",
     "Model",
     "TensorInfo",
     "budget",
@@ -109,22 +110,44 @@ def _tensor(x: Any) -> _core.Tensor:
         return wnp.asarray(x).tensor
 
 
+class Budget:
+    """What ``budget()`` yields: the task's account (memory, shared by every run of the
+    task) and this run's cancel token."""
+
+    def __init__(self, account: _core.Account, token: _core.CancelToken) -> None:
+        self.account = account
+        self.token = token
+
+    def cancel(self) -> None:
+        """Stop this run's model at its next step (TimeoutError); safe from any thread."""
+        self.token.cancel()
+
+    @property
+    def cancelled(self) -> bool:
+        return self.token.cancelled
+
+    def __getattr__(self, name: str) -> Any:  # used, peak, cap, refused, stopped, name
+        return getattr(self.account, name)
+
+
 @contextmanager
-def budget(name: str, cap_bytes: int = 0) -> Iterator[_core.Account]:
+def budget(name: str, cap_bytes: int = 0) -> Iterator[Budget]:
     """Charge engine memory allocated on this thread to the account `name` until exit.
 
-    The account (process-wide, shared by every interpreter) refuses allocations that
-    would take it over `cap_bytes` (0: no cap) with MemoryError, and ``account.cancel()``
-    from any thread stops a model run between steps with TimeoutError. Entering resets
-    the account's peak and cancel flag; memory still held (model arenas) stays charged."""
+    The account (process-wide, shared by every interpreter and every run of the task)
+    refuses allocations that would take it over `cap_bytes` (0: no cap) with MemoryError.
+    ``cancel()`` on the yielded object, from any thread, stops a model run on this thread
+    between steps with TimeoutError; it does not touch other runs charged to the same
+    account. Entering restarts the account's peak from what it still holds."""
     acct = _core.account(name)
     acct.cap = cap_bytes
-    acct.reset()
-    previous = _core.bind_account(acct)
+    acct.reset_peak()
+    run = Budget(acct, _core.CancelToken())
+    previous = _core.bind(acct, run.token)
     try:
-        yield acct
+        yield run
     finally:
-        _core.bind_account(previous)
+        _core.bind(*previous)
 
 
 class Model:
