@@ -637,7 +637,10 @@ def stage_counts(release: Release, stage: int | None = None) -> dict[str, int]:
 
 def _error_gate_tripped(release: Release, counts: dict[str, int]) -> bool:
     stage = release.stages[release.current_stage]
-    if counts["finished"] < max(1, stage["min_finished"]):
+    # Wait for min_finished reports, or for the whole stage when it has fewer devices than
+    # that: a 1% stage of two devices that both failed must not wait forever.
+    needed = min(max(1, stage["min_finished"]), counts["total"])
+    if counts["finished"] == 0 or counts["finished"] < needed:
         return False
     return counts["failures"] / counts["finished"] > stage["error_gate"]
 

@@ -146,6 +146,21 @@ def test_the_error_gate_waits_for_min_finished(fleet):
     assert Release.objects.get(pk=release.pk).state == "running"
 
 
+def test_a_stage_smaller_than_min_finished_is_judged_once_all_of_it_finished(fleet):
+    moto = [d for d in fleet.devices if d.model == "Moto G84"]
+    release = start_release(
+        create_release(
+            fleet.version,
+            target={"models": ["Moto G84"]},
+            stages=[{"basis_points": 10000, "error_gate": 0.1, "min_finished": 1000}],
+        )
+    )
+    assert Deployment.objects.filter(release=release).count() == len(moto) < 1000
+    finish(release, "failed", model="Moto G84")
+    release.refresh_from_db()
+    assert release.state == "paused" and "error gate of stage 1 tripped" in release.reason
+
+
 def test_it_rolls_back_when_the_release_says_so(fleet):
     good = start_release(create_release(fleet.version))
     finish(good)
