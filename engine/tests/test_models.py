@@ -299,3 +299,39 @@ def test_chained_rasters_in_a_graph_become_one_copy(tmp_path: Path) -> None:
     assert m.merged_rasters == 2
     assert len(m.steps()) == 1
     np.testing.assert_array_equal(m.run({"x": x})["y"], ort_run(model, {"x": x})[0])
+
+
+def test_a_uint8_image_input_is_cast_inside_the_graph(tmp_path: Path) -> None:
+    # The usual vision pre-processing in the graph: uint8 NHWC -> float, scale, NCHW.
+    nodes = [
+        helper.make_node("Cast", ["img"], ["f"], to=TensorProto.FLOAT),
+        helper.make_node("Mul", ["f", "scale"], ["s"]),
+        helper.make_node("Transpose", ["s"], ["y"], perm=[0, 3, 1, 2]),
+    ]
+    graph = helper.make_graph(
+        nodes,
+        "u8_input",
+        [helper.make_tensor_value_info("img", TensorProto.UINT8, [1, 5, 7, 3])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 3, 5, 7])],
+        [helper.make_tensor("scale", TensorProto.FLOAT, [], [1 / 255])],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    m = convert_and_load(model, tmp_path)
+    assert m.inputs[0].dtype == "uint8"
+    img = np.random.default_rng(0).integers(0, 256, (1, 5, 7, 3), dtype=np.uint8)
+    (ref,) = ort_run(model, {"img": img})
+    np.testing.assert_allclose(m.run({"img": img})["y"], ref, rtol=1e-6)
+    with pytest.raises(ValueError, match="input 'img' must be uint8, got float32"):
+        m.run({"img": img.astype(np.float32)})
+
+
+def test_a_uint8_input_used_without_a_cast_is_refused_at_conversion(tmp_path: Path) -> None:
+    graph = helper.make_graph(
+        [helper.make_node("Add", ["a", "a"], ["y"])],
+        "u8_add",
+        [helper.make_tensor_value_info("a", TensorProto.UINT8, [4])],
+        [helper.make_tensor_value_info("y", TensorProto.UINT8, [4])],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    with pytest.raises(walle_engine.UnsupportedModelError, match="must go through Cast"):
+        walle_engine.convert(model, tmp_path / "u8.walle")

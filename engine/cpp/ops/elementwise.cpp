@@ -198,11 +198,11 @@ std::vector<int> Where(Builder& b, const std::vector<int>& in) {
 
 std::vector<int> Cast(Builder& b, const std::vector<int>& in) {
   static const std::map<int64_t, DType> onnx_types = {
-      {1, DType::f32}, {6, DType::i32}, {7, DType::i64}, {9, DType::b8}};
+      {1, DType::f32}, {2, DType::u8}, {6, DType::i32}, {7, DType::i64}, {9, DType::b8}};
   auto it = onnx_types.find(b.node().get_int("to", 1));
   if (it == onnx_types.end())
     throw Error("Cast to ONNX type " + std::to_string(b.node().get_int("to", 1)) +
-                " is not supported (float32, int32, int64, bool only)");
+                " is not supported (float32, uint8, int32, int64, bool only)");
   const int y = b.cast(in[0], it->second);
   return {y == in[0] ? b.alias(y, b.shape(y)) : y};
 }

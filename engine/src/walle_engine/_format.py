@@ -27,7 +27,13 @@ from walle_engine._core import Tensor
 MAGIC = b"WALLEMDL"
 VERSION = 1
 ALIGN = 64
-_FORMATS = {"float32": ("f", 4), "int32": ("i", 4), "int64": ("q", 8), "bool": ("?", 1)}
+_FORMATS = {
+    "float32": ("f", 4),
+    "int32": ("i", 4),
+    "int64": ("q", 8),
+    "bool": ("?", 1),
+    "uint8": ("B", 1),
+}
 
 
 def _pad(n: int) -> int:

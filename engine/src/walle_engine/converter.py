@@ -39,6 +39,9 @@ _DTYPES = {
     onnx.TensorProto.INT32: "int32",
     onnx.TensorProto.INT64: "int64",
     onnx.TensorProto.BOOL: "bool",
+    # Images: a uint8 input is cast to float inside the graph (the engine stores uint8 but
+    # computes nothing on it; ONNX needs the Cast anyway, its ops take one type).
+    onnx.TensorProto.UINT8: "uint8",
 }
 _NP_TO_NAME = {
     np.dtype(np.float32): "float32",
@@ -187,7 +190,7 @@ def convert_model(
             raise UnsupportedModelError(
                 [],
                 f"input {vi.name!r} has type {onnx.TensorProto.DataType.Name(tt.elem_type)}; "
-                "float32, int32, int64 and bool are supported",
+                "float32, int32, int64, bool and uint8 are supported",
             )
         override = (input_shapes or {}).get(vi.name)
         dims = [d.dim_value if d.HasField("dim_value") else 0 for d in tt.shape.dim]
@@ -196,6 +199,14 @@ def convert_model(
         dims = [d if d > 0 else 1 for d in dims]
         report.input_shapes[vi.name] = tuple(dims)
         inputs.append((vi.name, _DTYPES[tt.elem_type], dims))
+        if tt.elem_type == onnx.TensorProto.UINT8:
+            # The kernels compute nothing on uint8: accept it only straight into a Cast.
+            uses = sorted({n.op_type for n in graph.node if vi.name in n.input} - {"Cast"})
+            if uses:
+                raise UnsupportedModelError(
+                    [f"{op}(uint8)" for op in uses],
+                    f"uint8 input {vi.name!r} must go through Cast before other operators",
+                )
 
     supported = set(_core.supported_ops())
     input_names = {name for name, _, _ in inputs}
