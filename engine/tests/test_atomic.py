@@ -290,3 +290,23 @@ def test_integer_division_edge_cases_do_not_kill_the_process(dtype: type, refere
     mod = np.asarray(ops.binary("mod", a, b, reference=reference))
     assert div.tolist() == [lo, lo, -7, -3, 0]  # C division truncates; x / 0 is 0
     assert mod.tolist() == [0, 0, 0, 1, 0]  # Python's sign rule; x % 0 is 0
+
+
+@pytest.mark.parametrize("reference", [False, True])
+def test_nan_propagates_like_numpy(reference: bool) -> None:
+    nan = np.float32("nan")
+    a = np.array([nan, 1, nan, -2, 0], np.float32)
+    b = np.array([1, nan, nan, 3, -0.0], np.float32)
+    for op, ref in (("max", np.maximum), ("min", np.minimum)):
+        got = np.asarray(ops.binary(op, a, b, reference=reference))
+        np.testing.assert_array_equal(got, ref(a, b))
+    x = np.array([[1, nan, 3], [4, 5, 6], [nan, 0, -1]], np.float32)
+    for op, ref in (("max", np.max), ("min", np.min)):
+        for axis in (0, 1):  # reducing the last axis and a strided one
+            got = np.asarray(ops.reduce(op, x, [axis], keepdims=False, reference=reference))
+            np.testing.assert_array_equal(got, ref(x, axis=axis))
+    v = np.array([nan, -3, 0, 2], np.float32)
+    np.testing.assert_array_equal(
+        np.asarray(ops.unary("clip", v, -1.0, 1.0, reference=reference)), np.clip(v, -1, 1)
+    )
+    np.testing.assert_array_equal(np.asarray(ops.unary("sign", v, reference=reference)), np.sign(v))

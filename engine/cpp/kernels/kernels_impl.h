@@ -17,6 +17,9 @@ namespace {
 
 inline float fmax_(float a, float b) { return a > b ? a : b; }
 inline float fmin_(float a, float b) { return a < b ? a : b; }
+// numpy's maximum/minimum: a NaN on either side wins (fmax_ above drops a NaN in `a`).
+inline float max_nan(float a, float b) { return (a > b || a != a) ? a : b; }
+inline float min_nan(float a, float b) { return (a < b || a != a) ? a : b; }
 inline float as_float(int32_t i) { float f; std::memcpy(&f, &i, 4); return f; }
 inline int32_t as_int(float f) { int32_t i; std::memcpy(&i, &f, 4); return i; }
 
@@ -135,7 +138,7 @@ void f32_unary(UnaryOp op, const float* x, float* y, int64_t n, float alpha, flo
     case UnaryOp::sin: map(x, y, n, [](float v) { return std::sin(v); }); break;
     case UnaryOp::cos: map(x, y, n, [](float v) { return std::cos(v); }); break;
     case UnaryOp::sign:
-      map(x, y, n, [](float v) { return v > 0 ? 1.0f : (v < 0 ? -1.0f : 0.0f); });
+      map(x, y, n, [](float v) { return v > 0 ? 1.0f : (v < 0 ? -1.0f : (v == 0 ? 0.0f : v)); });
       break;
     case UnaryOp::softplus:
       // log(1 + e^x) = max(x, 0) + log(1 + e^-|x|): no overflow for large x.
@@ -148,7 +151,7 @@ void f32_unary(UnaryOp op, const float* x, float* y, int64_t n, float alpha, flo
       map(x, y, n, [alpha, beta](float v) { return alpha * v + beta; });
       break;
     case UnaryOp::clip:
-      map(x, y, n, [alpha, beta](float v) { return fmin_(fmax_(v, alpha), beta); });
+      map(x, y, n, [alpha, beta](float v) { return min_nan(max_nan(v, alpha), beta); });
       break;
     default: break;
   }
@@ -176,8 +179,8 @@ void f32_binary(BinaryOp op, const float* a, int64_t sa, const float* b, int64_t
     case BinaryOp::sub: zip(a, sa, b, sb, y, n, [](float p, float q) { return p - q; }); break;
     case BinaryOp::mul: zip(a, sa, b, sb, y, n, [](float p, float q) { return p * q; }); break;
     case BinaryOp::div: zip(a, sa, b, sb, y, n, [](float p, float q) { return p / q; }); break;
-    case BinaryOp::max: zip(a, sa, b, sb, y, n, [](float p, float q) { return fmax_(p, q); }); break;
-    case BinaryOp::min: zip(a, sa, b, sb, y, n, [](float p, float q) { return fmin_(p, q); }); break;
+    case BinaryOp::max: zip(a, sa, b, sb, y, n, [](float p, float q) { return max_nan(p, q); }); break;
+    case BinaryOp::min: zip(a, sa, b, sb, y, n, [](float p, float q) { return min_nan(p, q); }); break;
     case BinaryOp::pow:
       // Squares and square roots dominate real graphs (variance, norms): keep them exact
       // and vectorised instead of calling powf per element.
@@ -286,8 +289,8 @@ void f32_reduce(ReduceOp op, const float* x, float* y, int64_t outer, int64_t r,
     for (int64_t i = 1; i < r; ++i) {
       const float* xi = xo + i * inner;
       switch (op) {
-        case ReduceOp::max: for (int64_t j = 0; j < inner; ++j) yo[j] = fmax_(yo[j], xi[j]); break;
-        case ReduceOp::min: for (int64_t j = 0; j < inner; ++j) yo[j] = fmin_(yo[j], xi[j]); break;
+        case ReduceOp::max: for (int64_t j = 0; j < inner; ++j) yo[j] = max_nan(yo[j], xi[j]); break;
+        case ReduceOp::min: for (int64_t j = 0; j < inner; ++j) yo[j] = min_nan(yo[j], xi[j]); break;
         case ReduceOp::prod: for (int64_t j = 0; j < inner; ++j) yo[j] *= xi[j]; break;
         default: for (int64_t j = 0; j < inner; ++j) yo[j] += xi[j]; break;
       }

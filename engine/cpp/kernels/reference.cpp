@@ -70,10 +70,10 @@ double unary_scalar(UnaryOp op, double x, double a, double b) {
     case UnaryOp::round: return std::nearbyint(x);
     case UnaryOp::sin: return std::sin(x);
     case UnaryOp::cos: return std::cos(x);
-    case UnaryOp::sign: return x > 0 ? 1.0 : (x < 0 ? -1.0 : 0.0);
+    case UnaryOp::sign: return x > 0 ? 1.0 : (x < 0 ? -1.0 : (x == 0 ? 0.0 : x));
     case UnaryOp::softplus: return std::log1p(std::exp(x));
     case UnaryOp::affine: return a * x + b;
-    case UnaryOp::clip: return std::fmin(std::fmax(x, a), b);
+    case UnaryOp::clip: return x != x ? x : std::fmin(std::fmax(x, a), b);
     default: return x;
   }
 }
@@ -87,8 +87,9 @@ double binary_scalar(BinaryOp op, double x, double y, bool integer) {
       if (integer) return y == 0 ? 0 : y == -1 ? -x : double(int64_t(x) / int64_t(y));
       return x / y;
     case BinaryOp::pow: return std::pow(x, y);
-    case BinaryOp::max: return std::fmax(x, y);
-    case BinaryOp::min: return std::fmin(x, y);
+    // A NaN on either side wins, as in numpy (std::fmax would drop it).
+    case BinaryOp::max: return (x != x || y != y) ? NAN : std::fmax(x, y);
+    case BinaryOp::min: return (x != x || y != y) ? NAN : std::fmin(x, y);
     case BinaryOp::eq: return x == y;
     case BinaryOp::lt: return x < y;
     case BinaryOp::gt: return x > y;

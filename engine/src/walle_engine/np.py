@@ -1134,10 +1134,7 @@ def _arith(op: str) -> Callable[[Tensor, Tensor, str], Tensor]:
                 )
             return _b("or" if op in ("add", "max") else "and", x, y)
         c = _COMPUTE.get(dt, dt)
-        r = _b(op, _cast(x, c), _cast(y, c))
-        if c == "float32" and op in ("max", "min"):
-            r = _s(_b("eq", x, x), r, x)  # a NaN in x propagates (the kernel keeps y's)
-        return _cast(r, dt)
+        return _cast(_b(op, _cast(x, c), _cast(y, c)), dt)
 
     return run
 
@@ -1440,10 +1437,7 @@ def sign(x: ArrayLike) -> ndarray:
     if a.dtype == "bool":
         raise TypeError("ufunc 'sign' did not contain a loop for bool")
     c = _COMPUTE.get(a.dtype, a.dtype)
-    t = _u("sign", _cast(a._t, c))
-    if c == "float32":  # the kernel maps NaN to 0
-        t = _s(_b("eq", a._t, a._t), t, a._t)
-    return _wrap(_cast(t, a.dtype))
+    return _wrap(_cast(_u("sign", _cast(a._t, c)), a.dtype))
 
 
 def square(x: ArrayLike) -> ndarray:
@@ -1519,12 +1513,7 @@ def _reduce(op: str, a: ArrayLike, axis: Axis, keepdims: bool, dtype: DTypeLike 
         dt = "float32"
     c = _COMPUTE.get(dt, dt)
     t = _cast(x._t, c)
-    r = _core.reduce(op, t, axes, keepdims)
-    if op in ("max", "min") and _has_nan(t):  # propagate NaN like numpy
-        nan_in = _cast(_not(_b("eq", t, t)), "float32")
-        has = _cast(_core.reduce("max", nan_in, axes, keepdims), "bool")
-        r = _s(has, _scalar(math.nan, "float32"), r)
-    return _wrap(_cast(r, dt))
+    return _wrap(_cast(_core.reduce(op, t, axes, keepdims), dt))
 
 
 def sum(
