@@ -223,21 +223,33 @@ void Builder::matmul(int a, int b, int y, const MatmulOpts& o) {
   // packing of B would otherwise cost as much as the multiply itself.
   if (o.pack_const && is_const(b)) {
     const Tensor t = const_data(b);
-    const int r = t.rank();
-    const int64_t K = o.trans_b ? t.shape[r - 1] : t.shape[r - 2];
-    const int64_t N = o.trans_b ? t.shape[r - 2] : t.shape[r - 1];
-    const int64_t nb = t.numel() / std::max<int64_t>(1, K * N);
-    pb = std::make_shared<PackedMatrix>(pack_b(t.ptr<float>(), nb, K * N, K, N,
-                                               o.trans_b ? 1 : N, o.trans_b ? K : 1, uk.nr));
+    auto& entry = m_.packed_[{t.data, t.shape, 'b', o.trans_b, uk.nr}];
+    auto& slot = entry.packed;
+    if (!slot) {
+      entry.source = t;
+      const int r = t.rank();
+      const int64_t K = o.trans_b ? t.shape[r - 1] : t.shape[r - 2];
+      const int64_t N = o.trans_b ? t.shape[r - 2] : t.shape[r - 1];
+      const int64_t nb = t.numel() / std::max<int64_t>(1, K * N);
+      slot = std::make_shared<PackedMatrix>(pack_b(t.ptr<float>(), nb, K * N, K, N,
+                                                   o.trans_b ? 1 : N, o.trans_b ? K : 1, uk.nr));
+    }
+    pb = slot;
   }
   if (o.pack_const && is_const(a)) {
     const Tensor t = const_data(a);
-    const int r = t.rank();
-    const int64_t M = o.trans_a ? t.shape[r - 1] : t.shape[r - 2];
-    const int64_t K = o.trans_a ? t.shape[r - 2] : t.shape[r - 1];
-    const int64_t nb = t.numel() / std::max<int64_t>(1, K * M);
-    pa = std::make_shared<PackedMatrix>(pack_a(t.ptr<float>(), nb, M * K, M, K,
-                                               o.trans_a ? 1 : K, o.trans_a ? M : 1, uk.mr));
+    auto& entry = m_.packed_[{t.data, t.shape, 'a', o.trans_a, uk.mr}];
+    auto& slot = entry.packed;
+    if (!slot) {
+      entry.source = t;
+      const int r = t.rank();
+      const int64_t M = o.trans_a ? t.shape[r - 1] : t.shape[r - 2];
+      const int64_t K = o.trans_a ? t.shape[r - 2] : t.shape[r - 1];
+      const int64_t nb = t.numel() / std::max<int64_t>(1, K * M);
+      slot = std::make_shared<PackedMatrix>(pack_a(t.ptr<float>(), nb, M * K, M, K,
+                                                   o.trans_a ? 1 : K, o.trans_a ? M : 1, uk.mr));
+    }
+    pa = slot;
   }
   std::vector<int> in = {a, b};
   if (o.bias >= 0) in.push_back(o.bias);

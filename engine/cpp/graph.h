@@ -9,6 +9,7 @@
 #include <memory>
 #include <mutex>
 #include <string>
+#include <tuple>
 #include <vector>
 
 #include "atomic.h"
@@ -210,6 +211,14 @@ class Model {
   int merged_rasters_ = 0;
   mutable std::mutex arena_mutex_;
   mutable std::vector<std::shared_ptr<void>> free_arenas_;
+  // Packed constant operands by (data, shape, 'a' or 'b', transposed, panel width): a
+  // weight shared by many nodes (tied embeddings, a repeated block) is packed once. The
+  // entry keeps the source alive, so its address cannot be reused by another constant.
+  struct Packed {
+    Tensor source;
+    std::shared_ptr<PackedMatrix> packed;
+  };
+  std::map<std::tuple<const void*, Shape, char, bool, int>, Packed> packed_;
 };
 
 // Tuning decisions: (cpu signature, op signature) -> choice. In memory; the Python facade

@@ -198,3 +198,33 @@ def test_cancelling_one_run_leaves_another_run_of_the_same_task_alone(tmp_path: 
         assert done.wait(30)
     t.join()
     assert other == [None]  # same account, its own token: not cancelled
+
+
+def test_a_weight_shared_by_many_nodes_is_packed_once(tmp_path: Path) -> None:
+    from onnx import TensorProto, helper, numpy_helper
+
+    layers, n = 20, 256
+    w = np.random.default_rng(0).standard_normal((n, n)).astype(np.float32) / 16
+    nodes = [
+        helper.make_node("MatMul", ["x" if i == 0 else f"h{i}", "w"], [f"h{i + 1}"])
+        for i in range(layers)
+    ]
+    graph = helper.make_graph(
+        nodes,
+        "shared",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [4, n])],
+        [helper.make_tensor_value_info(f"h{layers}", TensorProto.FLOAT, [4, n])],
+        [numpy_helper.from_array(w, "w")],
+    )
+    path = tmp_path / "shared.walle"
+    walle_engine.convert(
+        helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), path
+    )
+    with walle_engine.budget("shared-weight") as acct:
+        model = walle_engine.load(path, tune=False, cache=False)
+        assert acct.used < 3 * w.nbytes  # one packed copy (plus padding), not twenty
+    x = np.random.default_rng(1).standard_normal((4, n)).astype(np.float32)
+    ref = x.astype(np.float64)
+    for _ in range(layers):
+        ref = ref @ w
+    np.testing.assert_allclose(model.run({"x": x})[f"h{layers}"], ref, rtol=1e-4, atol=1e-5)
