@@ -413,11 +413,16 @@ class TaskVM:
             views[name] = memoryview(obj).toreadonly()  # TypeError if not a buffer
         job = Job(t.key, t.load_spec, body, float(budget), views)
 
+        # The job keeps this callback after it ran; the callback must not keep the caller's
+        # result alive (it may hold the task's tensors), so it hands `out` over once.
+        pending = [out]
+
         def done(f: Future[dict[str, Any]]) -> None:
+            target = pending.pop()
             try:
-                out.set_result(self._finish(t, f.result()))
+                target.set_result(self._finish(t, f.result()))
             except BaseException as e:  # never leave the caller waiting
-                out.set_exception(e)
+                target.set_exception(e)
 
         job.future.add_done_callback(done)
         (self._proc if t.backend == "process" else self._interp).submit(job)  # type: ignore[union-attr]
