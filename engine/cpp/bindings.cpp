@@ -16,6 +16,9 @@ namespace py = pybind11;
 using namespace walle;
 
 void bind_cv(py::module_& m);  // cv.cpp
+namespace walle {
+double fma_peak_gflops(int reps);  // peak.cpp
+}
 
 namespace {
 
@@ -343,6 +346,10 @@ PYBIND11_MODULE(_core, m, py::mod_gil_not_used(), py::multiple_interpreters::per
       return std::nullopt;
     return from_spec(merged);
   });
+  m.def("fma_peak_gflops", [](int reps) {
+    py::gil_scoped_release nogil;
+    return fma_peak_gflops(reps);
+  }, py::arg("reps") = 3);
   m.def("gemm_seconds", [](int64_t M, int64_t N, int64_t K, int reps, int variant, bool prepack_b) {
     // Best-of-`reps` time of one f32 GEMM on the current ISA (benchmarks only).
     Tensor a = Tensor::empty(DType::f32, {M, K}), b = Tensor::empty(DType::f32, {K, N}),

@@ -100,3 +100,14 @@ def test_loading_a_model_does_not_import_onnx(tmp_path: Path) -> None:
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == "[0.0, 2.0]"
+
+
+def test_the_fma_peak_probe_measures_this_cpu() -> None:
+    import walle_engine
+    from walle_engine import _core
+
+    if walle_engine.isa() == "scalar":
+        assert _core.fma_peak_gflops(1) == 0
+    else:
+        # At least one vector FMA per nanosecond: anything less means the chains spilled.
+        assert _core.fma_peak_gflops(1) > 16
