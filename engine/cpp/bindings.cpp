@@ -204,8 +204,6 @@ PYBIND11_MODULE(_core, m, py::mod_gil_not_used(), py::multiple_interpreters::per
                ", peak=" + std::to_string(a.peak.load()) + ", cap=" + std::to_string(a.cap.load()) + ")";
       });
   m.def("account", &account, py::arg("name"));
-  m.def("accounts", &accounts);
-  m.def("drop_account", &drop_account, py::arg("name"));
   py::class_<CancelToken, std::shared_ptr<CancelToken>>(m, "CancelToken")
       .def(py::init<>())
       .def_property_readonly("cancelled", [](const CancelToken& t) { return t.cancelled.load(); })

@@ -28,18 +28,6 @@ std::shared_ptr<Account> account(const std::string& name) {
   return slot;
 }
 
-std::vector<std::shared_ptr<Account>> accounts() {
-  std::lock_guard<std::mutex> g(registry_mutex);
-  std::vector<std::shared_ptr<Account>> v;
-  for (const auto& [k, a] : registry()) v.push_back(a);
-  return v;
-}
-
-void drop_account(const std::string& name) {
-  std::lock_guard<std::mutex> g(registry_mutex);
-  registry().erase(name);
-}
-
 const Binding& bound() { return tls; }
 
 Binding bind(Binding b) {

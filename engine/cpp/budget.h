@@ -41,11 +41,8 @@ struct Cancelled : std::runtime_error {
   using std::runtime_error::runtime_error;
 };
 
-// The registry: get or create by name; list; drop (an account still referenced by live
-// allocations stays alive until they are freed).
+// The registry: get or create by name.
 std::shared_ptr<Account> account(const std::string& name);
-std::vector<std::shared_ptr<Account>> accounts();
-void drop_account(const std::string& name);
 
 // What this thread charges its allocations to, and the cancel token its model runs
 // check (either may be null).

@@ -892,13 +892,6 @@ class Context(metaclass=Sealed):
         if old is not None:
             core.drop_exported(old)
 
-    def _drop_tensors(self) -> None:
-        core = sys.modules.get("walle_engine._core")
-        for handle in self._tensors.values():
-            if type(handle) is int and core is not None:
-                core.drop_exported(handle)
-        self._tensors.clear()
-
     def read(self, name: str) -> bytes:
         """The bytes of a (non-code) file from the task's bundle, e.g. a vocabulary."""
         return self._task.read(name)
@@ -906,6 +899,14 @@ class Context(metaclass=Sealed):
     def time_left(self) -> float:
         """Seconds left in this run's wall-time budget."""
         return max(0.0, self._watchdog.remaining())
+
+
+def _drop_exported(tensors: dict[str, Any] | None) -> None:
+    """Free tensors handed over by ctx.return_tensor() that the host will never import."""
+    core = sys.modules.get("walle_engine._core")
+    for handle in (tensors or {}).values():
+        if type(handle) is int and core is not None:  # not the process backend's bytes
+            core.drop_exported(handle)
 
 
 # --------------------------------------------------------------------------- tasks and runs
@@ -1199,7 +1200,7 @@ class Guest:
             del err
         finally:
             self.current_log = None
-            ctx._drop_tensors()  # a failed run's tensors (a successful one handed them on)
+            _drop_exported(ctx._tensors)  # a failed run's (a successful one handed them on)
             peak = self.unbind_engine()
             if peak is not None:
                 resp["engine_peak_bytes"] = peak
@@ -1212,13 +1213,11 @@ class Guest:
         try:
             data = marshal.dumps(resp)
         except ValueError as e:  # pragma: no cover - plain() should make this unreachable
-            ctx._tensors = resp.get("tensors") or {}
-            ctx._drop_tensors()
+            _drop_exported(resp.get("tensors"))
             resp = {"ok": False, "error_type": "TypeError", "message": str(e), "traceback": ""}
             data = marshal.dumps(resp)
         if len(data) > OUTPUT_MAX_BYTES:
-            ctx._tensors = resp.get("tensors") or {}
-            ctx._drop_tensors()  # the run fails after all: nobody will import them
+            _drop_exported(resp.get("tensors"))  # the run fails after all: nobody imports them
             resp = {
                 "ok": False,
                 "error_type": "ValueError",

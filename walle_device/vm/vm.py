@@ -74,9 +74,6 @@ def _number(
     return value
 
 
-_BUFFER_FORMATS = {"float32": "f", "int32": "i", "int64": "q", "bool": "?", "uint8": "B"}
-
-
 def _import_tensors(exported: dict[str, Any] | None) -> dict[str, Any]:
     """The run's returned tensors as walle_engine.np arrays: handles from an interpreter
     (the same memory), or (dtype, shape, bytes) from a worker process."""
@@ -91,7 +88,8 @@ def _import_tensors(exported: dict[str, Any] | None) -> dict[str, Any]:
             out[name] = wnp.asarray(_core.import_tensor(item))
         else:
             dtype, shape, data = item
-            flat = memoryview(bytearray(data)).cast(_BUFFER_FORMATS[dtype])
+            flat = _core.Tensor.empty(dtype, [math.prod(shape)])
+            memoryview(flat).cast("B")[:] = data
             out[name] = wnp.asarray(flat).reshape(shape)
     return out
 

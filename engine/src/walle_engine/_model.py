@@ -179,17 +179,13 @@ class Model:
                 raise ValueError(f"missing input {info.name!r} ({info.dtype}, shape {info.shape})")
             x = feeds[info.name]
             if type(x).__module__ == "numpy":
-                import numpy as np
-
                 as_numpy = True
-                if x.dtype != np.dtype(info.dtype):
+                if str(x.dtype) != info.dtype:  # before wrapping: float64 has no tensor type
                     raise ValueError(
                         f"input {info.name!r} must be {info.dtype}, got {x.dtype}: "
                         f"pass x.astype(numpy.{info.dtype})"
                     )
-                t = _core.Tensor(np.require(x, requirements="C"))  # keeps 0-d arrays 0-d
-            else:
-                t = _tensor(x)
+            t = _tensor(x)
             if t.dtype != info.dtype:
                 raise ValueError(
                     f"input {info.name!r} must be {info.dtype}, got {t.dtype}: "
