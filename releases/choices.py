@@ -51,3 +51,12 @@ DEPLOYMENT_ORDER = {
 class ErrorAction(models.TextChoices):
     PAUSE = "pause", "Pause the release"
     ROLLBACK = "rollback", "Roll back to the previous version"
+
+
+class RunningState(models.TextChoices):
+    """How a device runs the version its reports say it runs."""
+
+    ACTIVATED = "activated", "Activated"  # installed, its first run not reported yet
+    SUCCEEDED = "succeeded", "Running"  # activated and ran fine
+    FAILED = "failed", "Failing"  # activated, but its run failed
+    ROLLED_BACK = "rolled_back", "Rolled back"  # switched back to this version by a rollback

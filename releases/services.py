@@ -20,7 +20,7 @@ from django.utils import timezone
 from accounts.services import audit
 from devices.choices import GroupKind
 from devices.models import Device, DeviceGroup
-from releases import policy, targeting
+from releases import policy, running, targeting
 from releases.choices import (
     ACTIVE_RELEASE_STATES,
     DEPLOYMENT_ORDER,
@@ -491,6 +491,7 @@ def rollback_release(
             ],
             ignore_conflicts=True,
         )
+        running.rollback_ordered(release, target_version)
         rollback = Release.objects.create(
             app=release.app,
             task=release.task,
@@ -617,6 +618,7 @@ def record_report(
             deployment.error_message = error[:2000]
             fields += ["error_code", "error_message"]
         deployment.save(update_fields=fields)
+        running.apply_running_version([running.Transition(deployment.pk, state)])
         release_changed(deployment.release_id, device.app_id, "deployment")
     if state == DeploymentState.FAILED:
         # The error gate must not wait for the next worker tick: every failure evaluates it.
