@@ -15,8 +15,8 @@ from accounts.choices import Role
 from accounts.models import App
 from accounts.permissions import has_role
 from releases.events import app_group, release_group
-from releases.models import Release
 from releases.gates import explain
+from releases.models import Release
 from releases.monitoring import deployment_counts, running_now, stage_breakdown
 
 # Send at most one snapshot per window; the first update of a burst waits this long, so the
