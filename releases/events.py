@@ -43,3 +43,8 @@ release_outcome = Signal()
 def release_event(release, event: str, **detail) -> None:
     """Announce a release outcome (paused by a gate, failed, devices timed out, completed)."""
     release_outcome.send(sender=type(release), release=release, event=event, detail=detail)
+
+
+# Sent by the rollout worker on every pass (`manage.py rolloutd`), so apps above releases can
+# do periodic work in the worker without releases importing them (alerts deliver their outbox).
+worker_tick = Signal()

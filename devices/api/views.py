@@ -134,7 +134,8 @@ class TunnelBatchView(APIView):
 
 
 class ResultExportView(APIView):
-    """Stream a task's results as JSON lines (`?as=jsonl`, default) or CSV (`?as=csv`)."""
+    """Stream a task's results as JSON lines (`?as=jsonl`, default) or CSV (`?as=csv`);
+    `?version=` and `?device=` (uid) narrow them."""
 
     @extend_schema(responses={200: str})
     def get(self, request):
@@ -147,11 +148,19 @@ class ResultExportView(APIView):
         fmt = params.get("as", "jsonl")
         if fmt not in ("jsonl", "csv"):
             raise exceptions.ValidationError({"as": "jsonl or csv"})
+        version = params.get("version", "").strip()
+        if version and not version.isdigit():
+            raise exceptions.ValidationError({"version": "a version number, e.g. 3"})
         rows = (
             Result.objects.filter(app=app, task=params["task"])
             .select_related("device")
             .order_by("id")
         )
+        # The results page exports what it shows: one version and/or one device.
+        if version:
+            rows = rows.filter(version=int(version))
+        if device := params.get("device", "").strip():
+            rows = rows.filter(device__uid=device)
 
         def jsonl():
             for r in rows.iterator(chunk_size=2000):
