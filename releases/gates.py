@@ -223,7 +223,7 @@ def explain(release: Release, now: datetime | None = None) -> dict:
         n = release.current_stage + 1
         last = release.current_stage >= len(stages) - 1
         if state == ReleaseState.PAUSED:
-            summary = f"Paused in stage {n}: {release.reason or 'by an operator'}. Resume to go on."
+            summary = f"Paused: {release.reason or 'by an operator'}. Resume to go on."
         elif ready:
             summary = (
                 f"Stage {n} met its gates: the release completes at the worker's next pass"

@@ -706,7 +706,9 @@ def _apply_compare_gate(release: Release) -> str | None:
     why = compare.worse_than_control(release)
     if why is None:
         return None
-    return _stop_by_gate(release, f"stage {release.current_stage + 1}: {why}")
+    return _stop_by_gate(
+        release, f"stop-if-worse gate of stage {release.current_stage + 1} tripped: {why}"
+    )
 
 
 def check_error_gate(release_id: int) -> str | None:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
@@ -54,3 +56,10 @@ class Receiver:
             if not self.arrived.wait_for(lambda: len(self.requests) >= n, timeout):
                 raise AssertionError(f"{len(self.requests)} webhook requests arrived, expected {n}")
             return list(self.requests)
+
+
+def verify(secret: str, headers: dict, body: bytes) -> bool:
+    """What a receiver does: recompute HMAC-SHA256 over "<t>." + body and compare."""
+    fields = dict(part.split("=", 1) for part in headers["X-Walle-Signature"].split(","))
+    expected = hmac.new(secret.encode(), f"{fields['t']}.".encode() + body, hashlib.sha256)
+    return hmac.compare_digest(expected.hexdigest(), fields["v1"])

@@ -4,8 +4,6 @@ and backoff, survives a crashed sender, and every alert is in the audit log."""
 
 from __future__ import annotations
 
-import hashlib
-import hmac
 import json
 import random
 from datetime import timedelta
@@ -18,7 +16,7 @@ from accounts.models import AuditEntry
 from alerts import services
 from alerts.choices import DeliveryState
 from alerts.models import Alert, Channel, Delivery, ErrorRateRule
-from alerts.tests.receiver import Receiver
+from alerts.tests.receiver import Receiver, verify
 from devices.services import record_run_stats
 from releases.models import Deployment
 from releases.services import (
@@ -30,13 +28,6 @@ from releases.services import (
 )
 
 pytestmark = pytest.mark.django_db
-
-
-def verify(secret: str, headers: dict, body: bytes) -> bool:
-    """What a receiver does: recompute HMAC-SHA256 over "<t>." + body and compare."""
-    fields = dict(part.split("=", 1) for part in headers["X-Walle-Signature"].split(","))
-    expected = hmac.new(secret.encode(), f"{fields['t']}.".encode() + body, hashlib.sha256)
-    return hmac.compare_digest(expected.hexdigest(), fields["v1"])
 
 
 def webhook(cast, url: str, events: list[str] | None = None) -> tuple[int, str]:

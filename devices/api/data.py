@@ -120,7 +120,9 @@ class RunHealthView(APIView):
                     for v, rows in sorted(by_version.items(), reverse=True)
                 ],
                 "t": [rng.bucket_start(i) for i in range(rng.buckets())],
-                "series": {str(v): cols for v, cols in sorted(series.items(), reverse=True)},
+                "series": [
+                    {"version": v, **cols} for v, cols in sorted(series.items(), reverse=True)
+                ],
                 "truncated": truncated,
             }
         )

@@ -140,6 +140,11 @@
     STATE_LINES.map(([, label, stroke, width]) => ({ label: label, stroke: stroke, width: width })));
   function drawStates() {
     if (statesPlot) statesPlot.setData([stateSeries.t, ...STATE_LINES.map(([k]) => stateSeries[k])]);
+    // What the chart shows, readable from outside (browser tests, debugging).
+    const n = stateSeries.t.length;
+    root.dataset.chartPoints = n;
+    root.dataset.chartFirst = n ? stateSeries.t[0] : "";
+    root.dataset.chartLast = n ? JSON.stringify(Object.fromEntries(STATE_LINES.map(([k]) => [k, stateSeries[k][n - 1]]))) : "";
   }
   function sample(counts) {
     if (!window_ || !stateSeries.t.length) return; // the server's history comes first
@@ -154,12 +159,14 @@
   }
 
   /* ---- chart: success and error rate per stage ---- */
+  // Rates have gaps (nobody admitted or finished yet): join across them and mark the points.
+  const SPARSE = { spanGaps: true, points: { show: true, size: 5 } };
   const STAGE_COLOURS = ["#2f5bea", "#0e9f6e", "#d9822b", "#7c3aed", "#db2777", "#0891b2"];
   const nStages = document.querySelectorAll("#stages .stage").length || 1;
   const ratesPlot = makePlot(document.getElementById("chart-rates"),
     [...Array(nStages).keys()].flatMap((i) => [
-      { label: "stage " + (i + 1) + " success", stroke: STAGE_COLOURS[i % 6], width: 2, value: (u, v) => (v == null ? "—" : (100 * v).toFixed(0) + "%") },
-      { label: "stage " + (i + 1) + " errors", stroke: STAGE_COLOURS[i % 6], width: 1, dash: [5, 4], value: (u, v) => (v == null ? "—" : (100 * v).toFixed(0) + "%") },
+      { label: "stage " + (i + 1) + " success", stroke: STAGE_COLOURS[i % 6], width: 2, value: (u, v) => (v == null ? "—" : (100 * v).toFixed(0) + "%"), ...SPARSE },
+      { label: "stage " + (i + 1) + " errors", stroke: STAGE_COLOURS[i % 6], width: 1, dash: [5, 4], value: (u, v) => (v == null ? "—" : (100 * v).toFixed(0) + "%"), ...SPARSE },
     ]), { range: [0, 1] });
 
   let timelineSeq = 0;
@@ -182,8 +189,8 @@
   const pctText = (v) => (v == null ? "no data" : (100 * v).toFixed(2) + "%");
   const msText = (v) => (v == null ? "no data" : Number(v).toFixed(1) + " ms");
   const comparePlot = makePlot(document.getElementById("chart-compare"), [
-    { label: "new: error rate", stroke: "#2f5bea", width: 2, value: (u, v) => pctText(v) },
-    { label: "control: error rate", stroke: "#98a2b3", width: 2, value: (u, v) => pctText(v) },
+    { label: "new: error rate", stroke: "#2f5bea", width: 2, value: (u, v) => pctText(v), ...SPARSE },
+    { label: "control: error rate", stroke: "#98a2b3", width: 2, value: (u, v) => pctText(v), ...SPARSE },
   ], { range: (u, min, max) => [0, Math.max(0.05, max || 0)] });
   function renderCompare(m) {
     const note = document.getElementById("chart-metrics-note");

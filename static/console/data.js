@@ -68,17 +68,19 @@
       Walle.el("td", { className: "num", "data-field": "p50", text: ms(v.latency_ms_p50) }),
       Walle.el("td", { className: "num", "data-field": "p95", text: ms(v.latency_ms_p95) }),
     ])) : [Walle.el("tr", {}, [Walle.el("td", { colspan: "7", className: "muted", text: "No run reported in this window." })])]));
-    const versions = Object.keys(b.series);
+    const series = b.series; // newest version first
     const w = windowOf(b);
     const colour = (i) => COLOURS[i % COLOURS.length];
-    draw("chart-runs", [b.t, ...versions.map((v) => b.series[v].runs)],
-      versions.map((v, i) => ({ label: "v" + v, stroke: colour(i), width: 2 })), w);
-    draw("chart-errors", [b.t, ...versions.map((v) => b.series[v].error_rate)],
-      versions.map((v, i) => ({ label: "v" + v, stroke: colour(i), width: 2, value: (u, x) => pct(x) })), w, [0, 1]);
-    draw("chart-latency", [b.t, ...versions.flatMap((v) => [b.series[v].latency_ms_p50, b.series[v].latency_ms_p95])],
-      versions.flatMap((v, i) => [
-        { label: "v" + v + " p50", stroke: colour(i), width: 2 },
-        { label: "v" + v + " p95", stroke: colour(i), width: 1, dash: [5, 4] },
+    // Rates and latencies have gaps (no run in a bucket): join across them and mark points.
+    const sparse = { spanGaps: true, points: { show: true, size: 5 } };
+    draw("chart-runs", [b.t, ...series.map((s) => s.runs)],
+      series.map((s, i) => ({ label: "v" + s.version, stroke: colour(i), width: 2 })), w);
+    draw("chart-errors", [b.t, ...series.map((s) => s.error_rate)],
+      series.map((s, i) => ({ label: "v" + s.version, stroke: colour(i), width: 2, value: (u, x) => pct(x), ...sparse })), w, [0, 1]);
+    draw("chart-latency", [b.t, ...series.flatMap((s) => [s.latency_ms_p50, s.latency_ms_p95])],
+      series.flatMap((s, i) => [
+        { label: "v" + s.version + " p50", stroke: colour(i), width: 2, ...sparse },
+        { label: "v" + s.version + " p95", stroke: colour(i), width: 1, dash: [5, 4], ...sparse },
       ]), w);
   }
 
