@@ -2,12 +2,18 @@
 
 from __future__ import annotations
 
+import logging
+
+from django.db import transaction
 from django.dispatch import receiver
 
 from alerts import worker
 from alerts.choices import AlertEvent
 from alerts.services import raise_alert
 from releases.events import release_outcome, worker_tick
+
+
+log = logging.getLogger(__name__)
 
 
 def _who(by) -> str:
@@ -50,16 +56,21 @@ def on_release_outcome(sender, release, event: str, detail: dict, **kwargs) -> N
     else:
         return
     detail = {k: v for k, v in detail.items() if k != "by"} | {"by": _who(detail.get("by"))}
-    raise_alert(
-        release.app,
-        event,
-        subject,
-        text,
-        detail=detail,
-        release=release,
-        link=link,
-        dedup_key=dedup,
-    )
+    try:
+        # A savepoint: a failing alert must not undo the release's transition with it.
+        with transaction.atomic():
+            raise_alert(
+                release.app,
+                event,
+                subject,
+                text,
+                detail=detail,
+                release=release,
+                link=link,
+                dedup_key=dedup,
+            )
+    except Exception:
+        log.exception("could not raise the %s alert of release %s", event, release.pk)
 
 
 @receiver(worker_tick, dispatch_uid="alerts.worker_tick")

@@ -16,6 +16,7 @@ with the version being rolled back, and says so in the labels.
 
 from __future__ import annotations
 
+import time
 from datetime import datetime
 
 from django.utils import timezone
@@ -58,11 +59,13 @@ def labels(release: Release, control_versions: list[int]) -> dict[str, str]:
 def _split(release: Release, start: datetime, end: datetime):
     from releases.services import targeted_devices
 
-    targeted = {d.pk for d in targeted_devices(release.app_id, release.target)}
     rows, truncated = health.load(release.app_id, release.task.name, start, end)
+    if release.target:  # an empty target is the whole app: every row is in it
+        targeted = {d.pk for d in targeted_devices(release.app_id, release.target)}
+        rows = [s for s in rows if s.device_id in targeted]
     number = release.version.number
-    new = [s for s in rows if s.device_id in targeted and s.version == number]
-    control = [s for s in rows if s.device_id in targeted and s.version != number]
+    new = [s for s in rows if s.version == number]
+    control = [s for s in rows if s.version != number]
     return new, control, truncated
 
 
@@ -113,8 +116,25 @@ def new_vs_control(release: Release, rng: TimeRange | None = None) -> dict:
     return result
 
 
+# The gate reads every run report of the window and, with a target, scans the app's devices:
+# each worker judges a release at most once per GATE_EVERY_S (answers are kept per process,
+# per release start, so a release is never judged with another one's answer).
+GATE_EVERY_S = 10.0
+_gate_answers: dict[tuple[int, str], tuple[float, str | None]] = {}
+
+
 def worse_than_control(release: Release) -> str | None:
     """Why the new version is significantly worse than control (p < GATE_ALPHA), or None."""
+    now = time.monotonic()
+    key = (release.pk, str(release.started_at))
+    if (hit := _gate_answers.get(key)) and now - hit[0] < GATE_EVERY_S:
+        return hit[1]
+    answer = _judge(release)
+    _gate_answers[key] = (now, answer)
+    return answer
+
+
+def _judge(release: Release) -> str | None:
     result = new_vs_control(release)
     new, control = result["new"], result["control"]
     error = stats.compare_error_rates(

@@ -259,3 +259,16 @@ def test_an_outcome_announced_twice_alerts_once(cast):
     first = services.raise_alert(cast.app, "release.completed", "x", release=release, dedup_key="k")
     again = services.raise_alert(cast.app, "release.completed", "x", release=release, dedup_key="k")
     assert first is not None and again is None
+
+
+def test_a_failing_alert_never_undoes_the_release_transition(cast, monkeypatch):
+    def broken(*args, **kwargs):
+        raise RuntimeError("alert storage is broken")
+
+    monkeypatch.setattr("alerts.receivers.raise_alert", broken)
+    release = start_release(
+        create_release(cast.version, stages=[{"basis_points": 10_000, "min_finished": 2}])
+    )
+    fail_all(release)
+    release.refresh_from_db()
+    assert release.state == "paused" and Alert.objects.count() == 0

@@ -198,7 +198,8 @@ def test_a_rollback_release_is_labelled_from_the_users_side(v2_half):
     assert labels["control"].endswith("(being rolled back)")
 
 
-def test_the_optional_gate_stops_a_release_significantly_worse_than_control(v2_half):
+def test_the_optional_gate_stops_a_release_significantly_worse_than_control(v2_half, monkeypatch):
+    monkeypatch.setattr("releases.compare.GATE_EVERY_S", 0)  # judge at every pass
     fleet, _, r2 = v2_half
     Release.objects.filter(pk=r2.pk).update(
         stages=[{**s, "stop_if_worse": True} for s in r2.stages]
