@@ -12,7 +12,6 @@ from alerts.choices import AlertEvent
 from alerts.services import raise_alert
 from releases.events import release_outcome, worker_tick
 
-
 log = logging.getLogger(__name__)
 
 

@@ -51,7 +51,10 @@ def keyset_page(
     """Page `qs` by primary key. `desc` lists newest first (audit log, releases)."""
     asc_key, desc_key = ("-id", "id") if desc else ("id", "-id")
     nxt, prv = ("lt", "gt") if desc else ("gt", "lt")
-    if before and before.isdigit():
+    # A cursor is an id; anything else (or too large for the column) is ignored.
+    before = before if before and before.isdigit() and len(before) <= 18 else None
+    after = after if after and after.isdigit() and len(after) <= 18 else None
+    if before:
         rows = list(qs.filter(**{f"id__{prv}": int(before)}).order_by(desc_key)[: size + 1])
         has_more_back = len(rows) > size
         rows = rows[:size][::-1]
@@ -60,7 +63,7 @@ def keyset_page(
             after=rows[-1].id if rows else None,
             before=rows[0].id if rows and has_more_back else None,
         )
-    if after and after.isdigit():
+    if after:
         qs_page = qs.filter(**{f"id__{nxt}": int(after)})
     else:
         qs_page = qs
@@ -70,7 +73,7 @@ def keyset_page(
     return Page(
         rows=rows,
         after=rows[-1].id if rows and has_more else None,
-        before=rows[0].id if rows and after and after.isdigit() else None,
+        before=rows[0].id if rows and after else None,
     )
 
 
@@ -100,7 +103,7 @@ def filter_fleet(app: App, params) -> QuerySet:
         running = RunningVersion.objects.filter(device=OuterRef("pk"), task__name=task)
         version = params.get("version", "").strip()
         hello = KeyTransform(task, "current")
-        if version.isdigit():
+        if version.isdigit() and len(version) <= 9:  # larger is no version number (or column)
             qs = qs.annotate(hello_version=KeyTextTransform("version", hello)).filter(
                 Exists(running.filter(version__number=int(version)))
                 | (~Exists(running) & Q(hello_version=version))

@@ -9,16 +9,9 @@ from django.db.models.functions import TruncMinute
 from releases import compare, gates
 from releases.choices import DeploymentState
 from releases.models import Deployment, DeploymentEvent, Release, RunningVersion
+from walle_web.params import ParamError, whole_number
 
 FAILURE_STATES = (DeploymentState.FAILED, DeploymentState.TIMED_OUT)
-
-
-class FilterError(ValueError):
-    """A query filter the user typed is not valid; `param` names it, the message says how."""
-
-    def __init__(self, param: str, message: str) -> None:
-        self.param = param
-        super().__init__(message)
 
 
 def filter_deployments(qs: QuerySet, state: str = "", stage: str = "") -> QuerySet:
@@ -28,16 +21,17 @@ def filter_deployments(qs: QuerySet, state: str = "", stage: str = "") -> QueryS
         states = [s.strip() for s in state.split(",") if s.strip()]
         unknown = [s for s in states if s not in DeploymentState.values]
         if unknown:
-            raise FilterError(
+            raise ParamError(
                 "state",
                 f"unknown deployment state {', '.join(unknown)}; use one or more of "
                 f"{', '.join(DeploymentState.values)} (comma separated)",
             )
         qs = qs.filter(state__in=states)
-    if stage:
-        if not stage.isdigit() or int(stage) < 1:
-            raise FilterError("stage", "stage must be a stage number: 1 for the first stage")
-        qs = qs.filter(stage=int(stage) - 1)
+    number = whole_number(
+        "stage", stage, minimum=1, maximum=1000, hint="stage is a stage number: 1 for the first"
+    )
+    if number is not None:
+        qs = qs.filter(stage=number - 1)
     return qs
 
 

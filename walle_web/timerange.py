@@ -14,6 +14,8 @@ from datetime import UTC, datetime, timedelta
 from django.utils import timezone
 from django.utils.dateparse import parse_datetime
 
+from walle_web.params import ParamError
+
 # Steps a chart can use: the first one giving at most MAX_POINTS buckets over the window.
 STEPS = (1, 2, 5, 10, 15, 30, 60, 120, 300, 600, 900, 1800, 3600, 7200, 21600, 43200, 86400)
 MAX_POINTS = 120
@@ -22,12 +24,8 @@ _DURATION = re.compile(r"^(\d+(?:\.\d+)?)\s*(s|m|h|d)?$")
 _UNIT = {"s": 1, "m": 60, "h": 3600, "d": 86400, None: 1}
 
 
-class RangeError(ValueError):
+class RangeError(ParamError):
     """A `since`, `until` or `step` that cannot be read; `param` names it."""
-
-    def __init__(self, param: str, message: str) -> None:
-        self.param = param
-        super().__init__(message)
 
 
 @dataclass(frozen=True)

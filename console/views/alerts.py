@@ -19,9 +19,11 @@ from tasks.models import Task
 
 def _number(text: str, cast=float):
     try:
-        return cast(text)
-    except (TypeError, ValueError):
+        value = cast(text)
+    except (TypeError, ValueError, OverflowError):
         return None
+    # Ids and counts past the columns' range are no valid input (and no 500 either).
+    return value if isinstance(value, float) or abs(value) < 2**31 else None
 
 
 def _post(request: HttpRequest, app) -> tuple[dict[str, str], str]:

@@ -12,6 +12,7 @@ from console.queries import keyset_page
 from console.views.base import page
 from devices.models import Result
 from tasks.models import Task
+from walle_web.params import ParamError, whole_number
 
 
 @app_page()
@@ -21,11 +22,14 @@ def results_page(request: HttpRequest, app, task_id: int) -> HttpResponse:
     device = request.GET.get("device", "").strip()
     error = ""
     qs = Result.objects.filter(app=app, task=task.name).select_related("device")
-    if version and not version.isdigit():
+    try:
+        number = whole_number("version", version, minimum=1)
+    except ParamError:
         error = "The version is a number, e.g. 3."
         qs = qs.none()
-    elif version:
-        qs = qs.filter(version=int(version))
+    else:
+        if number is not None:
+            qs = qs.filter(version=number)
     if device:
         qs = qs.filter(device__uid=device)
     rows = keyset_page(qs, request.GET.get("after"), request.GET.get("before"), size=25, desc=True)

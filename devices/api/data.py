@@ -16,6 +16,7 @@ from accounts.permissions import visible_apps
 from devices import health
 from devices.models import Result
 from tasks.models import Task
+from walle_web.params import ParamError, whole_number
 from walle_web.timerange import RangeError, TimeRange, parse_range
 
 DEFAULT_WINDOW = timedelta(hours=1)
@@ -45,12 +46,15 @@ def window_of(request) -> TimeRange:
 
 
 def version_of(request) -> int | None:
-    version = request.query_params.get("version", "").strip()
-    if not version:
-        return None
-    if not version.isdigit():
-        raise ValidationError({"version": ["version is a version number, e.g. 3"]})
-    return int(version)
+    try:
+        return whole_number(
+            "version",
+            request.query_params.get("version"),
+            minimum=1,
+            hint="version is a version number, e.g. 3",
+        )
+    except ParamError as exc:
+        raise ValidationError({exc.param: [str(exc)]}) from None
 
 
 def filter_results(qs: QuerySet, version: int | None, device: str) -> QuerySet:

@@ -23,6 +23,7 @@ from devices.api.serializers import (
 from devices.models import Device, Result
 from tasks.signing import public_key_b64
 from walle_device import protocol
+from walle_web.params import ParamError, whole_number
 
 
 class EnrollView(APIView):
@@ -148,17 +149,18 @@ class ResultExportView(APIView):
         fmt = params.get("as", "jsonl")
         if fmt not in ("jsonl", "csv"):
             raise exceptions.ValidationError({"as": "jsonl or csv"})
-        version = params.get("version", "").strip()
-        if version and not version.isdigit():
-            raise exceptions.ValidationError({"version": "a version number, e.g. 3"})
+        try:
+            version = whole_number("version", params.get("version"), minimum=1)
+        except ParamError as exc:
+            raise exceptions.ValidationError({"version": "a version number, e.g. 3"}) from exc
         rows = (
             Result.objects.filter(app=app, task=params["task"])
             .select_related("device")
             .order_by("id")
         )
         # The results page exports what it shows: one version and/or one device.
-        if version:
-            rows = rows.filter(version=int(version))
+        if version is not None:
+            rows = rows.filter(version=version)
         if device := params.get("device", "").strip():
             rows = rows.filter(device__uid=device)
 

@@ -22,6 +22,7 @@ from releases.api.serializers import (
     RollbackSerializer,
 )
 from releases.models import Deployment, Pin, Release
+from walle_web.params import ParamError
 from walle_web.timerange import RangeError, TimeRange, parse_range
 
 
@@ -206,7 +207,7 @@ class ReleaseViewSet(
             qs = monitoring.filter_deployments(
                 qs, request.query_params.get("state", ""), request.query_params.get("stage", "")
             )
-        except monitoring.FilterError as exc:
+        except ParamError as exc:
             raise ValidationError({exc.param: [str(exc)]}) from None
         page = self.paginate_queryset(qs)
         return self.get_paginated_response(DeploymentSerializer(page, many=True).data)
