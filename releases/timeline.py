@@ -9,7 +9,7 @@ finished). The same definitions as the live counts, so a reload redraws what was
 
 from __future__ import annotations
 
-from releases.choices import DeploymentState
+from releases.choices import DEPLOYMENT_ORDER, DeploymentState
 from releases.models import Deployment, DeploymentEvent, Release
 from walle_web.timerange import TimeRange
 
@@ -25,17 +25,8 @@ GROUPS = {
 }
 SERIES = ("pending", "in_progress", "succeeded", "failed", "rolled_back")
 # The history holds every transition, also late ones (a "downloading" after "succeeded");
-# the state only moves forward, exactly as record_report moves it.
-ORDER = {
-    DeploymentState.PENDING: 0,
-    DeploymentState.NOTIFIED: 1,
-    DeploymentState.DOWNLOADING: 2,
-    DeploymentState.INSTALLED: 3,
-    DeploymentState.SUCCEEDED: 4,
-    DeploymentState.FAILED: 4,
-    DeploymentState.TIMED_OUT: 4,
-    DeploymentState.ROLLED_BACK: 5,
-}
+# the state only moves forward, by the same order record_report follows.
+ORDER = DEPLOYMENT_ORDER
 
 
 def release_timeline(release: Release, rng: TimeRange) -> dict:

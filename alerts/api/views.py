@@ -45,7 +45,26 @@ class _AppScoped:
         return qs
 
 
-class ChannelViewSet(_AppScoped, viewsets.ModelViewSet):
+class _ConfiguredThroughServices(_AppScoped):
+    """Writes go through the alerts services (validation, audit); `_save` and `_delete`."""
+
+    def create(self, request):
+        return Response(self._save(request), status=status.HTTP_201_CREATED)
+
+    def update(self, request, pk=None, partial=False):
+        return Response(self._save(request, self.get_object(), partial=partial))
+
+    def partial_update(self, request, pk=None):
+        return self.update(request, pk, partial=True)
+
+    def destroy(self, request, pk=None):
+        item = self.get_object()
+        require_role(request.user, item.app, Role.OPERATOR)
+        self._delete(item, by=request.user)
+        return Response(status=status.HTTP_204_NO_CONTENT)
+
+
+class ChannelViewSet(_ConfiguredThroughServices, viewsets.ModelViewSet):
     """Notification channels of an app (`?app=slug`): webhooks and email. Operators configure;
     the webhook secret is answered once, on create and on `rotate_secret`."""
 
@@ -90,20 +109,7 @@ class ChannelViewSet(_AppScoped, viewsets.ModelViewSet):
             out["secret"] = secret
         return out
 
-    def create(self, request):
-        return Response(self._save(request), status=status.HTTP_201_CREATED)
-
-    def update(self, request, pk=None, partial=False):
-        return Response(self._save(request, self.get_object(), partial=partial))
-
-    def partial_update(self, request, pk=None):
-        return self.update(request, pk, partial=True)
-
-    def destroy(self, request, pk=None):
-        channel = self.get_object()
-        require_role(request.user, channel.app, Role.OPERATOR)
-        services.delete_channel(channel, by=request.user)
-        return Response(status=status.HTTP_204_NO_CONTENT)
+    _delete = staticmethod(services.delete_channel)
 
     @extend_schema(request=None, responses={201: AlertSerializer})
     @action(detail=True, methods=["post"])
@@ -146,7 +152,7 @@ class ChannelViewSet(_AppScoped, viewsets.ModelViewSet):
         return Response({"id": channel.pk, "secret": secret})
 
 
-class ErrorRateRuleViewSet(_AppScoped, viewsets.ModelViewSet):
+class ErrorRateRuleViewSet(_ConfiguredThroughServices, viewsets.ModelViewSet):
     """Per task: alert when its fleet-wide run error rate over a window is above a threshold."""
 
     serializer_class = ErrorRateRuleSerializer
@@ -182,20 +188,7 @@ class ErrorRateRuleViewSet(_AppScoped, viewsets.ModelViewSet):
             raise _config_error(exc) from None
         return ErrorRateRuleSerializer(saved).data
 
-    def create(self, request):
-        return Response(self._save(request), status=status.HTTP_201_CREATED)
-
-    def update(self, request, pk=None, partial=False):
-        return Response(self._save(request, self.get_object(), partial=partial))
-
-    def partial_update(self, request, pk=None):
-        return self.update(request, pk, partial=True)
-
-    def destroy(self, request, pk=None):
-        rule = self.get_object()
-        require_role(request.user, rule.app, Role.OPERATOR)
-        services.delete_rule(rule, by=request.user)
-        return Response(status=status.HTTP_204_NO_CONTENT)
+    _delete = staticmethod(services.delete_rule)
 
 
 class AlertViewSet(

@@ -10,27 +10,16 @@ import math
 from datetime import timedelta
 
 import pytest
-from django.test import Client
-from django.urls import reverse
 from django.utils import timezone
 
 from accounts.models import AuditEntry
 from alerts.models import Alert, Channel, Delivery
+from console.tests.helpers import login, url
 from devices.models import Result, RunStat
 from devices.services import record_run_stats, store_results
 from tests.cast import make_version
 
 pytestmark = pytest.mark.django_db
-
-
-def login(user) -> Client:
-    client = Client()
-    client.force_login(user)
-    return client
-
-
-def url(name: str, cast, **kwargs) -> str:
-    return reverse(f"console:{name}", kwargs={"slug": cast.app.slug, **kwargs})
 
 
 @pytest.fixture

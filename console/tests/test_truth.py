@@ -6,9 +6,8 @@ from __future__ import annotations
 import re
 
 import pytest
-from django.test import Client
-from django.urls import reverse
 
+from console.tests.helpers import login, url
 from devices.services import device_hello
 from releases.models import Deployment
 from releases.services import (
@@ -21,16 +20,6 @@ from releases.services import (
 from tests.cast import make_version
 
 pytestmark = pytest.mark.django_db
-
-
-def login(user) -> Client:
-    client = Client()
-    client.force_login(user)
-    return client
-
-
-def url(name: str, cast, **kwargs) -> str:
-    return reverse(f"console:{name}", kwargs={"slug": cast.app.slug, **kwargs})
 
 
 def report(release, devices, *states):
