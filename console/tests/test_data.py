@@ -7,6 +7,7 @@ import csv
 import io
 import json
 import math
+import re
 from datetime import timedelta
 
 import pytest
@@ -47,9 +48,7 @@ def test_results_page_filters_by_version_and_device_and_exports_the_same(results
         url("task-results", cast, task_id=cast.task.pk) + f"?version=1&device={device.uid}"
     )
     assert page.status_code == 200
-    shown = [
-        int(n) for n in __import__("re").findall(r"\{&quot;n&quot;: (\d+)\}", page.content.decode())
-    ]
+    shown = [int(n) for n in re.findall(r"\{&quot;n&quot;: (\d+)\}", page.content.decode())]
     expected = [n for n, (d, v, _) in enumerate(plan) if d == device and v == 1]
     assert sorted(shown) == sorted(expected) and expected
     api = cast.api("viewer")
