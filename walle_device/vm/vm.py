@@ -10,6 +10,7 @@ import logging
 import math
 import os
 import shutil
+import sys
 import tempfile
 import threading
 import time
@@ -20,8 +21,8 @@ from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import Any
 
-from . import guest
-from .pools import InterpreterPool, Job, OnDisabled, ProcessPool
+from . import boundary, guest, oswall, policy
+from .pools import RUNTIME_DIRS, InterpreterPool, Job, OnDisabled, ProcessPool
 from .result import RunResult, TaskStatus
 from .sandbox import SandboxViolation, compile_task
 
@@ -34,12 +35,19 @@ _LIVE: weakref.WeakSet[TaskVM] = weakref.WeakSet()
 
 @atexit.register
 def _close_all() -> None:
-    for vm in list(_LIVE):
-        vm.close()
+    stuck = [vm for vm in list(_LIVE) if not vm.close()]
+    if stuck:
+        # A task stuck in C holds its interpreter's GIL: interpreter finalization would
+        # wait for it forever (it destroys every sub-interpreter). Leave without it.
+        log.error("walle VM: a task is stuck in native code; exiting without finalization")
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(EXIT_STUCK)
 
 
 ISOLATIONS = ("interpreter", "process")
-REQUIRABLE = frozenset({"numpy"})
+REQUIRABLE = policy.REQUIRABLE
+EXIT_STUCK = 75  # EX_TEMPFAIL: the process ended early because a task would not stop
 
 
 @dataclass
@@ -53,6 +61,8 @@ class _Task:
     max_memory_mb: int | None
     max_failures: int
     state: dict[str, tuple[Any, float | None]] = field(default_factory=dict)
+    state_sizes: dict[str, int] = field(default_factory=dict)
+    state_max_bytes: int = 256 * 1024
     enabled: bool = True
     disabled_reason: str = ""
     runs: int = 0
@@ -74,24 +84,31 @@ def _number(
     return value
 
 
-def _import_tensors(exported: dict[str, Any] | None) -> dict[str, Any]:
-    """The run's returned tensors as walle_engine.np arrays: handles from an interpreter
-    (the same memory), or (dtype, shape, bytes) from a worker process."""
-    if not exported:
-        return {}
-    from walle_engine import _core
-    from walle_engine import np as wnp
+def _state_size(key: str, value: Any) -> int:
+    """The same measure as ctx.state's cap in the guest: key bytes + expanded value size."""
+    return len(key.encode("utf-8", "surrogatepass")) + guest.expanded_size(value)
 
-    out = {}
-    for name, item in exported.items():
-        if isinstance(item, int):
-            out[name] = wnp.asarray(_core.import_tensor(item))
-        else:
-            dtype, shape, data = item
-            flat = _core.Tensor.empty(dtype, [math.prod(shape)])
-            memoryview(flat).cast("B")[:] = data
-            out[name] = wnp.asarray(flat).reshape(shape)
-    return out
+
+def _apply_state(t: _Task, delta: dict[str, Any]) -> str:
+    """Apply a run's state changes unless they take the task over its cap (checked here,
+    on the host, whatever the guest said); the reason when refused. Caller holds t.lock."""
+    sizes = dict(t.state_sizes)
+    for k in delta.get("del", ()):
+        sizes.pop(k, None)
+    sets = delta.get("set", {})
+    for k, (value, _) in sets.items():
+        sizes[k] = _state_size(k, value)
+    used = sum(sizes.values())
+    if used > t.state_max_bytes:
+        return (
+            f"ctx.state would hold {used} bytes, over the task's cap of {t.state_max_bytes} "
+            "(config state_max_bytes); the run's changes were not kept"
+        )
+    for k in delta.get("del", ()):
+        t.state.pop(k, None)
+    t.state.update(sets)
+    t.state_sizes = sizes
+    return ""
 
 
 class TaskVM:
@@ -124,12 +141,18 @@ class TaskVM:
         files_dir: str | Path | None = None,
         spares: int = 1,
         on_disabled: OnDisabled | None = None,
+        os_wall: bool = True,
+        bundle_roots: tuple[str | Path, ...] = (),
     ) -> None:
         """Start `workers` interpreter threads (default: CPU count), `spares` booted
         interpreters for recycling, and `process_workers` pre-started processes (0 turns
         the process backend off). Bundle files passed to `load()` as bytes are written
         under `files_dir` (default: a private temp dir). `on_disabled(task_id, reason)` is
-        called on a VM thread when a task hits its failure limit; keep it quick."""
+        called on a VM thread when a task hits its failure limit; keep it quick.
+
+        `os_wall` walls in the worker processes (seccomp, Landlock, rlimits; see
+        oswall.py) with read access to the Python runtime, `files_dir` and
+        `bundle_roots` (directories later passed to `load(bundle_dir=...)`)."""
         self._own_files_dir = files_dir is None
         self._files_dir = Path(files_dir or tempfile.mkdtemp(prefix="walle-vm-"))
         self.default_timeout_s = default_timeout_s
@@ -144,12 +167,22 @@ class TaskVM:
             grace_s=grace_s,
             spares=spares,
         )
+        self._roots = tuple(
+            os.path.join(str(Path(r).resolve()), "") for r in (self._files_dir, *bundle_roots)
+        )
+        self.os_wall = bool(os_wall and sys.platform.startswith("linux"))
         self._proc = (
-            ProcessPool(process_workers, grace_s=grace_s, memory_mb=process_memory_mb)
+            ProcessPool(
+                process_workers,
+                grace_s=grace_s,
+                memory_mb=process_memory_mb,
+                wall_dirs=RUNTIME_DIRS + self._roots if self.os_wall else None,
+            )
             if process_workers > 0
             else None
         )
         self._closed = False
+        self._clean = True
         _LIVE.add(self)
 
     # ---- lifecycle
@@ -159,16 +192,21 @@ class TaskVM:
         if self._proc is not None:
             self._proc.wait_ready(timeout)
 
-    def close(self) -> None:
-        """Stop all workers; queued runs resolve with error_type 'VMClosed'."""
+    def close(self, timeout: float = 10.0) -> bool:
+        """Stop all workers within about `timeout` seconds; queued runs resolve with
+        error_type 'VMClosed'. False when a worker is stuck in native code: its
+        interpreter cannot be destroyed, and the process must then leave with os._exit
+        (the VM's atexit hook does that), because interpreter finalization would wait for
+        it forever."""
         if self._closed:
-            return
+            return self._clean
         self._closed = True
-        self._interp.close()
+        self._clean = self._interp.close(timeout)
         if self._proc is not None:
-            self._proc.close()
+            self._proc.close(timeout)
         if self._own_files_dir:
             shutil.rmtree(self._files_dir, ignore_errors=True)
+        return self._clean
 
     def __enter__(self) -> TaskVM:
         return self
@@ -215,7 +253,12 @@ class TaskVM:
                 f"task config 'requires' names {unknown}; only "
                 f"{sorted(REQUIRABLE)} can be required (the rest is allowlisted)"
             )
-        isolation = config.get("isolation", "process" if "numpy" in requires else "interpreter")
+        os_wall = config.get("os_wall", False)
+        if not isinstance(os_wall, bool):
+            raise ValueError("task config 'os_wall' must be true or false")
+        isolation = config.get(
+            "isolation", "process" if "numpy" in requires or os_wall else "interpreter"
+        )
         if isolation not in ISOLATIONS:
             raise ValueError(f"task config 'isolation' must be one of {ISOLATIONS}")
         if "numpy" in requires and isolation != "process":
@@ -224,10 +267,29 @@ class TaskVM:
             )
         if isolation == "process" and self._proc is None:
             raise ValueError("this VM has no process workers (process_workers=0)")
+        if os_wall:
+            if isolation != "process":
+                raise ValueError("config 'os_wall' needs isolation 'process'")
+            if not (self.os_wall and oswall.seccomp_available()):
+                raise ValueError(
+                    "config 'os_wall' asks for the OS wall, which this VM cannot give "
+                    "(TaskVM(os_wall=False), not Linux, or the seccomp binding is missing: "
+                    "pip install mephi42-seccomp)"
+                )
+        if (
+            isolation == "process"
+            and self.os_wall
+            and bundle_dir is not None
+            and not os.path.join(str(Path(bundle_dir).resolve()), "").startswith(self._roots)
+        ):
+            raise ValueError(
+                f"bundle_dir {bundle_dir} is outside the VM's bundle roots, which walled "
+                "worker processes cannot read: pass it in TaskVM(bundle_roots=...)"
+            )
         timeout_s = _number(config, "timeout_s", None)
         max_memory_mb = _number(config, "max_memory_mb", self.default_max_memory_mb, integer=True)
         max_failures = _number(config, "max_failures", self.max_failures, integer=True)
-        _number(config, "state_max_bytes", 256 * 1024, integer=True)
+        state_max_bytes = _number(config, "state_max_bytes", 256 * 1024, integer=True)
         for name, data in files.items():
             if not isinstance(name, str) or not isinstance(data, bytes | bytearray):
                 raise ValueError("task files must map str names to bytes")
@@ -245,7 +307,7 @@ class TaskVM:
         spec = {
             "key": key,
             "task_id": task_id,
-            "config": config,
+            "requires": list(requires),
             "paths": paths,
             "codes": compiled.codes,
             "sources": compiled.sources,
@@ -257,8 +319,9 @@ class TaskVM:
             task = _Task(
                 task_id, key, isolation, config, spec, timeout_s, max_memory_mb, max_failures
             )
+            task.state_max_bytes = state_max_bytes
             if old is not None:
-                task.state = old.state
+                task.state, task.state_sizes = old.state, old.state_sizes
             self._tasks[task_id] = task
 
     def _place_files(
@@ -337,6 +400,7 @@ class TaskVM:
             state[key] = (guest.plain(value, f"state[{key!r}]"), expires)
         with t.lock:
             t.state = state
+            t.state_sizes = {k: _state_size(k, v) for k, (v, _) in state.items()}
 
     def _task(self, task_id: str) -> _Task:
         with self._lock:
@@ -403,13 +467,19 @@ class TaskVM:
             "state": state,
             "timeout_s": float(budget),
             "max_memory_mb": t.max_memory_mb,
+            "state_max_bytes": t.state_max_bytes,
+            # Sent with every run, never cached in the interpreter: another task sharing
+            # it never finds this task's config in memory.
+            "config": t.config,
         }
         views = {}
         for name, obj in (buffers or {}).items():
             if not isinstance(name, str):
                 raise TypeError("buffer names must be str")
             views[name] = memoryview(obj).toreadonly()  # TypeError if not a buffer
-        job = Job(t.key, t.load_spec, body, float(budget), views)
+        tensor_cap = (t.max_memory_mb << 20) if t.max_memory_mb else guest.TENSOR_BYTES_DEFAULT_CAP
+        limits = boundary.Limits(state_bytes=t.state_max_bytes, tensor_bytes=tensor_cap)
+        job = Job(t.key, t.load_spec, body, float(budget), views, limits)
 
         # The job keeps this callback after it ran; the callback must not keep the caller's
         # result alive (it may hold the task's tensors), so it hands `out` over once.
@@ -418,25 +488,43 @@ class TaskVM:
         def done(f: Future[dict[str, Any]]) -> None:
             target = pending.pop()
             try:
-                target.set_result(self._finish(t, f.result()))
-            except BaseException as e:  # never leave the caller waiting
-                target.set_exception(e)
+                result = self._finish(t, f.result(), job.run_token, limits)
+            except BaseException as e:  # a bug here must not reach the caller as a raise
+                log.exception("walle VM could not finish a run of %s", t.task_id)
+                result = RunResult(
+                    t.task_id, False, error_type="VMError", message=repr(e), backend=t.backend
+                )
+            target.set_result(result)
 
         job.future.add_done_callback(done)
         (self._proc if t.backend == "process" else self._interp).submit(job)  # type: ignore[union-attr]
         return out
 
-    def _finish(self, t: _Task, resp: dict[str, Any]) -> RunResult:
-        ok = bool(resp.get("ok"))
+    def _finish(
+        self, t: _Task, resp: dict[str, Any], owner: int, limits: boundary.Limits
+    ) -> RunResult:
+        # `resp` passed boundary.accept: plain data of the right types within the caps.
+        # What is left to check here needs the host's own records: tensor handles (owned by
+        # this run only) and the task's whole state against its cap.
+        tensors: dict[str, Any] = {}
+        if resp.get("ok"):
+            try:
+                tensors = boundary.import_tensors(resp.get("tensors"), owner, limits.tensor_bytes)
+            except boundary.InvalidResult as e:
+                resp = boundary.failure("InvalidResult", f"the run's returned tensors: {e}")
+        else:
+            boundary.drop_tensors(resp.get("tensors"), owner)
         disabled_now = False
         with t.lock:
+            ok = resp.get("ok") is True
+            if ok:
+                over = _apply_state(t, resp.get("state") or {})
+                if over:
+                    ok, tensors = False, {}
+                    resp = boundary.failure("StateFull", over, recycle=False)
             t.runs += 1
             if ok:
                 t.consecutive_failures = 0
-                delta = resp.get("state") or {}
-                for k in delta.get("del", ()):
-                    t.state.pop(k, None)
-                t.state.update(delta.get("set", {}))
             else:
                 t.failures += 1
                 t.consecutive_failures += 1
@@ -462,7 +550,7 @@ class TaskVM:
             timed_out=resp.get("budget") == "TaskTimeout",
             disabled=disabled_now,
             engine_peak_bytes=resp.get("engine_peak_bytes"),
-            tensors=_import_tensors(resp.get("tensors")),
+            tensors=tensors,
         )
         if disabled_now:
             log.warning("task %s disabled: %s", t.task_id, t.disabled_reason)
