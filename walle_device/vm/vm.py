@@ -570,6 +570,8 @@ class TaskVM:
             "interpreter_create_ms": list(pool.create_ms),
             "process_workers": self._proc.size if self._proc else 0,
             "process_restarts": self._proc.restarts if self._proc else 0,
+            # What the OS wall of the last worker process started could apply.
+            "process_wall": self._proc.wall_report if self._proc else None,
         }
 
 
