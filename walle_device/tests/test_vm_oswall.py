@@ -9,7 +9,6 @@ import os
 import signal
 import sys
 import tempfile
-import textwrap
 from pathlib import Path
 
 import pytest
@@ -40,7 +39,7 @@ if oswall.landlock_abi():
 
 
 def _child(conn, bundle: str, scratch: str) -> None:
-    report = oswall.apply(RUNTIME_DIRS + (bundle,), 1024)
+    report = oswall.apply((*RUNTIME_DIRS, bundle), 1024)
     results = {}
     env = {"os": os, "BUNDLE": bundle, "SCRATCH": scratch}
     for name, code in PROBES.items():

@@ -695,8 +695,10 @@ class AuditGate:
             elif event == "object.__getattr__" and args[1] in P["AUDIT_GETATTR_NAMES"]:
                 return  # inspect.signature (dataclasses, numpy) reads these; frames stay out
             what = args[0] if event in ("import", "open") and args else ""
-            refusal = FileAccessRefused if event == "open" or event.startswith("os.") else (
-                SandboxViolation
+            refusal = (
+                FileAccessRefused
+                if event == "open" or event.startswith("os.")
+                else (SandboxViolation)
             )
             raise refusal(
                 f"the sandbox refused {event}{f' {what!r}' if what else ''} while the task "

@@ -207,6 +207,8 @@ class _InterpWorker:
         self.recycle_at = pool.recycle_after + random.randint(0, max(1, pool.recycle_after // 4))
         self.job: Job | None = None
         self.abandoned = False
+        # This worker's slot in the crash black box (which task it is running).
+        self.slot = pool.blackbox.take_slot() if pool.blackbox is not None else None
         self.ready = threading.Event()
         self.thread = threading.Thread(
             target=self._main, name=f"walle-vm-{self.index}", daemon=True
@@ -265,6 +267,8 @@ class _InterpWorker:
         finally:
             self._destroy()
             _interpqueues.destroy(self.qid)
+            if self.pool.blackbox is not None:
+                self.pool.blackbox.give_slot(self.slot)
             self.pool._worker_exit(self)
 
     def _try_create(self) -> bool:
@@ -288,7 +292,14 @@ class _InterpWorker:
                     **{f"_walle_buf{i}": view for i, view in enumerate(job.buffers.values())},
                 },
             )
-            exc = _interpreters.exec(self.iid, _RUN)
+            box = self.pool.blackbox
+            if box is not None:
+                box.enter(self.slot, job.key)  # a native crash in this run names the task
+            try:
+                exc = _interpreters.exec(self.iid, _RUN)
+            finally:
+                if box is not None:
+                    box.leave(self.slot)
             if exc is not None:
                 return {
                     "ok": False,
@@ -321,9 +332,16 @@ class InterpreterPool:
     """N worker threads, each with a pre-created isolated interpreter, sharing one queue."""
 
     def __init__(
-        self, size: int, *, recycle_after: int = 100, grace_s: float = 2.0, spares: int = 1
+        self,
+        size: int,
+        *,
+        recycle_after: int = 100,
+        grace_s: float = 2.0,
+        spares: int = 1,
+        blackbox: Any = None,
     ) -> None:
         self.size = size
+        self.blackbox = blackbox
         self.spare_target = spares
         self._spares: queue.SimpleQueue[int] = queue.SimpleQueue()
         self._spare_count = 0
@@ -528,6 +546,7 @@ class _ProcWorker:
         self.conn: Any = None
         self.loaded: set[str] = set()
         self.ready = threading.Event()
+        self.busy = threading.Event()  # a run is in the worker process
         self.thread = threading.Thread(target=self._main, name=f"walle-proc-{index}", daemon=True)
 
     def _start(self) -> None:
@@ -578,8 +597,13 @@ class _ProcWorker:
             if self.proc is None and not self._try_start():
                 job.finish(_vm_error("could not start a task worker process (see the log)"))
                 continue
-            job.finish(self._run(job))
-            job = None  # see _InterpWorker: don't keep the result alive while idle
+            self.busy.set()
+            try:
+                resp = self._run(job)
+            finally:
+                self.busy.clear()
+            job.finish(resp)
+            job = resp = None  # see _InterpWorker: don't keep the result alive while idle
         if self.proc is not None:
             try:
                 self.conn.send_bytes(b"")

@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import Any
 
-from . import boundary, guest, oswall, policy
+from . import boundary, crash, guest, oswall, policy
 from .pools import RUNTIME_DIRS, InterpreterPool, Job, OnDisabled, ProcessPool
 from .result import RunResult, TaskStatus
 from .sandbox import SandboxViolation, compile_task
@@ -63,6 +63,7 @@ class _Task:
     state: dict[str, tuple[Any, float | None]] = field(default_factory=dict)
     state_sizes: dict[str, int] = field(default_factory=dict)
     state_max_bytes: int = 256 * 1024
+    quarantined: str = ""  # the crash ledger's reason, for this version
     enabled: bool = True
     disabled_reason: str = ""
     runs: int = 0
@@ -143,6 +144,8 @@ class TaskVM:
         on_disabled: OnDisabled | None = None,
         os_wall: bool = True,
         bundle_roots: tuple[str | Path, ...] = (),
+        crash_dir: str | Path | None = None,
+        quarantine_after: int = 2,
     ) -> None:
         """Start `workers` interpreter threads (default: CPU count), `spares` booted
         interpreters for recycling, and `process_workers` pre-started processes (0 turns
@@ -152,7 +155,12 @@ class TaskVM:
 
         `os_wall` walls in the worker processes (seccomp, Landlock, rlimits; see
         oswall.py) with read access to the Python runtime, `files_dir` and
-        `bundle_roots` (directories later passed to `load(bundle_dir=...)`)."""
+        `bundle_roots` (directories later passed to `load(bundle_dir=...)`).
+
+        `crash_dir` turns on crash containment (crash.py): the VM records which task
+        version each worker runs in a black box there, and refuses runs of versions the
+        crash ledger quarantined (after `quarantine_after` crashes of the device runtime
+        or of a worker process) with error_type 'TaskQuarantined'."""
         self._own_files_dir = files_dir is None
         self._files_dir = Path(files_dir or tempfile.mkdtemp(prefix="walle-vm-"))
         self.default_timeout_s = default_timeout_s
@@ -161,11 +169,19 @@ class TaskVM:
         self.on_disabled = on_disabled
         self._tasks: dict[str, _Task] = {}
         self._lock = threading.Lock()
+        self._blackbox: crash.BlackBox | None = None
+        self._ledger: crash.CrashLedger | None = None
+        if crash_dir is not None:
+            # The supervisor charged any previous crash before starting this process.
+            self._blackbox = crash.BlackBox(Path(crash_dir) / crash.BLACKBOX_NAME)
+            self._blackbox.clear()
+            self._ledger = crash.CrashLedger(Path(crash_dir) / crash.LEDGER_NAME, quarantine_after)
         self._interp = InterpreterPool(
             workers or os.cpu_count() or 2,
             recycle_after=recycle_after,
             grace_s=grace_s,
             spares=spares,
+            blackbox=self._blackbox,
         )
         self._roots = tuple(
             os.path.join(str(Path(r).resolve()), "") for r in (self._files_dir, *bundle_roots)
@@ -206,6 +222,8 @@ class TaskVM:
             self._proc.close(timeout)
         if self._own_files_dir:
             shutil.rmtree(self._files_dir, ignore_errors=True)
+        if self._blackbox is not None:
+            self._blackbox.close()  # nothing is running: no crash to charge to anyone
         return self._clean
 
     def __enter__(self) -> TaskVM:
@@ -320,6 +338,7 @@ class TaskVM:
                 task_id, key, isolation, config, spec, timeout_s, max_memory_mb, max_failures
             )
             task.state_max_bytes = state_max_bytes
+            task.quarantined = self._ledger.quarantined(key) if self._ledger else ""
             if old is not None:
                 task.state, task.state_sizes = old.state, old.state_sizes
             self._tasks[task_id] = task
@@ -360,12 +379,12 @@ class TaskVM:
         with t.lock:
             return TaskStatus(
                 task_id,
-                t.enabled,
+                t.enabled and not t.quarantined,
                 t.backend,
                 t.runs,
                 t.failures,
                 t.consecutive_failures,
-                t.disabled_reason,
+                t.quarantined or t.disabled_reason,
             )
 
     def enable(self, task_id: str) -> None:
@@ -442,6 +461,17 @@ class TaskVM:
         the host's memory, shared without a copy (copied once for the process backend)."""
         t = self._task(task_id)
         out: Future[RunResult] = Future()
+        if t.quarantined:
+            out.set_result(
+                RunResult(
+                    task_id,
+                    False,
+                    error_type="TaskQuarantined",
+                    message=t.quarantined,
+                    backend=t.backend,
+                )
+            )
+            return out
         if not t.enabled:
             out.set_result(
                 RunResult(
@@ -514,6 +544,11 @@ class TaskVM:
                 resp = boundary.failure("InvalidResult", f"the run's returned tensors: {e}")
         else:
             boundary.drop_tensors(resp.get("tensors"), owner)
+        if resp.get("crash") and self._ledger is not None:
+            # A worker process died from a signal during this run: count it like a crash
+            # of the device runtime, so a version that keeps crashing is quarantined.
+            entry = self._ledger.record(t.key, str(resp.get("message", "")))
+            t.quarantined = str(entry.get("quarantined", ""))
         disabled_now = False
         with t.lock:
             ok = resp.get("ok") is True
