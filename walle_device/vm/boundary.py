@@ -24,6 +24,8 @@ from .result import TRACEBACK_MAX_CHARS
 MESSAGE_MAX_CHARS = 4000
 ERROR_TYPE_MAX_CHARS = 200
 TENSOR_MAX_RANK = 8
+MAX_DIM = (1 << 31) - 1
+MAX_EXTENT = 1 << 48
 DTYPE_SIZES = {"float32": 4, "int32": 4, "int64": 8, "bool": 1, "uint8": 1}
 BUDGET_ERRORS = ("TaskTimeout", "MemoryBudgetExceeded")
 
@@ -186,8 +188,11 @@ def check_tensor_bytes(dtype: Any, shape: Any, data: Any) -> tuple[str, tuple[in
         raise InvalidResult(f"unknown tensor dtype {dtype!r}")
     if type(shape) not in (tuple, list) or len(shape) > TENSOR_MAX_RANK:
         raise InvalidResult(f"tensor shape must be a tuple of at most {TENSOR_MAX_RANK} ints")
-    if not all(type(d) is int and d >= 0 for d in shape):
-        raise InvalidResult("tensor dimensions must be non-negative ints")
+    if not all(type(d) is int and 0 <= d <= MAX_DIM for d in shape):
+        raise InvalidResult(f"tensor dimensions must be ints in [0, {MAX_DIM}]")
+    if math.prod(max(d, 1) for d in shape) * DTYPE_SIZES[dtype] > MAX_EXTENT:
+        # Even an empty tensor: its strides would not fit the engine's arithmetic.
+        raise InvalidResult(f"tensor shape {tuple(shape)} spans more than {MAX_EXTENT} bytes")
     if type(data) is not bytes:
         raise InvalidResult("tensor data must be bytes")
     count = math.prod(shape)  # Python ints: no overflow

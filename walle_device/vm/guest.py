@@ -371,14 +371,39 @@ def _check_store(name: Any) -> None:
         raise SandboxViolation(f"setting attribute {name!r} is not allowed in tasks")
 
 
+def store_target(obj: Any) -> Any:
+    """`obj`, if a task may set or delete attributes on it: not a class other tasks share
+    (a stdlib, engine or guest class). Target of the checker's rewrite of `x.attr = v`."""
+    if isinstance(obj, _real_type) and not _type_module(obj).startswith("walle_task."):
+        raise SandboxViolation(
+            f"the class {_type_name(obj)} is shared by every task in this interpreter and is "
+            "read-only; subclass it in your task instead"
+        )
+    return obj
+
+
 def safe_setattr(obj: Any, name: str, value: Any) -> None:
     _check_store(name)
-    setattr(obj, name, value)
+    setattr(store_target(obj), name, value)
 
 
 def safe_delattr(obj: Any, name: str) -> None:
     _check_store(name)
-    delattr(obj, name)
+    delattr(store_target(obj), name)
+
+
+def _own_class_only(decorator: Any) -> Any:
+    """dataclass/total_ordering for the task's own classes only: applied to a shared
+    class they would rewrite it under every other task in the interpreter."""
+
+    @functools.wraps(decorator)
+    def guarded(cls: Any = None, /, **kwargs: Any) -> Any:
+        if cls is None:
+            return lambda c: guarded(c, **kwargs)
+        store_target(cls)
+        return decorator(cls, **kwargs)
+
+    return guarded
 
 
 class _SafeFormatter:
@@ -583,6 +608,8 @@ def _proxy(
         proxy.__dict__[n] = v
     if name == "time":
         proxy.__dict__["sleep"] = _budget_sleep
+    for attr in P["OWN_CLASS_DECORATORS"].get(name, ()):
+        proxy.__dict__[attr] = _own_class_only(proxy.__dict__[attr])
 
     proxy.__dict__["__getattr__"] = _missing_attr(name)
     return proxy
@@ -1201,6 +1228,7 @@ class Guest:
             delattr=safe_delattr,
             __build_class__=safe_build_class,
             _walle_attr=safe_getattr,
+            _walle_store=store_target,
             _walle_types=self.types,
         )
         b["__name__"] = "builtins"

@@ -485,6 +485,11 @@ MODULE_SOURCES = {"datetime": "_pydatetime"}
 DENIED_NAMES = {
     "operator": frozenset({"attrgetter", "methodcaller"}),
 }
+# Class decorators that rewrite the class they get: offered for the task's own classes only.
+OWN_CLASS_DECORATORS = {
+    "dataclasses": ("dataclass",),
+    "functools": ("total_ordering",),
+}
 SUBMODULES = {
     "collections": ("abc",),
     "walle_engine": ("ops", "np", "cv"),

@@ -166,8 +166,21 @@ class _Checker(ast.NodeTransformer):
     def visit_Attribute(self, node: ast.Attribute) -> ast.AST:
         self.generic_visit(node)  # innermost first, so the message names the first trick
         self._check_attr_name(node, node.attr)
-        if node.attr.startswith("_") and not isinstance(node.ctx, ast.Load):
-            raise self.refuse(node, f"setting attribute {node.attr!r} is not allowed in tasks")
+        if not isinstance(node.ctx, ast.Load):
+            if node.attr.startswith("_"):
+                raise self.refuse(node, f"setting attribute {node.attr!r} is not allowed in tasks")
+            # `x.attr = v` / `del x.attr`: the guest checks x first, so a task can set
+            # attributes on its own objects and classes but never on a class other tasks
+            # share (say collections.Counter.most_common).
+            node.value = ast.copy_location(
+                ast.Call(
+                    func=ast.Name(id="_walle_store", ctx=ast.Load()),
+                    args=[node.value],
+                    keywords=[],
+                ),
+                node.value,
+            )
+            return node
         if node.attr in policy.GUARDED_ATTRS and isinstance(node.ctx, ast.Load):
             # e.g. str.format looks attributes up by name at run time: route the load
             # through the guest's getattr, which applies the rules to the actual object.
