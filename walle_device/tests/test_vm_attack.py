@@ -849,6 +849,16 @@ def test_process_workers_hold_without_the_checker(vm: TaskVM, host: HostCheck, c
     assert not (host.canary / "pwned").exists()
 
 
+def test_a_bundle_module_cannot_stand_in_for_the_entry_script(vm: TaskVM, host: HostCheck) -> None:
+    outcome = attack(
+        vm,
+        host,
+        body("return 'entry'"),
+        files={"__task__.py": b"def run(ctx):\n    return 'ESCAPED'\n"},
+    )
+    assert outcome.result is not None and outcome.result.output == "entry"
+
+
 def test_the_suite_covers_every_class_with_several_variants() -> None:
     groups = [
         ALL_SPECIAL_METHODS,

@@ -12,8 +12,10 @@ it runs any task code.
   newer ABIs): the file system becomes read-only and limited to the Python runtime's
   library directories and the VM's bundle directories.
 - **rlimits**: address space, open files, processes (counted per user by the kernel, so
-  the limit is set from the system's current count plus a margin), no core dumps, no file
-  writes (FSIZE 0), and a CPU-seconds limit re-armed before each run (`arm_cpu`).
+  the limit is set from the system's current count plus a margin), no core dumps, and a
+  CPU-seconds limit re-armed before each run (`arm_cpu`). Not FSIZE: the worker writes its
+  results to a pipe and may write diagnostics to an inherited stderr that is a file;
+  opening anything for write is refused by seccomp and Landlock.
 
 Applied once per worker process, before its first thread starts, so every thread the
 guest, the engine or numpy starts later inherits it; its cost is measured by
@@ -22,11 +24,11 @@ guest, the engine or numpy starts later inherits it; its cost is measured by
 
 from __future__ import annotations
 
-import ctypes
 import errno
 import os
 import resource
 import sys
+import time
 from typing import Any
 
 NOFILE = 256
@@ -167,13 +169,28 @@ _CLONE_THREAD = 0x00010000
 _WRITE_FLAGS = (os.O_WRONLY, os.O_RDWR, os.O_CREAT, os.O_TRUNC, os.O_APPEND)
 
 
+_LIBC: Any = None
+
+
+def _libc() -> Any:
+    # ctypes is imported here, not at module import: only a walled worker pays for it,
+    # and apply_ms counts it.
+    global _LIBC
+    if _LIBC is None:
+        import ctypes
+
+        _LIBC = ctypes.CDLL(None, use_errno=True)
+        _LIBC.syscall.restype = ctypes.c_long
+    return _LIBC
+
+
 def landlock_abi() -> int:
     """The kernel's Landlock ABI version, 0 when it has none (or this is not Linux)."""
     if not sys.platform.startswith("linux"):
         return 0
-    libc = ctypes.CDLL(None, use_errno=True)
-    libc.syscall.restype = ctypes.c_long
-    abi = libc.syscall(_SYS_CREATE_RULESET, None, ctypes.c_size_t(0), _CREATE_RULESET_VERSION)
+    import ctypes
+
+    abi = _libc().syscall(_SYS_CREATE_RULESET, None, ctypes.c_size_t(0), _CREATE_RULESET_VERSION)
     return max(0, int(abi))
 
 
@@ -219,8 +236,9 @@ def _seccomp(pid: int) -> None:
 
 
 def _landlock(abi: int, read_dirs: tuple[str, ...], read_files: tuple[str, ...]) -> bool:
-    libc = ctypes.CDLL(None, use_errno=True)
-    libc.syscall.restype = ctypes.c_long
+    import ctypes
+
+    libc = _libc()
     fs = _FS_RIGHTS_BY_ABI[max(k for k in _FS_RIGHTS_BY_ABI if k <= abi)]
     attr = (ctypes.c_uint64 * 3)(
         fs,
@@ -267,7 +285,6 @@ def _rlimits(memory_mb: int | None) -> dict[str, int]:
     out = {"as_mb": lower(resource.RLIMIT_AS, (memory_mb or DEFAULT_AS_MB) << 20) >> 20}
     out["nofile"] = lower(resource.RLIMIT_NOFILE, NOFILE)
     out["core"] = lower(resource.RLIMIT_CORE, 0)
-    out["fsize"] = lower(resource.RLIMIT_FSIZE, 0)
     # RLIMIT_NPROC counts every task of the user, system-wide: the current total of all
     # tasks (an upper bound of the user's) plus a margin leaves room for the engine's and
     # numpy's threads and none for a fork bomb.
@@ -283,7 +300,9 @@ def _rlimits(memory_mb: int | None) -> dict[str, int]:
 def apply(
     read_dirs: tuple[str, ...], memory_mb: int | None = None, *, landlock: bool = True
 ) -> dict[str, Any]:
-    """Wall in the calling process (call it before starting threads); what was applied."""
+    """Wall in the calling process (call it before starting threads); what was applied,
+    and how long applying it took (`apply_ms`, measured by bench/vm.py)."""
+    t0 = time.perf_counter()
     report: dict[str, Any] = {"rlimits": _rlimits(memory_mb)}
     abi = landlock_abi() if landlock else 0
     dirs = tuple(read_dirs) + SYSTEM_READ_DIRS
@@ -292,6 +311,7 @@ def apply(
     if seccomp_available():
         _seccomp(os.getpid())
         report["seccomp"] = True
+    report["apply_ms"] = (time.perf_counter() - t0) * 1000
     return report
 
 

@@ -512,14 +512,15 @@ def _child_main(
     """Entry point of a worker process: the OS wall (if asked), then the same guest as in
     the interpreter backend, in the child's main interpreter."""
     sys.dont_write_bytecode = True  # nothing to write, and the wall refuses writes anyway
+    report: dict[str, Any] = {}
     if wall is not None:
         report = oswall.apply(wall, memory_mb)
-        conn.send_bytes(marshal.dumps(report))
     elif memory_mb:
         import resource
 
         limit = memory_mb << 20
         resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
+    conn.send_bytes(marshal.dumps(report))  # ready: what the wall could apply, if any
     guest.init(in_process=True, policy=marshal.loads(POLICY_DATA), runtime_dirs=dirs)
     while True:
         try:
@@ -533,6 +534,15 @@ def _child_main(
             oswall.arm_cpu(cpu_s)
         conn.send_bytes(guest.handle(memoryview(msg)[_HEADER.size :]))
     guest.shutdown()
+
+
+def boundary_report(data: bytes) -> dict[str, Any]:
+    """The worker's start report, from an untrusted process: a dict of plain data."""
+    try:
+        report = guest.plain(marshal.loads(data), "worker report", 1 << 16)
+    except (ValueError, EOFError, TypeError):
+        report = None
+    return report if type(report) is dict else {"invalid": True}
 
 
 class _ProcWorker:
@@ -560,12 +570,13 @@ class _ProcWorker:
         )
         proc.start()
         child.close()
+        # The child reports what its OS wall could apply before it serves any run.
+        if not parent.poll(60):
+            proc.kill()
+            raise RuntimeError("the worker process did not start")
+        report = boundary_report(parent.recv_bytes())
         if self.pool.wall_dirs is not None:
-            # The child reports what it could apply before it serves any run.
-            if not parent.poll(30):
-                proc.kill()
-                raise RuntimeError("the worker process did not report its OS wall")
-            self.pool.wall_report = marshal.loads(parent.recv_bytes())
+            self.pool.wall_report = report
         self.proc, self.conn, self.loaded = proc, parent, set()
 
     def _try_start(self) -> bool:

@@ -407,7 +407,10 @@ def compile_task(
     py_files = {
         name[:-3]: data
         for name, data in files.items()
-        if name.endswith(".py") and "/" not in name and name[:-3].isidentifier()
+        if name.endswith(".py")
+        and "/" not in name
+        and name[:-3].isidentifier()
+        and not name.startswith("_")  # never a stand-in for "__task__", the entry script
     }
     local = frozenset(py_files)
     units = {"__task__": (source, f"<task {task_id}>")}
