@@ -178,6 +178,8 @@ def main(argv: list[str] | None = None) -> int:
             child, Path(args.state_dir) / "crash", quarantine_after=args.quarantine_after
         )
     if args.command == "run":
+        if args.supervised:
+            crash.die_with_parent()
         # A native crash prints every thread's Python stack; task frames read <task ID>.
         faulthandler.enable(all_threads=True)
     return asyncio.run(_run_device(args) if args.command == "run" else _run_fleet(args))

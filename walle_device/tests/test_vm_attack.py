@@ -859,6 +859,90 @@ def test_a_bundle_module_cannot_stand_in_for_the_entry_script(vm: TaskVM, host: 
     assert outcome.result is not None and outcome.result.output == "entry"
 
 
+ORDINARY_CLASSES = """
+from typing import NamedTuple, TypedDict, Generic, TypeVar, Protocol
+import dataclasses, functools, collections, collections.abc
+T = TypeVar("T")
+class P(NamedTuple):
+    x: int
+    y: int = 2
+class D(TypedDict):
+    a: int
+class Box(Generic[T]):
+    def __init__(self, v):
+        self.v = v
+class Proto(Protocol):
+    def go(self) -> int: ...
+@dataclasses.dataclass(frozen=True, order=True)
+class F:
+    a: int
+    b: str = "x"
+@functools.total_ordering
+class O:
+    def __init__(self, v):
+        self.v = v
+    def __eq__(self, o):
+        return self.v == o.v
+    def __lt__(self, o):
+        return self.v < o.v
+class M(collections.abc.Mapping):
+    def __init__(self):
+        self.d = {"a": 1}
+    def __getitem__(self, k):
+        return self.d[k]
+    def __iter__(self):
+        return iter(self.d)
+    def __len__(self):
+        return len(self.d)
+class E(ValueError):
+    def __init__(self, msg, code):
+        super().__init__(msg)
+        self.code = code
+class S:
+    __slots__ = ("a",)
+    count = 0
+    @property
+    def double(self):
+        return self.a * 2
+    @classmethod
+    def make(cls):
+        cls.count += 1
+        s = cls()
+        s.a = 3
+        return s
+def run(ctx):
+    p = P(1)
+    try:
+        raise E("bad", 7)
+    except E as e:
+        code = e.code
+    s = S.make()
+    return [p.x + p.y, D(a=1)["a"], Box(5).v, F(1) < F(2), O(1) < O(2), dict(M()), code, s.double, S.count, isinstance(P, type), type(p) is P, p._asdict()]
+"""
+
+
+def test_ordinary_class_forms_still_work(vm: TaskVM, host: HostCheck) -> None:
+    # NamedTuple, TypedDict, Generic, Protocol, dataclass(frozen, order), total_ordering,
+    # an ABC subclass, an exception with __init__, __slots__ with a property and a
+    # classmethod that sets a class attribute: the rules must not get in their way.
+    outcome = attack(vm, host, ORDINARY_CLASSES)
+    assert outcome.result is not None and outcome.result.ok, outcome.text
+    assert outcome.result.output == [
+        3,
+        1,
+        5,
+        True,
+        True,
+        {"a": 1},
+        7,
+        6,
+        1,
+        True,
+        True,
+        {"x": 1, "y": 2},
+    ]
+
+
 def test_the_suite_covers_every_class_with_several_variants() -> None:
     groups = [
         ALL_SPECIAL_METHODS,

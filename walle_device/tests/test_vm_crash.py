@@ -4,6 +4,7 @@ and process exit stay bounded when a task is stuck in C."""
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 import textwrap
@@ -170,3 +171,37 @@ def test_close_is_idempotent_and_bounded(n: int) -> None:
         c.join(30)
     assert not any(c.is_alive() for c in closers)
     assert vm.close() is True
+
+
+def test_the_device_child_does_not_outlive_a_killed_supervisor(tmp_path: Path) -> None:
+    pid_file = tmp_path / "child.pid"
+    child = (
+        "import os, sys, threading; from walle_device.vm import crash; crash.die_with_parent(); "
+        f"open({str(pid_file)!r}, 'w').write(str(os.getpid())); threading.Event().wait(120)"
+    )
+    sup = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            "import sys; from walle_device.vm import crash; "
+            f"crash.supervise([sys.executable, '-c', {child!r}], {str(tmp_path)!r})",
+        ],
+        cwd=ROOT,
+    )
+    gone = threading.Event()
+    while not pid_file.exists() or not pid_file.read_text():
+        assert sup.poll() is None
+        gone.wait(0.02)
+    pid = int(pid_file.read_text())
+    sup.kill()  # kill -9: no chance to pass anything on
+    sup.wait(30)
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            break
+        gone.wait(0.05)
+    else:
+        os.kill(pid, 9)
+        pytest.fail("the device child outlived its supervisor")

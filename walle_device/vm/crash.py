@@ -36,6 +36,7 @@ CRASH_SIGNALS = frozenset(
     {signal.SIGSEGV, signal.SIGBUS, signal.SIGFPE, signal.SIGILL, signal.SIGABRT, signal.SIGSYS}
 )
 RESTART_BACKOFF_S = (0.5, 1.0, 2.0, 5.0, 10.0)
+_PR_SET_PDEATHSIG = 1
 
 
 class BlackBox:
@@ -175,6 +176,20 @@ def record_crash(crash_dir: str | Path, how: str, quarantine_after: int = 2) -> 
         entry = ledger.record(key, f"the device runtime died ({how}) while running {key}")
         out.append({"key": key, "task": task_of(key), **entry})
     return out
+
+
+def die_with_parent() -> None:
+    """In the supervised child: get SIGTERM when the supervisor dies (even by kill -9), so
+    a device never runs twice with one identity. Linux; elsewhere a no-op."""
+    if not sys.platform.startswith("linux"):
+        return
+    import ctypes
+
+    parent = os.getppid()
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.prctl(_PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0)
+    if os.getppid() != parent:  # it died before prctl took effect
+        os.kill(os.getpid(), signal.SIGTERM)
 
 
 def supervise(

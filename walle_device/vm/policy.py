@@ -249,6 +249,7 @@ CLASS_MACHINERY_NAMES = frozenset(
         "__subclasshook__",
         "__new__",
         "__getnewargs__",
+        "__replace__",
         "_fields",
         "_field_defaults",
         "_make",
