@@ -85,9 +85,8 @@ def _number(
     return value
 
 
-def _state_size(key: str, value: Any) -> int:
-    """The same measure as ctx.state's cap in the guest: key bytes + expanded value size."""
-    return len(key.encode("utf-8", "surrogatepass")) + guest.expanded_size(value)
+# The same measure as ctx.state's cap in the guest: key bytes + expanded value size.
+_state_size = guest.State._size
 
 
 def _apply_state(t: _Task, delta: dict[str, Any]) -> str:
