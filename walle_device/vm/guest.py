@@ -647,12 +647,15 @@ class AuditGate:
         stdlib = sys.stdlib_module_names - P["AUDIT_IMPORTS_DENIED"]
         write_flags = os.O_WRONLY | os.O_RDWR | os.O_CREAT | os.O_TRUNC | os.O_APPEND
         fspath, normpath, join, getcwd = os.fspath, os.path.normpath, os.path.join, os.getcwd
-        import pathlib
-
-        paths = (str, bytes, pathlib.PosixPath, pathlib.PurePosixPath)  # stdlib __fspath__
+        # Path types whose __fspath__ is the stdlib's own (the engine opens models by Path);
+        # pathlib is not imported here, only recognised once something else imported it.
+        std_paths = {("pathlib._local", "PosixPath"), ("pathlib._local", "PurePosixPath")}
 
         def readable(path: Any, files: frozenset[str]) -> bool:
-            if _real_type(path) not in paths:
+            kind = _real_type(path)
+            if kind is not str and kind is not bytes and (
+                (_type_module(kind), _type_name(kind)) not in std_paths
+            ):
                 return False  # a file descriptor, or an object whose __fspath__ is task code
             p = fspath(path)
             if _real_type(p) is bytes:
@@ -1449,6 +1452,8 @@ def init(
         if policy is not None:
             P.clear()
             P.update(policy)
+        if not P:
+            raise ValueError("guest.init() needs the sandbox policy (policy.as_data())")
         _GUEST = Guest(in_process, tuple(runtime_dirs))
     return _GUEST
 
