@@ -741,6 +741,19 @@ def test_vm_run_never_raises_for_a_forged_result(vm: TaskVM) -> None:
     assert vm.run("forged").output == 1
 
 
+def test_handles_of_a_refused_result_are_dropped_not_leaked(vm: TaskVM) -> None:
+    walle_engine = pytest.importorskip("walle_engine")
+    from walle_engine import _core
+
+    owner = secrets.randbits(63)
+    handle = _core.export_tensor(walle_engine.np.zeros((4,)).tensor, owner)
+    data = marshal.dumps({"ok": True, "output": {1, 2}, "tensors": {"t": handle}})
+    vm.load("leaky", "def run(ctx):\n    return 1\n", config={"max_failures": 10_000})
+    r = vm._finish(vm._task("leaky"), boundary.accept(data, _limits()), owner, _limits())
+    assert r.error_type == "InvalidResult"
+    assert not _core.drop_exported(handle, owner)  # already freed by the host
+
+
 def test_state_over_its_cap_is_refused_on_the_host(vm: TaskVM) -> None:
     vm.load("capped", "def run(ctx):\n    return 1\n", config={"state_max_bytes": 1000})
     t = vm._task("capped")

@@ -72,6 +72,7 @@ def failure(error_type: str, message: str, *, recycle: bool = True) -> dict[str,
 
 def accept(data: Any, limits: Limits) -> dict[str, Any]:
     """Decode and check one run's result; a clean dict, or a failure for a bad one."""
+    raw: Any = None
     try:
         if type(data) is not bytes:
             raise InvalidResult(f"result is {type(data).__name__}, not bytes")
@@ -83,10 +84,15 @@ def accept(data: Any, limits: Limits) -> dict[str, Any]:
             raise InvalidResult(f"result does not decode: {e}") from None
         return _check(raw, limits)
     except (InvalidResult, TypeError, ValueError, RecursionError) as e:
-        return failure(
+        out = failure(
             "InvalidResult",
             f"the task's run handed back an invalid result ({e}); its interpreter is replaced",
         )
+        # Handles it listed are dropped (under the run's owner token), never imported.
+        tensors = raw.get("tensors") if type(raw) is dict else None
+        if type(tensors) is dict:
+            out["tensors"] = {k: h for k, h in tensors.items() if type(h) is int}
+        return out
 
 
 def _text(raw: dict[str, Any], key: str, limit: int, default: str = "") -> str:

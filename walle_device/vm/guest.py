@@ -653,8 +653,10 @@ class AuditGate:
 
         def readable(path: Any, files: frozenset[str]) -> bool:
             kind = _real_type(path)
-            if kind is not str and kind is not bytes and (
-                (_type_module(kind), _type_name(kind)) not in std_paths
+            if (
+                kind is not str
+                and kind is not bytes
+                and ((_type_module(kind), _type_name(kind)) not in std_paths)
             ):
                 return False  # a file descriptor, or an object whose __fspath__ is task code
             p = fspath(path)
