@@ -108,7 +108,13 @@ def test_a_task_config_can_require_the_wall() -> None:
         assert vm.status("walled").backend == "process"
         r = vm.run("walled")
         assert r.ok and r.output == "hi", r
-        assert vm.stats()["process_wall"]["seccomp"] is True
+        pool = vm._task("walled").pool
+        assert pool is not None and pool.wall_report["seccomp"] is True
+        # Its own worker, whose Landlock view is its bundle, not the VM's whole bundle store.
+        bundle = os.path.dirname(vm._task("walled").load_spec["paths"]["d.txt"])
+        assert os.path.join(bundle, "") in pool.wall_dirs
+        assert os.path.join(str(vm._files_dir.resolve()), "") not in pool.wall_dirs
+        assert vm.stats()["walled_task_workers"] == 1
     with TaskVM(1, process_workers=1, os_wall=False) as vm:
         with pytest.raises(ValueError, match="os_wall"):
             vm.load("walled", "def run(ctx):\n    return 1\n", config={"os_wall": True})

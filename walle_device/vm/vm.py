@@ -64,6 +64,8 @@ class _Task:
     state_sizes: dict[str, int] = field(default_factory=dict)
     state_max_bytes: int = 256 * 1024
     quarantined: str = ""  # the crash ledger's reason, for this version
+    # config os_wall: this version's own walled worker process, which reads its bundle only
+    pool: ProcessPool | None = None
     enabled: bool = True
     disabled_reason: str = ""
     runs: int = 0
@@ -109,6 +111,11 @@ def _apply_state(t: _Task, delta: dict[str, Any]) -> str:
     t.state.update(sets)
     t.state_sizes = sizes
     return ""
+
+
+def _close_later(pool: ProcessPool) -> None:
+    """Stop a task's own worker process without making the caller wait for it."""
+    threading.Thread(target=pool.close, name="walle-vm-close", daemon=True).start()
 
 
 class TaskVM:
@@ -166,6 +173,8 @@ class TaskVM:
         self.max_failures = max_failures
         self.default_max_memory_mb = default_max_memory_mb
         self.on_disabled = on_disabled
+        self._grace_s = grace_s
+        self._process_memory_mb = process_memory_mb
         self._tasks: dict[str, _Task] = {}
         self._lock = threading.Lock()
         self._blackbox: crash.BlackBox | None = None
@@ -219,6 +228,10 @@ class TaskVM:
         self._clean = self._interp.close(timeout)
         if self._proc is not None:
             self._proc.close(timeout)
+        with self._lock:
+            walled = [t.pool for t in self._tasks.values() if t.pool is not None]
+        for pool in walled:
+            pool.close(timeout)
         if self._own_files_dir:
             shutil.rmtree(self._files_dir, ignore_errors=True)
         if self._blackbox is not None:
@@ -282,7 +295,7 @@ class TaskVM:
             raise ValueError(
                 "numpy cannot load in an isolated interpreter; set isolation to 'process'"
             )
-        if isolation == "process" and self._proc is None:
+        if isolation == "process" and self._proc is None and not os_wall:
             raise ValueError("this VM has no process workers (process_workers=0)")
         if os_wall:
             if isolation != "process":
@@ -296,6 +309,7 @@ class TaskVM:
         if (
             isolation == "process"
             and self.os_wall
+            and not os_wall
             and bundle_dir is not None
             and not os.path.join(str(Path(bundle_dir).resolve()), "").startswith(self._roots)
         ):
@@ -320,7 +334,11 @@ class TaskVM:
             digest.update(name.encode() + b"\0" + hashlib.sha256(files[name]).digest())
         digest.update(json.dumps(config, sort_keys=True).encode())
         key = f"{task_id}@{digest.hexdigest()[:16]}"
-        paths = self._place_files(key, files, bundle_dir)
+        with self._lock:
+            old = self._tasks.get(task_id)
+            if old is not None and old.key == key:
+                return  # same version again (e.g. a reconnect): keep counters and a disable
+        root, paths = self._place_files(key, files, bundle_dir)
         spec = {
             "key": key,
             "task_id": task_id,
@@ -329,28 +347,46 @@ class TaskVM:
             "codes": compiled.codes,
             "sources": compiled.sources,
         }
+        pool = None
+        if os_wall:
+            # Its own worker process, whose Landlock view is this version's bundle only
+            # (plus the Python runtime): other tasks' bundles are out of its reach even if
+            # both sandbox layers inside the process failed.
+            pool = ProcessPool(
+                1,
+                grace_s=self._grace_s,
+                memory_mb=self._process_memory_mb,
+                wall_dirs=(*RUNTIME_DIRS, os.path.join(str(root), "")),
+            )
         with self._lock:
             old = self._tasks.get(task_id)
             if old is not None and old.key == key:
-                return  # same version again (e.g. a reconnect): keep counters and a disable
+                if pool is not None:
+                    _close_later(pool)
+                return  # loaded concurrently by another caller
             task = _Task(
                 task_id, key, isolation, config, spec, timeout_s, max_memory_mb, max_failures
             )
             task.state_max_bytes = state_max_bytes
             task.quarantined = self._ledger.quarantined(key) if self._ledger else ""
+            task.pool = pool
             if old is not None:
                 task.state, task.state_sizes = old.state, old.state_sizes
             self._tasks[task_id] = task
+        if old is not None and old.pool is not None:
+            _close_later(old.pool)
 
     def _place_files(
         self, key: str, files: Mapping[str, bytes], bundle_dir: str | Path | None
-    ) -> dict[str, str]:
+    ) -> tuple[Path, dict[str, str]]:
         # Models are handed to the engine by path (walle_engine.load takes a path), and a
         # path keeps multi-megabyte bundles from being copied into every interpreter.
         if bundle_dir is not None:
             root = Path(bundle_dir).resolve()
         else:
             root = self._files_dir / hashlib.sha256(key.encode()).hexdigest()[:24]
+            root.mkdir(parents=True, exist_ok=True)
+            root = root.resolve()
         paths: dict[str, str] = {}
         for name, data in files.items():
             path = (root / name).resolve()
@@ -362,12 +398,14 @@ class TaskVM:
                 tmp.write_bytes(data)
                 tmp.replace(path)  # atomic: a concurrent reader never sees half a model
             paths[name] = str(path)
-        return paths
+        return root, paths
 
     def unload(self, task_id: str) -> None:
         """Forget a task and its state. Workers drop its code when they recycle."""
         with self._lock:
-            self._tasks.pop(task_id, None)
+            t = self._tasks.pop(task_id, None)
+        if t is not None and t.pool is not None:
+            _close_later(t.pool)
 
     def tasks(self) -> list[str]:
         with self._lock:
@@ -526,7 +564,8 @@ class TaskVM:
             target.set_result(result)
 
         job.future.add_done_callback(done)
-        (self._proc if t.backend == "process" else self._interp).submit(job)  # type: ignore[union-attr]
+        backend = t.pool or (self._proc if t.backend == "process" else self._interp)
+        backend.submit(job)  # type: ignore[union-attr]
         return out
 
     def _finish(
@@ -606,6 +645,7 @@ class TaskVM:
             "process_restarts": self._proc.restarts if self._proc else 0,
             # What the OS wall of the last worker process started could apply.
             "process_wall": self._proc.wall_report if self._proc else None,
+            "walled_task_workers": sum(1 for t in self._tasks.values() if t.pool is not None),
         }
 
 
