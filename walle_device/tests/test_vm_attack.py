@@ -956,6 +956,26 @@ def test_ordinary_class_forms_still_work(vm: TaskVM, host: HostCheck) -> None:
     ]
 
 
+@pytest.mark.parametrize("case", ["real-open", "os-system", "socket", "write-file", "listdir"])
+def test_walled_tasks_hold_without_the_checker(vm: TaskVM, host: HostCheck, case: str) -> None:
+    with mock.patch("walle_device.vm.vm.compile_task", _unchecked_compile):
+        outcome = attack(vm, host, body(UNCHECKED[case]), config={"os_wall": True})
+    assert outcome.result is not None and not outcome.result.ok, outcome.text
+    assert outcome.result.backend == "process"
+    assert not (host.canary / "pwned").exists()
+
+
+def test_a_walled_task_cannot_read_another_tasks_bundle(vm: TaskVM, host: HostCheck) -> None:
+    vm.load("owner", body("return len(ctx.read('model.bin'))"), files={"model.bin": b"IP" * 64})
+    path = vm._task("owner").load_spec["paths"]["model.bin"]
+    steal = f"g = ctx.upload.__globals__\nreturn g['__builtins__']['open']({path!r}, 'rb').read()"
+    with mock.patch("walle_device.vm.vm.compile_task", _unchecked_compile):
+        outcome = attack(vm, host, body(steal), config={"os_wall": True})
+    assert outcome.result is not None and not outcome.result.ok, outcome.text
+    assert outcome.result.error_type in ("FileAccessRefused", "PermissionError")
+    assert vm.run("owner").output == 128
+
+
 def test_the_suite_covers_every_class_with_several_variants() -> None:
     groups = [
         ALL_SPECIAL_METHODS,
