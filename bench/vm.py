@@ -229,7 +229,7 @@ def os_wall_cost(samples: int, runs: int) -> dict[str, Any]:
     `oswall.apply` takes inside the child, and spawn-to-ready with and without the wall,
     interleaved) and per run (a no-op process task's round trip, walled vs not)."""
     from walle_device.vm import TaskVM
-    from walle_device.vm.pools import RUNTIME_DIRS, ProcessPool
+    from walle_device.vm.pools import ProcessPool, runtime_dirs
 
     start: dict[str, list[float]] = {"walled": [], "plain": []}
     apply_ms: list[float] = []
@@ -237,7 +237,7 @@ def os_wall_cost(samples: int, runs: int) -> dict[str, Any]:
     for _ in range(samples):
         for kind in ("walled", "plain"):
             t0 = time.perf_counter()
-            pool = ProcessPool(1, wall_dirs=RUNTIME_DIRS if kind == "walled" else None)
+            pool = ProcessPool(1, wall_dirs=runtime_dirs() if kind == "walled" else None)
             pool.wait_ready()
             start[kind].append((time.perf_counter() - t0) * 1000)
             if kind == "walled" and pool.wall_report:

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from walle_device.vm import TaskVM, oswall
-from walle_device.vm.pools import RUNTIME_DIRS
+from walle_device.vm.pools import runtime_dirs
 
 pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="Linux only")
 
@@ -39,7 +39,7 @@ if oswall.landlock_abi():
 
 
 def _child(conn, bundle: str, scratch: str) -> None:
-    report = oswall.apply((*RUNTIME_DIRS, bundle), 1024)
+    report = oswall.apply((*runtime_dirs(), bundle), 1024)
     results = {}
     env = {"os": os, "BUNDLE": bundle, "SCRATCH": scratch}
     for name, code in PROBES.items():
@@ -121,7 +121,7 @@ def test_a_task_config_can_require_the_wall() -> None:
 
 
 def _spin(seconds: float) -> None:
-    oswall.apply(RUNTIME_DIRS, 1024)
+    oswall.apply(runtime_dirs(), 1024)
     oswall.arm_cpu(seconds)
     sum(range(10**12))  # stuck in C: only the kernel's CPU limit ends it
 

@@ -60,6 +60,15 @@ class Limits:
         )
 
 
+def accept_report(data: Any) -> dict[str, Any]:
+    """A worker process's start report (what its OS wall applied): plain data, small."""
+    try:
+        report = guest.plain(marshal.loads(data), "worker report", 1 << 16)
+    except (ValueError, EOFError, TypeError):
+        report = None
+    return report if type(report) is dict else {"invalid": True}
+
+
 def failure(error_type: str, message: str, *, recycle: bool = True) -> dict[str, Any]:
     return {
         "ok": False,

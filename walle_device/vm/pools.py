@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import _interpqueues
 import _interpreters
+import functools
 import itertools
 import logging
 import marshal
@@ -40,6 +41,7 @@ GUEST_CODE = marshal.dumps(compile(Path(_GUEST_PATH).read_text(), guest.GUEST_FI
 POLICY_DATA = marshal.dumps(policy.as_data())
 
 
+@functools.cache
 def runtime_dirs() -> tuple[str, ...]:
     """The Python runtime's own library directories (stdlib, site-packages), as the guest's
     audit hook and the OS wall let a run read them: lazy imports of allowed modules."""
@@ -59,8 +61,6 @@ def runtime_dirs() -> tuple[str, ...]:
             out.add(os.path.join(os.path.realpath(d), ""))
     return tuple(sorted(out))
 
-
-RUNTIME_DIRS = runtime_dirs()
 
 _BOOT = """\
 import sys, marshal, types
@@ -161,7 +161,7 @@ def boot_interpreter(pool: InterpreterPool) -> int:
         {
             "_walle_code": GUEST_CODE,
             "_walle_policy": POLICY_DATA,
-            "_walle_dirs": RUNTIME_DIRS,
+            "_walle_dirs": runtime_dirs(),
             "_walle_file": _GUEST_PATH,
             "_walle_path": tuple(p for p in sys.path if isinstance(p, str)),
         },
@@ -536,15 +536,6 @@ def _child_main(
     guest.shutdown()
 
 
-def boundary_report(data: bytes) -> dict[str, Any]:
-    """The worker's start report, from an untrusted process: a dict of plain data."""
-    try:
-        report = guest.plain(marshal.loads(data), "worker report", 1 << 16)
-    except (ValueError, EOFError, TypeError):
-        report = None
-    return report if type(report) is dict else {"invalid": True}
-
-
 class _ProcWorker:
     """A host thread driving one worker process; it kills and restarts the process when a
     run overruns its budget plus grace or the process dies."""
@@ -564,7 +555,7 @@ class _ProcWorker:
         parent, child = ctx.Pipe()
         proc = ctx.Process(
             target=_child_main,
-            args=(child, self.pool.memory_mb, self.pool.wall_dirs, RUNTIME_DIRS),
+            args=(child, self.pool.memory_mb, self.pool.wall_dirs, runtime_dirs()),
             name=f"walle-task-proc-{self.index}",
             daemon=True,
         )
@@ -574,7 +565,7 @@ class _ProcWorker:
         if not parent.poll(60):
             proc.kill()
             raise RuntimeError("the worker process did not start")
-        report = boundary_report(parent.recv_bytes())
+        report = boundary.accept_report(parent.recv_bytes())
         if self.pool.wall_dirs is not None:
             self.pool.wall_report = report
         self.proc, self.conn, self.loaded = proc, parent, set()

@@ -22,7 +22,7 @@ from pathlib import Path, PurePosixPath
 from typing import Any
 
 from . import boundary, crash, guest, oswall, policy
-from .pools import RUNTIME_DIRS, InterpreterPool, Job, OnDisabled, ProcessPool
+from .pools import InterpreterPool, Job, OnDisabled, ProcessPool, runtime_dirs
 from .result import RunResult, TaskStatus
 from .sandbox import SandboxViolation, compile_task
 
@@ -200,7 +200,7 @@ class TaskVM:
                 process_workers,
                 grace_s=grace_s,
                 memory_mb=process_memory_mb,
-                wall_dirs=RUNTIME_DIRS + self._roots if self.os_wall else None,
+                wall_dirs=runtime_dirs() + self._roots if self.os_wall else None,
             )
             if process_workers > 0
             else None
@@ -356,7 +356,7 @@ class TaskVM:
                 1,
                 grace_s=self._grace_s,
                 memory_mb=self._process_memory_mb,
-                wall_dirs=(*RUNTIME_DIRS, os.path.join(str(root), "")),
+                wall_dirs=(*runtime_dirs(), os.path.join(str(root), "")),
             )
         with self._lock:
             old = self._tasks.get(task_id)
