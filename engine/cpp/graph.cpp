@@ -2,10 +2,12 @@
 
 #include <algorithm>
 #include <chrono>
+#include <cstdlib>
 #include <cstring>
 #include <set>
 
 #include "budget.h"
+#include "nchwc.h"
 #include "threadpool.h"
 
 namespace walle {
@@ -93,6 +95,25 @@ double Builder::const_scalar(int id) const {
   }
   return 0;
 }
+
+int Builder::nchwc_block() const {
+  if (!m_.opts_.nchwc) return 0;
+  return kernels_for(std::min(current_isa(), m_.opts_.max_isa)).nchwc_block;
+}
+
+Shape Builder::logical_shape(int id) const {
+  const Slot& s = slot(id);
+  if (!s.nchwc) return s.shape;
+  return {s.shape[0], s.channels, s.shape[2], s.shape[3]};
+}
+
+void Builder::mark_nchwc(int id, int cb, int64_t channels) {
+  m_.slots_.at(id).nchwc = cb;
+  m_.slots_.at(id).channels = channels;
+}
+
+int Builder::to_plain(int id) { return m_.to_plain(id); }
+int Builder::to_nchwc(int id, int cb) { return m_.to_nchwc(id, cb); }
 
 int Builder::temp(DType t, const Shape& s) {
   Slot v;
@@ -307,13 +328,73 @@ void Builder::custom(const std::string& kind, const std::vector<int>& in,
 
 // ---- Model -----------------------------------------------------------------------------
 
+// ---- Layout ----------------------------------------------------------------------------
+
+namespace {
+
+// How a node meets NCHWc inputs: `plain` ops get NCHW copies; `elementwise` ops run on the
+// blocked storage as it is (padding channels stay finite: every op here maps finite
+// values to finite values, and convolutions give padding channels zero weights);
+// `native` ops (convolution, pooling) read the blocked layout themselves.
+enum class LayoutUse { plain, elementwise, native };
+
+const std::set<std::string>& nchwc_native_ops() {
+  static const std::set<std::string> s = {"Conv", "MaxPool", "AveragePool", "GlobalAveragePool",
+                                          "GlobalMaxPool"};
+  return s;
+}
+const std::set<std::string>& nchwc_elementwise_ops() {
+  static const std::set<std::string> s = {"Relu", "Clip", "LeakyRelu", "HardSigmoid",
+                                          "HardSwish", "Sigmoid", "Tanh", "Add", "Sub",
+                                          "Mul", "Max", "Min", "Sum"};
+  return s;
+}
+
+}  // namespace
+
+int Model::to_plain(int id) {
+  auto it = plain_of_.find(id);
+  if (it != plain_of_.end()) return it->second;
+  const Slot s = slots_[id];
+  Builder b(*this, layout_node_);
+  const int64_t n = s.shape[0], h = s.shape[2], w = s.shape[3];
+  if (h * w == 1 && s.channels % s.nchwc == 0) {  // [N, C/c, 1, 1, c] is [N, C, 1, 1]
+    const int y = b.alias(id, {n, s.channels, 1, 1});
+    plain_of_[id] = y;
+    return y;
+  }
+  const int y = b.raster({id}, from_nchwc_spec(n, s.channels, h * w, s.nchwc), s.dtype,
+                         {n, s.channels, h, w});
+  plain_of_[id] = y;
+  return y;
+}
+
+int Model::to_nchwc(int id, int cb) {
+  auto it = nchwc_of_.find(id);
+  if (it != nchwc_of_.end()) return it->second;
+  const Slot s = slots_[id];
+  if (s.shape.size() != 4) throw Error("NCHWc needs a 4-D value, got " + shape_str(s.shape));
+  Builder b(*this, layout_node_);
+  const int64_t n = s.shape[0], c = s.shape[1], hw = s.shape[2] * s.shape[3];
+  const int y = b.raster({id}, to_nchwc_spec(n, c, hw, cb), s.dtype, nchwc_shape(s.shape, cb));
+  b.mark_nchwc(y, cb, c);
+  nchwc_of_[id] = y;
+  return y;
+}
+
 Model::Model(const GraphDef& g, const ModelOptions& opts) : opts_(opts) {
+  if (const char* e = std::getenv("WALLE_ENGINE_NCHWC"); e && std::string(e) == "0")
+    opts_.nchwc = false;  // A/B switch for benchmarks
+  layout_node_.op = "Layout";
+  layout_node_.name = "layout";
   std::map<std::string, int> ids;
   for (const auto& in : g.inputs) {
     Slot s;
     s.name = in.name;
     s.dtype = in.dtype;
     s.shape = in.shape;
+    s.nchwc = in.nchwc;
+    s.channels = in.channels;
     s.kind = Slot::kInput;
     ids[in.name] = int(slots_.size());
     input_ids_.push_back(int(slots_.size()));
@@ -350,6 +431,30 @@ Model::Model(const GraphDef& g, const ModelOptions& opts) : opts_(opts) {
       while (slots_[root].alias_of >= 0) root = slots_[root].alias_of;
       if (slots_[root].kind != Slot::kConst) all_const = false;
     }
+    LayoutUse use = LayoutUse::plain;
+    const Slot* blocked = nullptr;
+    for (int id : in)
+      if (id >= 0 && slots_[id].nchwc) blocked = &slots_[id];
+    if (blocked && nchwc_native_ops().count(n.op)) {
+      use = LayoutUse::native;
+    } else if (blocked && nchwc_elementwise_ops().count(n.op)) {
+      use = LayoutUse::elementwise;  // unless an input is neither blocked alike nor a scalar
+      for (int id : in) {
+        if (id < 0) continue;
+        const Slot& s = slots_[id];
+        int root = id;
+        while (slots_[root].alias_of >= 0) root = slots_[root].alias_of;
+        const bool scalar_const = numel(s.shape) == 1 && slots_[root].kind == Slot::kConst;
+        if (s.nchwc ? (s.shape != blocked->shape || s.channels != blocked->channels)
+                    : !scalar_const)
+          use = LayoutUse::plain;
+      }
+    }
+    if (blocked && use == LayoutUse::plain)
+      for (int& id : in)
+        if (id >= 0 && slots_[id].nchwc) id = to_plain(id);
+    const int cb = blocked ? blocked->nchwc : 0;
+    const int64_t channels = blocked ? blocked->channels : 0;
     const size_t first = steps_.size();
     Builder b(*this, n);
     b.in_ids = in;
@@ -362,6 +467,9 @@ Model::Model(const GraphDef& g, const ModelOptions& opts) : opts_(opts) {
         msg = n.op + " node '" + n.name + "': " + msg;
       throw Error(msg);
     }
+    if (use == LayoutUse::elementwise)
+      for (int o : outs)
+        if (slots_[o].nchwc == 0 && slots_[o].shape.size() == 5) b.mark_nchwc(o, cb, channels);
     if (all_const && steps_.size() > first) fold_constants(first, outs);
     for (size_t i = 0; i < n.outputs.size() && i < outs.size(); ++i)
       if (!n.outputs[i].empty()) ids[n.outputs[i]] = outs[i];
@@ -374,6 +482,7 @@ Model::Model(const GraphDef& g, const ModelOptions& opts) : opts_(opts) {
     auto f = ids.find(name);
     if (f == ids.end()) throw Error("graph output '" + name + "' is never produced");
     int id = f->second;
+    if (slots_[id].nchwc && !opts_.keep_nchwc_outputs) id = to_plain(id);
     const Slot& s = slots_[id];
     const bool owned = s.kind == Slot::kTemp && s.alias_of < 0 && !s.output &&
                        std::find(output_ids_.begin(), output_ids_.end(), id) == output_ids_.end();

@@ -62,6 +62,30 @@ inline int64_t dwconv_scratch_floats(const DwConvArgs& a) {
   return dwconv_padded_h(a) * dwconv_padded_w(a) + 64;
 }
 
+// Direct convolution in the blocked channel layout NCHWc (c = the vector width: 16 on
+// AVX-512, 8 on AVX2). One image: x is [ICB][H][W][cbi] (cbi = c), or a plain NCHW
+// [C][H][W] image when cbi = 1 (first layers with 3 input channels); y and res are
+// [OCB][OH][OW][c]. Weights are packed at load as [OCB/ot][ICB][KH][KW][cbi][ot][c], ot =
+// the output blocks of one register tile (ocb_tile); depthwise weights as
+// [CB][KH][KW][c]. Padding needs no copy: each output row and border column visits only
+// the in-image taps. Epilogue: + bias, + res, clamp to [lo, hi].
+struct ConvNchwcArgs {
+  const float* x; const float* w; const float* bias; const float* res; float* y;
+  int64_t icb, cbi;       // input channel blocks; channels per input block
+  int64_t x_block;        // floats between input blocks (cbi * h * w_in)
+  int64_t h, w_in, oh, ow, kh, kw, sh, sw, ph, pw, dh, dw;
+  float lo, hi;
+  int ocb_tile;           // output blocks per register tile: 1, 2 or 4
+};
+
+// Max / average pooling in NCHWc over one image's channel blocks [cb0, cb1).
+struct PoolNchwcArgs {
+  const float* x; float* y;
+  int64_t h, w_in, oh, ow, kh, kw, sh, sw, ph, pw, dh, dw;
+  int is_max, count_include_pad;
+  int64_t pad_h_end, pad_w_end;  // end pads, for count_include_pad
+};
+
 struct KernelTable {
   const char* isa;
   int vector_floats;  // floats per SIMD register, used by the cost model
@@ -82,6 +106,17 @@ struct KernelTable {
   void (*f32_dwconv)(const DwConvArgs& a);
   GemmMicroKernel gemm[2];
   int gemm_count;
+  // NCHWc kernels; nchwc_block = 0 (and null pointers) where the level has none.
+  int nchwc_block;
+  // Output blocks [ob0, ob1) (multiples of ocb_tile) x output rows [oy0, oy1).
+  void (*f32_conv_nchwc)(const ConvNchwcArgs& a, int64_t ob0, int64_t ob1, int64_t oy0,
+                         int64_t oy1);
+  // Depthwise: channel blocks [cb0, cb1) x rows [oy0, oy1); icb = channel blocks.
+  void (*f32_dwconv_nchwc)(const ConvNchwcArgs& a, int64_t cb0, int64_t cb1, int64_t oy0,
+                           int64_t oy1);
+  void (*f32_pool_nchwc)(const PoolNchwcArgs& a, int64_t cb0, int64_t cb1);
+  const char* conv_nchwc_name;  // e.g. f32_conv_nchw16c_avx512
+  const char* dwconv_nchwc_name;
 };
 
 enum class Isa : int32_t { scalar = 0, avx2 = 1, avx512 = 2 };

@@ -51,8 +51,32 @@ void f32_gemm_4x24_avx2(int64_t k, const float* a, const float* b, int64_t ldb, 
   f32_gemm_avx2<4, 3>(k, a, b, ldb, c, ldc, accumulate);
 }
 
+
+// The vector type the NCHWc kernels (conv_nchwc_impl.h) are written over. max_owt: the
+// widest register tile per output-block count (1, 2, 4) that fits the 16 registers.
+struct Vec {
+  using T = __m256;
+  static constexpr int n = 8;
+  static constexpr int max_owt[3] = {12, 6, 2};
+  static constexpr int max_owt_dw = 12;
+  static T zero() { return _mm256_setzero_ps(); }
+  static T set1(float v) { return _mm256_set1_ps(v); }
+  static T load(const float* p) { return _mm256_loadu_ps(p); }
+  static void store(float* p, T v) { _mm256_storeu_ps(p, v); }
+  static T bcast(const float* p) { return _mm256_broadcast_ss(p); }
+  static T fma(T a, T b, T c) { return _mm256_fmadd_ps(a, b, c); }
+  static T add(T a, T b) { return _mm256_add_ps(a, b); }
+  static T mul(T a, T b) { return _mm256_mul_ps(a, b); }
+  static T max(T a, T b) { return _mm256_max_ps(a, b); }
+  static T min(T a, T b) { return _mm256_min_ps(a, b); }
+};
 }  // namespace
 }  // namespace avx2
+}  // namespace walle
+
+#include "conv_nchwc_impl.h"
+
+namespace walle {
 
 const KernelTable& kernels_avx2() {
   static const KernelTable t = {
@@ -61,7 +85,9 @@ const KernelTable& kernels_avx2() {
       avx2::f32_reduce, avx2::f32_bias_clamp, avx2::f32_dwconv,
       {{"f32_gemm_6x16_avx2", 6, 16, avx2::f32_gemm_6x16_avx2},
        {"f32_gemm_4x24_avx2", 4, 24, avx2::f32_gemm_4x24_avx2}},
-      2};
+      2,
+      8, avx2::f32_conv_nchwc, avx2::f32_dwconv_nchwc, avx2::f32_pool_nchwc,
+      "f32_conv_nchw8c_avx2", "f32_dwconv_nchw8c_avx2"};
   return t;
 }
 

@@ -58,8 +58,32 @@ void f32_gemm_12x32_avx512(int64_t k, const float* a, const float* b, int64_t ld
   f32_gemm_avx512<12>(k, a, b, ldb, c, ldc, accumulate);
 }
 
+
+// The vector type the NCHWc kernels (conv_nchwc_impl.h) are written over. max_owt: the
+// widest register tile per output-block count (1, 2, 4) that fits the 32 registers.
+struct Vec {
+  using T = __m512;
+  static constexpr int n = 16;
+  static constexpr int max_owt[3] = {16, 14, 6};
+  static constexpr int max_owt_dw = 16;
+  static T zero() { return _mm512_setzero_ps(); }
+  static T set1(float v) { return _mm512_set1_ps(v); }
+  static T load(const float* p) { return _mm512_loadu_ps(p); }
+  static void store(float* p, T v) { _mm512_storeu_ps(p, v); }
+  static T bcast(const float* p) { return _mm512_set1_ps(*p); }
+  static T fma(T a, T b, T c) { return _mm512_fmadd_ps(a, b, c); }
+  static T add(T a, T b) { return _mm512_add_ps(a, b); }
+  static T mul(T a, T b) { return _mm512_mul_ps(a, b); }
+  static T max(T a, T b) { return _mm512_max_ps(a, b); }
+  static T min(T a, T b) { return _mm512_min_ps(a, b); }
+};
 }  // namespace
 }  // namespace avx512
+}  // namespace walle
+
+#include "conv_nchwc_impl.h"
+
+namespace walle {
 
 const KernelTable& kernels_avx512() {
   static const KernelTable t = {
@@ -68,7 +92,9 @@ const KernelTable& kernels_avx512() {
       avx512::f32_reduce, avx512::f32_bias_clamp, avx512::f32_dwconv,
       {{"f32_gemm_12x32_avx512", 12, 32, avx512::f32_gemm_12x32_avx512},
        {"f32_gemm_8x32_avx512", 8, 32, avx512::f32_gemm_8x32_avx512}},
-      2};
+      2,
+      16, avx512::f32_conv_nchwc, avx512::f32_dwconv_nchwc, avx512::f32_pool_nchwc,
+      "f32_conv_nchw16c_avx512", "f32_dwconv_nchw16c_avx512"};
   return t;
 }
 
