@@ -44,10 +44,36 @@ inline void interior_cols(const ConvNchwcArgs& a, int64_t* lo, int64_t* hi) {
   *hi = h;
 }
 
+// Tile flags: the input channels are swept in chunks whose weights stay in L1, so all but
+// the first chunk continue from the partial sums in y, and only the last one applies the
+// epilogue.
+enum : int { kContinue = 1, kFinish = 2 };
+
+template <int OCB, int OWT>
+inline __attribute__((always_inline)) void load_tile(const ConvNchwcArgs& a, int64_t ob,
+                                                     int64_t oy, int64_t ox, int flags,
+                                                     VT (&acc)[OCB][OWT]) {
+#pragma GCC unroll 4
+  for (int j = 0; j < OCB; ++j) {
+    const float* yp = a.y + ((ob + j) * a.oh + oy) * a.ow * CB + ox * CB;
+#pragma GCC unroll 16
+    for (int t = 0; t < OWT; ++t) acc[j][t] = flags & kContinue ? Vec::load(yp + t * CB) : Vec::zero();
+  }
+}
+
 template <int OCB, int OWT>
 inline __attribute__((always_inline)) void store_tile(const ConvNchwcArgs& a, int64_t ob,
-                                                      int64_t oy, int64_t ox,
+                                                      int64_t oy, int64_t ox, int flags,
                                                       VT (&acc)[OCB][OWT]) {
+  if (!(flags & kFinish)) {
+#pragma GCC unroll 4
+    for (int j = 0; j < OCB; ++j) {
+      float* yp = a.y + ((ob + j) * a.oh + oy) * a.ow * CB + ox * CB;
+#pragma GCC unroll 16
+      for (int t = 0; t < OWT; ++t) Vec::store(yp + t * CB, acc[j][t]);
+    }
+    return;
+  }
   const VT lo = Vec::set1(a.lo), hi = Vec::set1(a.hi);
 #pragma GCC unroll 4
   for (int j = 0; j < OCB; ++j) {
@@ -64,20 +90,19 @@ inline __attribute__((always_inline)) void store_tile(const ConvNchwcArgs& a, in
 }
 
 // One register tile. CBI: channels per input block (CB, or 1 for a plain NCHW input).
-template <int OCB, int OWT, int CBI>
+// SW: the column stride when it is 1 or 2 (0: a.sw at run time); a compile-time stride
+// makes every broadcast address a constant offset from one register.
+template <int OCB, int OWT, int CBI, int SW>
 void conv_tile(const ConvNchwcArgs& a, int64_t ob, int64_t oy, int64_t ox, int64_t ky0,
-               int64_t ky1, int64_t kx0, int64_t kx1) {
+               int64_t ky1, int64_t kx0, int64_t kx1, int64_t ib0, int64_t ib1, int flags) {
   VT acc[OCB][OWT];
-#pragma GCC unroll 4
-  for (int j = 0; j < OCB; ++j)
-#pragma GCC unroll 16
-    for (int t = 0; t < OWT; ++t) acc[j][t] = Vec::zero();
+  load_tile<OCB, OWT>(a, ob, oy, ox, flags, acc);
   const int64_t iy0 = oy * a.sh - a.ph, ix0 = ox * a.sw - a.pw;
-  const int64_t xrow = a.w_in * CBI, xstep = a.sw * CBI;
+  const int64_t xrow = a.w_in * CBI, xstep = (SW ? SW : a.sw) * CBI;
   const int64_t taps = a.kh * a.kw;
   // Packed weights of this tile's output-block group: [ICB][KH][KW][CBI][OCB][CB].
   const float* wg = a.w + (ob / OCB) * a.icb * taps * CBI * OCB * CB;
-  for (int64_t ib = 0; ib < a.icb; ++ib) {
+  for (int64_t ib = ib0; ib < ib1; ++ib) {
     const float* xb = a.x + ib * a.x_block;
     const float* wb = wg + ib * taps * CBI * OCB * CB;
     for (int64_t ky = ky0; ky < ky1; ++ky) {
@@ -100,71 +125,93 @@ void conv_tile(const ConvNchwcArgs& a, int64_t ob, int64_t oy, int64_t ox, int64
       }
     }
   }
-  store_tile<OCB, OWT>(a, ob, oy, ox, acc);
+  store_tile<OCB, OWT>(a, ob, oy, ox, flags, acc);
 }
 
 using TileFn = void (*)(const ConvNchwcArgs&, int64_t, int64_t, int64_t, int64_t, int64_t,
-                        int64_t, int64_t);
+                        int64_t, int64_t, int64_t, int64_t, int);
 
 // Tile widths beyond the level's register budget (Vec::max_owt) are never instantiated.
-template <int OCB, int OWT, int CBI, bool fits = (OWT <= Vec::max_owt[OCB == 1 ? 0 : OCB == 2 ? 1 : 2])>
+template <int OCB, int OWT, int CBI, int SW,
+          bool fits = (OWT <= Vec::max_owt[OCB == 1 ? 0 : OCB == 2 ? 1 : 2])>
 struct Tile {
   static constexpr TileFn fn = nullptr;
 };
-template <int OCB, int OWT, int CBI>
-struct Tile<OCB, OWT, CBI, true> {
-  static constexpr TileFn fn = &conv_tile<OCB, OWT, CBI>;
+template <int OCB, int OWT, int CBI, int SW>
+struct Tile<OCB, OWT, CBI, SW, true> {
+  static constexpr TileFn fn = &conv_tile<OCB, OWT, CBI, SW>;
 };
-template <int OCB, int CBI>
+template <int O, int C, int S>
 struct TileTable {
   static constexpr TileFn fn[17] = {
-      nullptr,                      Tile<OCB, 1, CBI>::fn,  Tile<OCB, 2, CBI>::fn,
-      Tile<OCB, 3, CBI>::fn,        Tile<OCB, 4, CBI>::fn,  Tile<OCB, 5, CBI>::fn,
-      Tile<OCB, 6, CBI>::fn,        Tile<OCB, 7, CBI>::fn,  Tile<OCB, 8, CBI>::fn,
-      Tile<OCB, 9, CBI>::fn,        Tile<OCB, 10, CBI>::fn, Tile<OCB, 11, CBI>::fn,
-      Tile<OCB, 12, CBI>::fn,       Tile<OCB, 13, CBI>::fn, Tile<OCB, 14, CBI>::fn,
-      Tile<OCB, 15, CBI>::fn,       Tile<OCB, 16, CBI>::fn};
+      nullptr,               Tile<O, 1, C, S>::fn,  Tile<O, 2, C, S>::fn,  Tile<O, 3, C, S>::fn,
+      Tile<O, 4, C, S>::fn,  Tile<O, 5, C, S>::fn,  Tile<O, 6, C, S>::fn,  Tile<O, 7, C, S>::fn,
+      Tile<O, 8, C, S>::fn,  Tile<O, 9, C, S>::fn,  Tile<O, 10, C, S>::fn, Tile<O, 11, C, S>::fn,
+      Tile<O, 12, C, S>::fn, Tile<O, 13, C, S>::fn, Tile<O, 14, C, S>::fn, Tile<O, 15, C, S>::fn,
+      Tile<O, 16, C, S>::fn};
 };
 
-template <int OCB, int CBI>
+template <int OCB, int CBI, int SW>
 void conv_rows(const ConvNchwcArgs& a, int64_t ob0, int64_t ob1, int64_t oy0, int64_t oy1) {
-  const TileFn* tiles = TileTable<OCB, CBI>::fn;
+  const TileFn* tiles = TileTable<OCB, CBI, SW>::fn;
   const int max_owt = Vec::max_owt[OCB == 1 ? 0 : OCB == 2 ? 1 : 2];
   int64_t lo, hi;
   interior_cols(a, &lo, &hi);
+  // Input-channel chunks whose weights (OCB x chunk x taps x CBI vectors) fit in ~20 KB
+  // of L1, swept over bands of rows whose partial sums (~48 KB) stay in L2.
+  const int64_t wbytes = int64_t(OCB) * a.kh * a.kw * CBI * CB * 4;
+  int64_t chunk = (20 << 10) / wbytes;
+  if (chunk < 1) chunk = 1;
+  if (chunk > a.icb) chunk = a.icb;
+  int64_t band = (48 << 10) / (a.ow * OCB * CB * 4);
+  if (band < 1) band = 1;
   for (int64_t ob = ob0; ob < ob1; ob += OCB)
-    for (int64_t oy = oy0; oy < oy1; ++oy) {
-      int64_t ky0, ky1;
-      tap_range(oy, a.sh, a.ph, a.dh, a.kh, a.h, &ky0, &ky1);
-      auto edge = [&](int64_t ox) {
-        int64_t kx0, kx1;
-        tap_range(ox, a.sw, a.pw, a.dw, a.kw, a.w_in, &kx0, &kx1);
-        tiles[1](a, ob, oy, ox, ky0, ky1, kx0, kx1);
-      };
-      for (int64_t ox = 0; ox < lo; ++ox) edge(ox);
-      for (int64_t ox = lo; ox < hi;) {
-        const int64_t n = hi - ox < max_owt ? hi - ox : max_owt;
-        tiles[n](a, ob, oy, ox, ky0, ky1, 0, a.kw);
-        ox += n;
+    for (int64_t by = oy0; by < oy1; by += band) {
+      const int64_t by1 = by + band < oy1 ? by + band : oy1;
+      for (int64_t ib = 0; ib < a.icb; ib += chunk) {
+        const int64_t ib1 = ib + chunk < a.icb ? ib + chunk : a.icb;
+        const int flags = (ib > 0 ? kContinue : 0) | (ib1 == a.icb ? kFinish : 0);
+        for (int64_t oy = by; oy < by1; ++oy) {
+          int64_t ky0, ky1;
+          tap_range(oy, a.sh, a.ph, a.dh, a.kh, a.h, &ky0, &ky1);
+          auto edge = [&](int64_t ox) {
+            int64_t kx0, kx1;
+            tap_range(ox, a.sw, a.pw, a.dw, a.kw, a.w_in, &kx0, &kx1);
+            tiles[1](a, ob, oy, ox, ky0, ky1, kx0, kx1, ib, ib1, flags);
+          };
+          for (int64_t ox = 0; ox < lo; ++ox) edge(ox);
+          for (int64_t ox = lo; ox < hi;) {
+            const int64_t n = hi - ox < max_owt ? hi - ox : max_owt;
+            tiles[n](a, ob, oy, ox, ky0, ky1, 0, a.kw, ib, ib1, flags);
+            ox += n;
+          }
+          for (int64_t ox = hi; ox < a.ow; ++ox) edge(ox);
+        }
       }
-      for (int64_t ox = hi; ox < a.ow; ++ox) edge(ox);
     }
+}
+
+template <int OCB, int CBI>
+void conv_rows_sw(const ConvNchwcArgs& a, int64_t ob0, int64_t ob1, int64_t oy0, int64_t oy1) {
+  if (a.sw == 1) conv_rows<OCB, CBI, 1>(a, ob0, ob1, oy0, oy1);
+  else if (a.sw == 2) conv_rows<OCB, CBI, 2>(a, ob0, ob1, oy0, oy1);
+  else conv_rows<OCB, CBI, 0>(a, ob0, ob1, oy0, oy1);
 }
 
 void f32_conv_nchwc(const ConvNchwcArgs& a, int64_t ob0, int64_t ob1, int64_t oy0, int64_t oy1) {
   const bool plain = a.cbi == 1;
   switch (a.ocb_tile) {
-    case 4: return plain ? conv_rows<4, 1>(a, ob0, ob1, oy0, oy1) : conv_rows<4, CB>(a, ob0, ob1, oy0, oy1);
-    case 2: return plain ? conv_rows<2, 1>(a, ob0, ob1, oy0, oy1) : conv_rows<2, CB>(a, ob0, ob1, oy0, oy1);
-    default: return plain ? conv_rows<1, 1>(a, ob0, ob1, oy0, oy1) : conv_rows<1, CB>(a, ob0, ob1, oy0, oy1);
+    case 4: return plain ? conv_rows_sw<4, 1>(a, ob0, ob1, oy0, oy1) : conv_rows_sw<4, CB>(a, ob0, ob1, oy0, oy1);
+    case 2: return plain ? conv_rows_sw<2, 1>(a, ob0, ob1, oy0, oy1) : conv_rows_sw<2, CB>(a, ob0, ob1, oy0, oy1);
+    default: return plain ? conv_rows_sw<1, 1>(a, ob0, ob1, oy0, oy1) : conv_rows_sw<1, CB>(a, ob0, ob1, oy0, oy1);
   }
 }
 
 // Depthwise: every channel is its own group, so a tile is OWT pixels of one channel
 // block, each tap one vector FMA (input vector x weight vector), no broadcasts.
-template <int OWT>
+template <int OWT, int SW>
 void dw_tile(const ConvNchwcArgs& a, int64_t cb, int64_t oy, int64_t ox, int64_t ky0, int64_t ky1,
-             int64_t kx0, int64_t kx1) {
+             int64_t kx0, int64_t kx1, int64_t, int64_t, int) {
   VT acc[1][OWT];
 #pragma GCC unroll 16
   for (int t = 0; t < OWT; ++t) acc[0][t] = Vec::zero();
@@ -178,27 +225,32 @@ void dw_tile(const ConvNchwcArgs& a, int64_t cb, int64_t oy, int64_t ox, int64_t
       const float* xp = xr + (ix0 + kx * a.dw) * CB;
 #pragma GCC unroll 16
       for (int t = 0; t < OWT; ++t)
-        acc[0][t] = Vec::fma(Vec::load(xp + t * a.sw * CB), wv, acc[0][t]);
+        acc[0][t] = Vec::fma(Vec::load(xp + t * (SW ? SW : a.sw) * CB), wv, acc[0][t]);
     }
   }
-  store_tile<1, OWT>(a, cb, oy, ox, acc);
+  store_tile<1, OWT>(a, cb, oy, ox, kFinish, acc);
 }
 
-template <int OWT, bool fits = (OWT <= Vec::max_owt_dw)>
+template <int OWT, int SW, bool fits = (OWT <= Vec::max_owt_dw)>
 struct DwTile {
   static constexpr TileFn fn = nullptr;
 };
-template <int OWT>
-struct DwTile<OWT, true> {
-  static constexpr TileFn fn = &dw_tile<OWT>;
+template <int OWT, int SW>
+struct DwTile<OWT, SW, true> {
+  static constexpr TileFn fn = &dw_tile<OWT, SW>;
 };
-constexpr TileFn kDwTiles[17] = {
-    nullptr,         DwTile<1>::fn,  DwTile<2>::fn,  DwTile<3>::fn,  DwTile<4>::fn,
-    DwTile<5>::fn,   DwTile<6>::fn,  DwTile<7>::fn,  DwTile<8>::fn,  DwTile<9>::fn,
-    DwTile<10>::fn,  DwTile<11>::fn, DwTile<12>::fn, DwTile<13>::fn, DwTile<14>::fn,
-    DwTile<15>::fn,  DwTile<16>::fn};
+template <int S>
+struct DwTable {
+  static constexpr TileFn fn[17] = {
+      nullptr,           DwTile<1, S>::fn,  DwTile<2, S>::fn,  DwTile<3, S>::fn,
+      DwTile<4, S>::fn,  DwTile<5, S>::fn,  DwTile<6, S>::fn,  DwTile<7, S>::fn,
+      DwTile<8, S>::fn,  DwTile<9, S>::fn,  DwTile<10, S>::fn, DwTile<11, S>::fn,
+      DwTile<12, S>::fn, DwTile<13, S>::fn, DwTile<14, S>::fn, DwTile<15, S>::fn,
+      DwTile<16, S>::fn};
+};
 
 void f32_dwconv_nchwc(const ConvNchwcArgs& a, int64_t cb0, int64_t cb1, int64_t oy0, int64_t oy1) {
+  const TileFn* tiles = a.sw == 1 ? DwTable<1>::fn : a.sw == 2 ? DwTable<2>::fn : DwTable<0>::fn;
   int64_t lo, hi;
   interior_cols(a, &lo, &hi);
   for (int64_t cb = cb0; cb < cb1; ++cb)
@@ -208,12 +260,12 @@ void f32_dwconv_nchwc(const ConvNchwcArgs& a, int64_t cb0, int64_t cb1, int64_t 
       auto edge = [&](int64_t ox) {
         int64_t kx0, kx1;
         tap_range(ox, a.sw, a.pw, a.dw, a.kw, a.w_in, &kx0, &kx1);
-        dw_tile<1>(a, cb, oy, ox, ky0, ky1, kx0, kx1);
+        tiles[1](a, cb, oy, ox, ky0, ky1, kx0, kx1, 0, 0, kFinish);
       };
       for (int64_t ox = 0; ox < lo; ++ox) edge(ox);
       for (int64_t ox = lo; ox < hi;) {
         const int64_t n = hi - ox < Vec::max_owt_dw ? hi - ox : Vec::max_owt_dw;
-        kDwTiles[n](a, cb, oy, ox, ky0, ky1, 0, a.kw);
+        tiles[n](a, cb, oy, ox, ky0, ky1, 0, a.kw, 0, 0, kFinish);
         ox += n;
       }
       for (int64_t ox = hi; ox < a.ow; ++ox) edge(ox);

@@ -246,8 +246,9 @@ std::vector<int> Conv(Builder& b, const std::vector<int>& in) {
 
   std::vector<Candidate> cands;
   const int cb = b.nchwc_block();
-  if (cb > 0 && out_shape.size() == 4 && wconst && (g.g == 1 || depthwise) && !b.is_const(x) &&
-      (bias < 0 || b.is_const(bias))) {
+  const bool nchwc_ok = cb > 0 && out_shape.size() == 4 && wconst && (g.g == 1 || depthwise) &&
+                        !b.is_const(x) && (bias < 0 || b.is_const(bias));
+  if (nchwc_ok) {
     Isa isa = Isa::scalar;
     for (Isa i : supported_isas())
       if (kernels_for(i).nchwc_block == cb) isa = i;
@@ -275,11 +276,17 @@ std::vector<int> Conv(Builder& b, const std::vector<int>& in) {
       }
     }
   }
-  if (is1x1)
+  // The layout plan: once a value is blocked, the convolutions reading it stay blocked
+  // (a plain algorithm would have to convert it back and forth); the search then picks
+  // the register tile and thread split. Where the input is plain (the image, or after an
+  // op that needs NCHW) the blocked kernels compete with the plain algorithms below,
+  // paying for the conversion they need.
+  const bool plain_algos = !(nchwc_ok && x_blocked);
+  if (is1x1 && plain_algos)
     add_gemm_candidates(cands, "gemm1x1", false, [&](const KernelTable& kt, int v) {
       return double(g.n) * gemm_cost(kt, v, g.oc, ohw, g.c, false) + unblock;
     });
-  if (depthwise && wconst) {
+  if (depthwise && wconst && plain_algos) {
     for (Isa isa : supported_isas()) {
       const KernelTable& kt = kernels_for(isa);
       const double peak = double(kt.vector_floats) * 2 * 2 * 3.0e9;
@@ -289,7 +296,7 @@ std::vector<int> Conv(Builder& b, const std::vector<int>& in) {
     }
   }
   const bool wino_ok = g.kh == 3 && g.kw == 3 && g.sh == 1 && g.sw == 1 && g.dh == 1 &&
-                       g.dw == 1 && g.g == 1 && wconst && g.c >= 8 && g.oc >= 8;
+                       g.dw == 1 && g.g == 1 && wconst && g.c >= 8 && g.oc >= 8 && plain_algos;
   const int64_t tiles = ((g.oh + 1) / 2) * ((g.ow + 1) / 2);
   if (wino_ok)
     add_gemm_candidates(cands, "winograd", false, [&](const KernelTable& kt, int v) {
@@ -299,7 +306,8 @@ std::vector<int> Conv(Builder& b, const std::vector<int>& in) {
                             gemm_cost(kt, 0, 4, g.oc * tiles, 16, true)) +
              moves + unblock;
     });
-  add_gemm_candidates(cands, "im2col", false, [&](const KernelTable& kt, int v) {
+  if (plain_algos)
+    add_gemm_candidates(cands, "im2col", false, [&](const KernelTable& kt, int v) {
     const double copy = double(g.n * g.c * kk * ohw) * 8.0 / 20e9;
     return double(g.n * g.g) * gemm_cost(kt, v, ocg, ohw, cg * kk, false) + copy + unblock;
   });
