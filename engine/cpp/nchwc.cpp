@@ -1,6 +1,7 @@
 #include "nchwc.h"
 
 #include <algorithm>
+#include <vector>
 
 #include "threadpool.h"
 
@@ -36,6 +37,75 @@ Tensor pad_channels_nchwc(const float* v, int64_t c, int cb) {
   Tensor t = Tensor::zeros(DType::f32, {nchwc_blocks(c, cb) * cb});
   if (v) std::copy(v, v + c, t.ptr<float>());
   return t;
+}
+
+Tensor pack_winograd_weights_nchwc(const float* w, int64_t oc, int64_t ic, int cb, int ocb_tile,
+                                   int64_t* stride) {
+  static const double G[4][3] = {{1, 0, 0}, {0.5, 0.5, 0.5}, {0.5, -0.5, 0.5}, {0, 0, 1}};
+  std::vector<float> uk(size_t(oc * ic));
+  Tensor out;
+  for (int k = 0; k < 16; ++k) {
+    const int a = k / 4, e = k % 4;
+    for (int64_t o = 0; o < oc; ++o)
+      for (int64_t c = 0; c < ic; ++c) {
+        const float* g = w + (o * ic + c) * 9;
+        double s = 0;
+        for (int i = 0; i < 3; ++i)
+          for (int j = 0; j < 3; ++j) s += G[a][i] * g[i * 3 + j] * G[e][j];
+        uk[size_t(o * ic + c)] = float(s);
+      }
+    const Tensor p = pack_conv_weights_nchwc(uk.data(), oc, ic, 1, 1, cb, cb, ocb_tile);
+    if (k == 0) {
+      *stride = p.numel();
+      out = Tensor::empty(DType::f32, {16 * *stride});
+    }
+    std::copy(p.ptr<float>(), p.ptr<float>() + *stride, out.ptr<float>() + k * *stride);
+  }
+  return out;
+}
+
+void winograd_nchwc(const KernelTable& kt, const WinogradNchwcArgs& a, const float* u,
+                    int64_t u_stride, int ocb_tile, int64_t n, int64_t x_image, int64_t y_image) {
+  const int64_t cb = kt.nchwc_block;
+  const int64_t th = (a.oh + 1) / 2, tiles = th * a.tw;
+  const int64_t widest = std::max(a.cblocks, a.oblocks) * cb;
+  const int64_t chunk = std::min(tiles, std::max<int64_t>(16, (512 << 10) / (16 * widest * 4)));
+  const int64_t chunks = (tiles + chunk - 1) / chunk;
+  auto run = [&](int64_t task) {
+    const int64_t img = task / chunks, t0 = task % chunks * chunk;
+    const int64_t t1 = std::min(tiles, t0 + chunk), nt = t1 - t0;
+    thread_local std::vector<float> v, m;
+    v.resize(size_t(16 * a.cblocks * cb * chunk));
+    m.resize(size_t(16 * a.oblocks * cb * chunk));
+    WinogradNchwcArgs b = a;
+    b.x = a.x + img * x_image;
+    b.y = a.y + img * y_image;
+    if (a.res) b.res = a.res + img * y_image;
+    b.v = v.data();
+    b.m = m.data();
+    b.t0 = t0;
+    b.t1 = t1;
+    kt.f32_winograd_in_nchwc(b);
+    ConvNchwcArgs g{};
+    g.icb = a.cblocks;
+    g.cbi = cb;
+    g.x_block = nt * cb;
+    g.h = g.oh = 1;
+    g.w_in = g.ow = nt;
+    g.kh = g.kw = g.sh = g.sw = g.dh = g.dw = 1;
+    g.lo = -INFINITY;
+    g.hi = INFINITY;
+    g.ocb_tile = ocb_tile;
+    for (int k = 0; k < 16; ++k) {
+      g.x = v.data() + k * a.cblocks * cb * nt;
+      g.w = u + k * u_stride;
+      g.y = m.data() + k * a.oblocks * cb * nt;
+      kt.f32_conv_nchwc(g, 0, a.oblocks, 0, 1);
+    }
+    kt.f32_winograd_out_nchwc(b);
+  };
+  if (num_threads() > 1 && n * chunks > 1) parallel_for(n * chunks, run);
+  else for (int64_t t = 0; t < n * chunks; ++t) run(t);
 }
 
 void conv_nchwc(const KernelTable& kt, const ConvNchwcArgs& a, int64_t n, int64_t ocb,

@@ -316,6 +316,77 @@ void f32_pool_nchwc(const PoolNchwcArgs& a, int64_t cb0, int64_t cb1) {
   }
 }
 
+// Winograd F(2x2, 3x3): the input and output transforms are additions of whole channel
+// vectors, so in NCHWc they vectorise over channels with no shuffles. B^T = [1 0 -1 0;
+// 0 1 1 0; 0 -1 1 0; 0 1 0 -1], A^T = [1 1 1 0; 0 1 -1 -1].
+void f32_winograd_in_nchwc(const WinogradNchwcArgs& a) {
+  const int64_t nt = a.t1 - a.t0;
+  for (int64_t t = a.t0; t < a.t1; ++t) {
+    const int64_t iy = 2 * (t / a.tw) - a.ph, ix = 2 * (t % a.tw) - a.pw;
+    bool rows[4], cols[4];
+    for (int i = 0; i < 4; ++i) {
+      rows[i] = iy + i >= 0 && iy + i < a.h;
+      cols[i] = ix + i >= 0 && ix + i < a.w_in;
+    }
+    const bool inside = rows[0] && rows[3] && cols[0] && cols[3];
+    for (int64_t cb = 0; cb < a.cblocks; ++cb) {
+      const float* xb = a.x + cb * a.h * a.w_in * CB;
+      VT d[4][4];
+      for (int i = 0; i < 4; ++i)
+        for (int j = 0; j < 4; ++j)
+          d[i][j] = inside || (rows[i] && cols[j])
+                        ? Vec::load(xb + ((iy + i) * a.w_in + ix + j) * CB)
+                        : Vec::zero();
+      VT r[4][4];
+      for (int j = 0; j < 4; ++j) {
+        r[0][j] = Vec::sub(d[0][j], d[2][j]);
+        r[1][j] = Vec::add(d[1][j], d[2][j]);
+        r[2][j] = Vec::sub(d[2][j], d[1][j]);
+        r[3][j] = Vec::sub(d[1][j], d[3][j]);
+      }
+      float* vb = a.v + (cb * nt + (t - a.t0)) * CB;
+      const int64_t xi = a.cblocks * nt * CB;  // between the 16 transform positions
+      for (int i = 0; i < 4; ++i) {
+        Vec::store(vb + (i * 4 + 0) * xi, Vec::sub(r[i][0], r[i][2]));
+        Vec::store(vb + (i * 4 + 1) * xi, Vec::add(r[i][1], r[i][2]));
+        Vec::store(vb + (i * 4 + 2) * xi, Vec::sub(r[i][2], r[i][1]));
+        Vec::store(vb + (i * 4 + 3) * xi, Vec::sub(r[i][1], r[i][3]));
+      }
+    }
+  }
+}
+
+void f32_winograd_out_nchwc(const WinogradNchwcArgs& a) {
+  const int64_t nt = a.t1 - a.t0, xi = a.oblocks * nt * CB;
+  const VT lo = Vec::set1(a.lo), hi = Vec::set1(a.hi);
+  for (int64_t t = a.t0; t < a.t1; ++t) {
+    const int64_t oy = 2 * (t / a.tw), ox = 2 * (t % a.tw);
+    for (int64_t ob = 0; ob < a.oblocks; ++ob) {
+      const float* mb = a.m + (ob * nt + (t - a.t0)) * CB;
+      VT s[2][4];
+      for (int j = 0; j < 4; ++j) {
+        const VT m0 = Vec::load(mb + j * xi), m1 = Vec::load(mb + (4 + j) * xi);
+        const VT m2 = Vec::load(mb + (8 + j) * xi), m3 = Vec::load(mb + (12 + j) * xi);
+        s[0][j] = Vec::add(Vec::add(m0, m1), m2);
+        s[1][j] = Vec::sub(Vec::sub(m1, m2), m3);
+      }
+      const VT bv = a.bias ? Vec::load(a.bias + ob * CB) : Vec::zero();
+      for (int p = 0; p < 2; ++p) {
+        if (oy + p >= a.oh) break;
+        const VT o[2] = {Vec::add(Vec::add(s[p][0], s[p][1]), s[p][2]),
+                         Vec::sub(Vec::sub(s[p][1], s[p][2]), s[p][3])};
+        for (int q = 0; q < 2; ++q) {
+          if (ox + q >= a.ow) break;
+          const int64_t yi = ((ob * a.oh + oy + p) * a.ow + ox + q) * CB;
+          VT v = Vec::add(o[q], bv);
+          if (a.res) v = Vec::add(v, Vec::load(a.res + yi));
+          Vec::store(a.y + yi, Vec::min(Vec::max(v, lo), hi));
+        }
+      }
+    }
+  }
+}
+
 }  // namespace
 }  // namespace WALLE_ISA_NS
 }  // namespace walle

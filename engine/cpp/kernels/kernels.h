@@ -86,6 +86,16 @@ struct PoolNchwcArgs {
   int64_t pad_h_end, pad_w_end;  // end pads, for count_include_pad
 };
 
+// Winograd F(2x2, 3x3) transforms in NCHWc for the tiles [t0, t1) of one image (tile t
+// covers output rows 2 (t / tw) + {0, 1} and columns 2 (t % tw) + {0, 1}):
+//   in:  v[16][CB][t1 - t0][c] = B^T d B of each 4x4 input patch d (zero outside)
+//   out: y = clamp(A^T m A + bias + res) from m[16][OB][t1 - t0][c]
+struct WinogradNchwcArgs {
+  const float* x; float* v; const float* m; const float* bias; const float* res; float* y;
+  int64_t cblocks, oblocks, h, w_in, oh, ow, ph, pw, tw, t0, t1;
+  float lo, hi;
+};
+
 struct KernelTable {
   const char* isa;
   int vector_floats;  // floats per SIMD register, used by the cost model
@@ -115,6 +125,8 @@ struct KernelTable {
   void (*f32_dwconv_nchwc)(const ConvNchwcArgs& a, int64_t cb0, int64_t cb1, int64_t oy0,
                            int64_t oy1);
   void (*f32_pool_nchwc)(const PoolNchwcArgs& a, int64_t cb0, int64_t cb1);
+  void (*f32_winograd_in_nchwc)(const WinogradNchwcArgs& a);
+  void (*f32_winograd_out_nchwc)(const WinogradNchwcArgs& a);
   const char* conv_nchwc_name;  // e.g. f32_conv_nchw16c_avx512
   const char* dwconv_nchwc_name;
 };

@@ -65,6 +65,7 @@ struct Vec {
   static void store(float* p, T v) { _mm256_storeu_ps(p, v); }
   static T bcast(const float* p) { return _mm256_broadcast_ss(p); }
   static T fma(T a, T b, T c) { return _mm256_fmadd_ps(a, b, c); }
+  static T sub(T a, T b) { return _mm256_sub_ps(a, b); }
   static T add(T a, T b) { return _mm256_add_ps(a, b); }
   static T mul(T a, T b) { return _mm256_mul_ps(a, b); }
   static T max(T a, T b) { return _mm256_max_ps(a, b); }
@@ -87,6 +88,7 @@ const KernelTable& kernels_avx2() {
        {"f32_gemm_4x24_avx2", 4, 24, avx2::f32_gemm_4x24_avx2}},
       2,
       8, avx2::f32_conv_nchwc, avx2::f32_dwconv_nchwc, avx2::f32_pool_nchwc,
+      avx2::f32_winograd_in_nchwc, avx2::f32_winograd_out_nchwc,
       "f32_conv_nchw8c_avx2", "f32_dwconv_nchw8c_avx2"};
   return t;
 }

@@ -72,6 +72,7 @@ struct Vec {
   static void store(float* p, T v) { _mm512_storeu_ps(p, v); }
   static T bcast(const float* p) { return _mm512_set1_ps(*p); }
   static T fma(T a, T b, T c) { return _mm512_fmadd_ps(a, b, c); }
+  static T sub(T a, T b) { return _mm512_sub_ps(a, b); }
   static T add(T a, T b) { return _mm512_add_ps(a, b); }
   static T mul(T a, T b) { return _mm512_mul_ps(a, b); }
   static T max(T a, T b) { return _mm512_max_ps(a, b); }
@@ -94,6 +95,7 @@ const KernelTable& kernels_avx512() {
        {"f32_gemm_8x32_avx512", 8, 32, avx512::f32_gemm_8x32_avx512}},
       2,
       16, avx512::f32_conv_nchwc, avx512::f32_dwconv_nchwc, avx512::f32_pool_nchwc,
+      avx512::f32_winograd_in_nchwc, avx512::f32_winograd_out_nchwc,
       "f32_conv_nchw16c_avx512", "f32_dwconv_nchw16c_avx512"};
   return t;
 }

@@ -31,7 +31,7 @@ const KernelTable& kernels_scalar() {
       scalar::f32_reduce, scalar::f32_bias_clamp, scalar::f32_dwconv,
       {{"f32_gemm_4x8_scalar", 4, 8, scalar::f32_gemm_4x8_scalar}, {nullptr, 0, 0, nullptr}},
       1,
-      0, nullptr, nullptr, nullptr, nullptr, nullptr};
+      0, nullptr, nullptr, nullptr, nullptr, nullptr, nullptr, nullptr};
   return t;
 }
 

@@ -15,6 +15,9 @@
 //            with bias, residual and clamp. A plain NCHW input with few channels (the
 //            image) is read as it is. Output stays blocked for the next op.
 //   dwnchwc  depthwise convolution in NCHWc: one vector FMA per tap and c channels
+//   wnchwc   Winograd F(2x2, 3x3) in NCHWc (3x3, stride 1): the tile transforms are
+//            vector additions over channel blocks, the 16 products are NCHWc 1x1
+//            GEMMs over chunks of tiles kept in L2 (nchwc.cpp: winograd_nchwc)
 //   winograd F(2x2, 3x3) for 3x3 stride-1 undilated single-group convs:
 //            Y = A^T [ (G g G^T) . (B^T d B) ] A per 4x4 input tile d / 2x2 output tile,
 //            as atomic ops: a raster gathers tiles into D[n, 16, C, T]; one GEMM with the
@@ -225,6 +228,49 @@ int conv_nchwc_steps(Builder& b, int x, int wt, int bias, int residual, const Co
   return y;
 }
 
+int winograd_nchwc_steps(Builder& b, int x, int wt, int bias, int residual, const ConvGeom& g,
+                         int variant, float lo, float hi) {
+  const int cb = b.nchwc_block();
+  const int tile = 1 << (variant % 3);
+  const int xin = b.slot(x).nchwc ? x : b.to_nchwc(x, cb);
+  const Tensor w = b.const_data(wt);
+  int64_t u_stride = 0;
+  const int up = b.add_const(pack_winograd_weights_nchwc(w.ptr<float>(), g.oc, g.c, cb, tile, &u_stride));
+  const int bp = b.add_const(
+      pad_channels_nchwc(bias >= 0 ? b.const_data(bias).ptr<float>() : nullptr, g.oc, cb));
+  const Shape out = nchwc_shape({g.n, g.oc, g.oh, g.ow}, cb);
+  int res = -1;
+  if (residual >= 0) {
+    res = b.slot(residual).nchwc == cb ? residual : b.to_nchwc(b.slot(residual).nchwc ? b.to_plain(residual) : residual, cb);
+    if (b.shape(res) != out) throw Error("Conv residual does not match the output shape");
+  }
+  const int y = b.temp(DType::f32, out);
+  b.mark_nchwc(y, cb, g.oc);
+  WinogradNchwcArgs a{};
+  a.cblocks = nchwc_blocks(g.c, cb);
+  a.oblocks = nchwc_blocks(g.oc, cb);
+  a.h = g.h; a.w_in = g.w; a.oh = g.oh; a.ow = g.ow; a.ph = g.ph; a.pw = g.pw;
+  a.tw = (g.ow + 1) / 2;
+  a.lo = lo;
+  a.hi = hi;
+  const int64_t x_image = a.cblocks * cb * g.h * g.w, y_image = a.oblocks * cb * g.oh * g.ow;
+  const int64_t n = g.n;
+  const KernelTable* kt = &b.kt();
+  std::vector<int> ins = {xin, up, bp};
+  if (res >= 0) ins.push_back(res);
+  b.custom("conv:f32_conv3x3_winograd2x2_nchw" + std::to_string(cb) + "c_" + kt->isa, ins, {y},
+           [=](const ExecCtx& c) {
+             WinogradNchwcArgs args = a;
+             args.x = static_cast<const float*>(c.ptr[xin]);
+             args.bias = static_cast<const float*>(c.ptr[bp]);
+             args.res = res >= 0 ? static_cast<const float*>(c.ptr[res]) : nullptr;
+             args.y = static_cast<float*>(c.ptr[y]);
+             winograd_nchwc(*kt, args, static_cast<const float*>(c.ptr[up]), u_stride, tile, n,
+                            x_image, y_image);
+           });
+  return y;
+}
+
 std::vector<int> Conv(Builder& b, const std::vector<int>& in) {
   int x = in[0], residual = opt(in, 3);
   const int wt = in[1], bias = opt(in, 2);
@@ -273,6 +319,15 @@ std::vector<int> Conv(Builder& b, const std::vector<int>& in) {
         // A one-block tile loads a weight vector per FMA-pair: load-bound.
         const double eff = tile == 1 ? 0.55 : 0.85;
         cands.push_back({Choice{"nchwc", isa, t + 3 * split}, flops / (peak * eff) + convert});
+        if (g.kh == 3 && g.kw == 3 && g.sh == 1 && g.sw == 1 && g.dh == 1 && g.dw == 1 &&
+            split == 0 && g.c >= cb) {
+          // 16 products of [tiles x C] x [C x O] instead of 9 per output pixel x 4 pixels,
+          // plus the transforms (a few vector adds per transformed value).
+          const double tl = double(((g.oh + 1) / 2) * ((g.ow + 1) / 2));
+          const double wflops = 2.0 * g.n * 16 * tl * icp * ocp;
+          const double moves = g.n * 16.0 * tl * (icp + ocp) * 4 * 2 / 40e9;
+          cands.push_back({Choice{"wnchwc", isa, t}, wflops / (peak * eff) + moves + convert});
+        }
       }
     }
   }
@@ -317,6 +372,7 @@ std::vector<int> Conv(Builder& b, const std::vector<int>& in) {
       << g.dh << "x" << g.dw << "g" << g.g << "|x" << (x_blocked ? "nchwc" : "nchw") << cb;
   const Choice ch = b.choose(sig.str(), cands);
   b.use_isa(ch.isa);
+  if (ch.algo == "wnchwc") return {winograd_nchwc_steps(b, x, wt, bias, residual, g, ch.gemm_variant, lo, hi)};
   if (ch.algo == "nchwc" || ch.algo == "dwnchwc")
     return {conv_nchwc_steps(b, x, wt, bias, residual, g, ch.algo == "dwnchwc", ch.gemm_variant,
                              lo, hi)};
