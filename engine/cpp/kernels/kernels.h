@@ -114,7 +114,9 @@ struct KernelTable {
   void (*f32_bias_clamp)(float* y, int64_t ldy, int64_t m, int64_t n, const float* bias_m,
                          const float* bias_n, float lo, float hi);
   void (*f32_dwconv)(const DwConvArgs& a);
-  GemmMicroKernel gemm[2];
+  // Register-tiled kernels, then one for a single row of A (batch-1 MLP layers, GEMV):
+  // that one has no B reuse to exploit and instead keeps independent FMA chains over k.
+  GemmMicroKernel gemm[3];
   int gemm_count;
   // NCHWc kernels; nchwc_block = 0 (and null pointers) where the level has none.
   int nchwc_block;

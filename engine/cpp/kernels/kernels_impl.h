@@ -248,10 +248,14 @@ void f32_reduce(ReduceOp op, const float* x, float* y, int64_t outer, int64_t r,
                  : op == ReduceOp::min ? INFINITY
                  : op == ReduceOp::prod ? 1.0f : 0.0f;
       for (int j = 0; j < 16; ++j) acc[j] = init;
+      // NaN propagates through max/min like numpy and onnxruntime: a NaN flag kept in
+      // the same vectorised pass, instead of a second scalar scan of the row.
+      int nan_seen = 0;
       int64_t i = 0;
       for (; i + 16 <= r; i += 16) {
         for (int j = 0; j < 16; ++j) {
           float v = xo[i + j];
+          nan_seen |= v != v;
           switch (op) {
             case ReduceOp::max: acc[j] = fmax_(acc[j], v); break;
             case ReduceOp::min: acc[j] = fmin_(acc[j], v); break;
@@ -271,6 +275,7 @@ void f32_reduce(ReduceOp op, const float* x, float* y, int64_t outer, int64_t r,
       }
       for (; i < r; ++i) {
         float v = xo[i];
+        nan_seen |= v != v;
         switch (op) {
           case ReduceOp::max: t = fmax_(t, v); break;
           case ReduceOp::min: t = fmin_(t, v); break;
@@ -278,8 +283,7 @@ void f32_reduce(ReduceOp op, const float* x, float* y, int64_t outer, int64_t r,
           default: t += v; break;
         }
       }
-      // NaN propagates through max/min like numpy and onnxruntime.
-      if (op == ReduceOp::max || op == ReduceOp::min)
+      if (nan_seen && (op == ReduceOp::max || op == ReduceOp::min))
         for (int64_t k = 0; k < r; ++k)
           if (xo[k] != xo[k]) { t = xo[k]; break; }
       yo[0] = op == ReduceOp::mean ? t / float(r) : t;
