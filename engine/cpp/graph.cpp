@@ -171,6 +171,14 @@ const char* binary_name(BinaryOp op) {
 
 void Builder::unary(UnaryOp op, int x, int y, float alpha, float beta) {
   const KernelTable* kt = &this->kt();
+  if (dtype(x) == DType::f32) {  // pre-bound: no views or shape work per run
+    const int64_t n = numel(shape(x));
+    custom(std::string("unary:") + unary_name(op), {x}, {y}, [=](const ExecCtx& c) {
+      fast::unary_f32(*kt, op, static_cast<const float*>(c.ptr[x]), static_cast<float*>(c.ptr[y]),
+                      n, alpha, beta);
+    });
+    return;
+  }
   custom(std::string("unary:") + unary_name(op), {x}, {y}, [=](const ExecCtx& c) {
     fast::unary(*kt, op, c.view(x), c.view(y), alpha, beta);
   });
@@ -184,6 +192,16 @@ int Builder::unary(UnaryOp op, int x, float alpha, float beta) {
 
 void Builder::binary(BinaryOp op, int a, int b, int y) {
   const KernelTable* kt = &this->kt();
+  if (dtype(a) == DType::f32 && dtype(b) == DType::f32 && !is_compare(op) && !is_logical(op)) {
+    // Pre-bound: the broadcast plan is worked out here, once.
+    auto plan = std::make_shared<const BroadcastPlan>(
+        fast::plan_broadcast(shape(y), shape(a), shape(b)));
+    custom(std::string("binary:") + binary_name(op), {a, b}, {y}, [=](const ExecCtx& c) {
+      fast::binary_f32(*kt, op, *plan, static_cast<const float*>(c.ptr[a]),
+                       static_cast<const float*>(c.ptr[b]), static_cast<float*>(c.ptr[y]));
+    });
+    return;
+  }
   custom(std::string("binary:") + binary_name(op), {a, b}, {y}, [=](const ExecCtx& c) {
     fast::binary(*kt, op, c.view(a), c.view(b), c.view(y));
   });
@@ -283,8 +301,10 @@ void Builder::matmul(int a, int b, int y, const MatmulOpts& o) {
   const int addend = o.addend;
   const int bias = o.bias;
   const char axis = o.bias_axis;
-  const bool ta = o.trans_a, tb = o.trans_b;
   const float lo = o.lo, hi = o.hi;
+  if (dtype(a) != DType::f32 || dtype(b) != DType::f32) throw Error("matmul needs float32 tensors");
+  // Pre-bound: shapes, batch offsets and packed operands are settled here, once.
+  auto plan = std::make_shared<const MatmulPlan>(fast::plan_matmul(shape(a), o.trans_a, shape(b), o.trans_b));
   custom(std::string("matmul:") + uk.name, in, {y}, [=](const ExecCtx& c) {
     MatmulEpilogue ep;
     if (addend >= 0) ep.addend = static_cast<const float*>(c.ptr[addend]);
@@ -294,7 +314,9 @@ void Builder::matmul(int a, int b, int y, const MatmulOpts& o) {
     }
     ep.lo = lo;
     ep.hi = hi;
-    fast::matmul(*kt, variant, c.view(a), ta, c.view(b), tb, c.view(y), ep, pa.get(), pb.get());
+    fast::matmul_f32(*kt, variant, *plan, static_cast<const float*>(c.ptr[a]),
+                     static_cast<const float*>(c.ptr[b]), static_cast<float*>(c.ptr[y]), ep,
+                     pa.get(), pb.get());
   });
 }
 
@@ -505,6 +527,33 @@ Model::Model(const GraphDef& g, const ModelOptions& opts) : opts_(opts) {
   merge_rasters();
   finalize_rasters();
   plan_memory();
+  bind_slots();
+}
+
+void Model::bind_slots() {
+  bindings_.assign(slots_.size(), SlotBinding{});
+  std::map<int, int64_t> out_index, in_index;
+  for (size_t i = 0; i < output_ids_.size(); ++i) out_index[output_ids_[i]] = int64_t(i);
+  for (size_t i = 0; i < input_ids_.size(); ++i) in_index[input_ids_[i]] = int64_t(i);
+  for (size_t id = 0; id < slots_.size(); ++id) {
+    int r = int(id);
+    while (slots_[r].alias_of >= 0) r = slots_[r].alias_of;
+    const Slot& s = slots_[r];
+    SlotBinding& b = bindings_[id];
+    if (s.kind == Slot::kConst) {
+      b.kind = SlotBinding::kConst;
+      b.data = s.data.data;
+    } else if (s.output) {
+      b.kind = SlotBinding::kOutput;
+      b.index = out_index.at(r);
+    } else if (s.kind == Slot::kInput) {
+      b.kind = SlotBinding::kInput;
+      b.index = in_index.at(r);
+    } else if (s.arena_offset >= 0) {
+      b.kind = SlotBinding::kArena;
+      b.index = s.arena_offset;
+    }
+  }
 }
 
 void Model::fold_constants(size_t first, const std::vector<int>& outs) {
@@ -693,34 +742,35 @@ std::vector<Tensor> Model::run_timed(const std::vector<Tensor>& inputs,
       throw Error("input '" + s.name + "' must have shape " + shape_str(s.shape) + ", got " +
                   shape_str(inputs[i].shape));
   }
-  std::shared_ptr<void> arena;
+  std::unique_ptr<RunState> st;
   {
     std::lock_guard<std::mutex> g(arena_mutex_);
-    if (!free_arenas_.empty()) {
-      arena = free_arenas_.back();
-      free_arenas_.pop_back();
+    if (!free_states_.empty()) {
+      st = std::move(free_states_.back());
+      free_states_.pop_back();
     }
   }
-  if (!arena) arena = aligned_alloc_shared(arena_bytes_);
-  ExecCtx c;
-  c.slots = &slots_;
-  c.ptr.assign(slots_.size(), nullptr);
-  std::vector<Tensor> outs;
-  std::map<int, size_t> out_index;
-  for (int id : output_ids_) {
-    out_index[id] = outs.size();
-    outs.push_back(Tensor::empty(slots_[id].dtype, slots_[id].shape));
+  if (!st) {
+    st = std::make_unique<RunState>();
+    st->arena = aligned_alloc_shared(arena_bytes_);
+    st->ctx.slots = &slots_;
+    st->ctx.ptr.assign(slots_.size(), nullptr);
   }
-  for (size_t i = 0; i < inputs.size(); ++i) c.ptr[input_ids_[i]] = inputs[i].data;
-  char* base = static_cast<char*>(arena.get());
-  for (size_t id = 0; id < slots_.size(); ++id) {
-    int r = int(id);
-    while (slots_[r].alias_of >= 0) r = slots_[r].alias_of;
-    const Slot& s = slots_[r];
-    if (s.kind == Slot::kConst) c.ptr[id] = s.data.data;
-    else if (s.output) c.ptr[id] = outs[out_index.at(r)].data;
-    else if (s.kind == Slot::kInput) c.ptr[id] = c.ptr[r];
-    else if (s.arena_offset >= 0) c.ptr[id] = base + s.arena_offset;
+  ExecCtx& c = st->ctx;
+  std::vector<Tensor> outs;
+  outs.reserve(output_ids_.size());
+  for (int id : output_ids_) outs.push_back(Tensor::empty(slots_[id].dtype, slots_[id].shape));
+  char* base = static_cast<char*>(st->arena.get());
+  void** ptr = c.ptr.data();
+  for (size_t id = 0; id < bindings_.size(); ++id) {
+    const SlotBinding& b = bindings_[id];
+    switch (b.kind) {
+      case SlotBinding::kConst: ptr[id] = const_cast<void*>(b.data); break;
+      case SlotBinding::kInput: ptr[id] = inputs[b.index].data; break;
+      case SlotBinding::kOutput: ptr[id] = outs[b.index].data; break;
+      case SlotBinding::kArena: ptr[id] = base + b.index; break;
+      case SlotBinding::kNone: break;
+    }
   }
   if (step_seconds) {
     step_seconds->resize(steps_.size(), 0.0);
@@ -739,7 +789,7 @@ std::vector<Tensor> Model::run_timed(const std::vector<Tensor>& inputs,
   }
   {
     std::lock_guard<std::mutex> g(arena_mutex_);
-    free_arenas_.push_back(std::move(arena));
+    free_states_.push_back(std::move(st));
   }
   return outs;
 }

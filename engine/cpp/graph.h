@@ -229,8 +229,23 @@ class Model {
   std::vector<int> input_ids_, output_ids_;
   size_t arena_bytes_ = 0, unplanned_bytes_ = 0;
   int merged_rasters_ = 0;
+  // Where each slot's data lives in a run, worked out once after the memory plan so a run
+  // resolves pointers with one pass and no alias walks: a constant's data, an input or
+  // output by index, or an arena offset.
+  struct SlotBinding {
+    enum Kind : uint8_t { kNone, kConst, kInput, kOutput, kArena } kind = kNone;
+    int64_t index = 0;  // input / output number, or arena offset
+    const void* data = nullptr;
+  };
+  std::vector<SlotBinding> bindings_;
+  void bind_slots();
+  // A run's scratch: the arena and the pointer table, reused by later runs.
+  struct RunState {
+    std::shared_ptr<void> arena;
+    ExecCtx ctx;
+  };
   mutable std::mutex arena_mutex_;
-  mutable std::vector<std::shared_ptr<void>> free_arenas_;
+  mutable std::vector<std::unique_ptr<RunState>> free_states_;
   // Packed constant operands by (data, shape, 'a' or 'b', transposed, panel width): a
   // weight shared by many nodes (tied embeddings, a repeated block) is packed once. The
   // entry keeps the source alive, so its address cannot be reused by another constant.
