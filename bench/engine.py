@@ -1,16 +1,24 @@
 """walle_engine benchmark: batch-1 latency against onnxruntime (and MNN when installed),
-1 and 2 threads, rounds interleaved; fp32 GEMM GFLOP/s against the FMA peak.
+1 and 2 threads, rounds interleaved; fp32 GEMM GFLOP/s against the FMA peak; per-run
+overhead on a one-op model.
 
-    .venv/bin/python bench/engine.py [--rounds 30] [--models mobilenet_v2,resnet18] [--quick]
+    .venv/bin/python bench/engine.py [--rounds 30] [--models mobilenet_v2,resnet18]
+        [--threads 1,2] [--profile]
 
-Prints a table and writes bench/out/engine.json. Models are built offline with
-onnx.helper and seeded random weights (engine/tests/model_zoo.py). Never run by tests.
+Prints the host's ISA and load, per-model wall and CPU milliseconds per run for every
+engine with the ratios, a summary of walle/ort and walle/mnn at each thread count, and
+writes bench/out/engine.json. CPU seconds per run (process CPU time, all threads) sit
+beside wall time so a busy host shows: at one thread they should match, and at two a
+wall time well above CPU/2 means the second core was not granted. Models are built
+offline with onnx.helper and seeded random weights (engine/tests/model_zoo.py). Never
+run by tests.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import platform
 import statistics
 import subprocess
@@ -96,8 +104,15 @@ def make_mnn(onnx_path: Path, work: Path, inputs: list[str], outputs: list[str],
     return run
 
 
-def bench_models(names: list[str], rounds: int, threads_list: list[int]) -> list[dict]:
+def bench_models(
+    names: list[str], rounds: int, threads_list: list[int], profile: bool = False
+) -> list[dict]:
     rows = []
+    print(
+        f"{'model':16} {'T':>2}  {'walle ms (cpu)':>17}  {'ort ms (cpu)':>17}  {'mnn ms (cpu)':>17}"
+        f"  {'w/ort':>5}  {'w/mnn':>5}  err vs ort",
+        flush=True,
+    )
     work = Path(tempfile.mkdtemp(prefix="walle-bench-"))
     for name in names:
         model = MODELS[name]()
@@ -136,16 +151,21 @@ def bench_models(names: list[str], rounds: int, threads_list: list[int]) -> list
                 for _ in range(3):
                     run()
             times: dict[str, list[float]] = {k: [] for k in runners}
+            cpu: dict[str, list[float]] = {k: [] for k in runners}
             for _ in range(rounds):  # interleaved: host noise hits every engine alike
                 for k, run in runners.items():
+                    c = time.process_time()
                     t = time.perf_counter()
                     run()
                     times[k].append(time.perf_counter() - t)
+                    cpu[k].append(time.process_time() - c)
             med = {k: statistics.median(v) * 1e3 for k, v in times.items()}
+            cpu_ms = {k: statistics.median(v) * 1e3 for k, v in cpu.items()}
             row = {
                 "model": name,
                 "threads": threads,
                 "median_ms": med,
+                "cpu_ms_per_run": cpu_ms,
                 "walle_vs_ort": med["walle"] / med["onnxruntime"],
                 "walle_vs_mnn": med["walle"] / med["mnn"] if "mnn" in med else None,
                 "rel_err_vs_ort": err,
@@ -153,12 +173,20 @@ def bench_models(names: list[str], rounds: int, threads_list: list[int]) -> list
                 "walle_plan": [p["choice"] for p in wm.plan()],
             }
             rows.append(row)
-            m = f"{med['mnn']:8.2f}" if "mnn" in med else "       -"
+
+            def cell(k: str, med: dict = med, cpu_ms: dict = cpu_ms) -> str:
+                if k not in med:
+                    return f"{'-':>8} {'':8}"
+                return f"{med[k]:8.2f} {'(' + format(cpu_ms[k], '.2f') + ')':>8}"
+
+            vs_mnn = f"{row['walle_vs_mnn']:5.2f}" if row["walle_vs_mnn"] is not None else "    -"
             print(
-                f"{name:16} {threads:2}  walle {med['walle']:8.2f}  ort {med['onnxruntime']:8.2f}  mnn {m}"
-                f"  walle/ort {row['walle_vs_ort']:5.2f}  err {err['walle']:.1e}",
+                f"{name:16} {threads:2}  {cell('walle')}  {cell('onnxruntime')}  {cell('mnn')}"
+                f"  {row['walle_vs_ort']:5.2f}  {vs_mnn}  {err['walle']:.1e}",
                 flush=True,
             )
+            if profile:
+                print(wm.profile(feeds, 5).table(top=8), flush=True)
     walle_engine.set_num_threads(1)
     return rows
 
@@ -198,19 +226,111 @@ def bench_gemm(threads_list: list[int]) -> list[dict]:
     return rows
 
 
+def bench_overhead() -> dict:
+    """Per-run overhead: a one-Relu model on a [1, 16] input, so the time is the runtime's
+    own (feed checks, pointer binding, dispatch, output hand-off), not a kernel's."""
+    from onnx import TensorProto, helper
+
+    g = helper.make_graph(
+        [helper.make_node("Relu", ["x"], ["y"])],
+        "overhead",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 16])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 16])],
+    )
+    model = helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    work = Path(tempfile.mkdtemp(prefix="walle-bench-"))
+    walle_engine.convert(model, work / "o.walle")
+    wm = walle_engine.load(work / "o.walle")
+    so = ort.SessionOptions()
+    so.intra_op_num_threads = 1
+    sess = ort.InferenceSession(model.SerializeToString(), so, providers=["CPUExecutionProvider"])
+    x = np.ones((1, 16), np.float32)
+    tx = _core.Tensor(x)
+
+    def per_call(f: Callable[[], object], n: int = 20000) -> float:
+        for _ in range(1000):
+            f()
+        best = float("inf")
+        for _ in range(5):
+            t = time.perf_counter()
+            for _ in range(n):
+                f()
+            best = min(best, (time.perf_counter() - t) / n)
+        return best * 1e6
+
+    out = {
+        "walle_run_us": per_call(lambda: wm.run({"x": x})),
+        "walle_core_run_us": per_call(lambda: wm._core.run([tx])),
+        "ort_run_us": per_call(lambda: sess.run(None, {"x": x})),
+    }
+    print(
+        f"per-run overhead (one Relu on [1, 16], best of 5 x 20000): walle Model.run "
+        f"{out['walle_run_us']:.2f} us (engine core {out['walle_core_run_us']:.2f} us), "
+        f"onnxruntime {out['ort_run_us']:.2f} us",
+        flush=True,
+    )
+    return out
+
+
+def host_isa() -> dict:
+    flags: set[str] = set()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("flags"):
+                flags = set(line.split(":", 1)[1].split())
+                break
+    except OSError:
+        pass
+    return {
+        "engine_isa": walle_engine.isa(),
+        "detected": walle_engine.detect_isa(),
+        "avx512f": "avx512f" in flags,
+        "avx2": "avx2" in flags,
+    }
+
+
+def summary(rows: list[dict]) -> None:
+    threads = sorted({r["threads"] for r in rows})
+    head = "".join(f"  w/ort {t}T  w/mnn {t}T" for t in threads)
+    print(f"\nsummary (median wall-time ratios){'':4}\n{'model':16}{head}")
+    for name in dict.fromkeys(r["model"] for r in rows):
+        cells = ""
+        for t in threads:
+            r = next((r for r in rows if r["model"] == name and r["threads"] == t), None)
+            if r is None:
+                cells += f"  {'-':>7}  {'-':>7}"
+                continue
+            m = r["walle_vs_mnn"]
+            cells += f"  {r['walle_vs_ort']:7.2f}  {(format(m, '7.2f') if m else '-'):>7}"
+        print(f"{name:16}{cells}")
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--rounds", type=int, default=30)
     ap.add_argument("--models", default=",".join(MODELS))
     ap.add_argument("--threads", default="1,2")
     ap.add_argument("--out", type=Path, default=ROOT / "bench" / "out" / "engine.json")
+    ap.add_argument("--profile", action="store_true", help="print walle's per-op-type profile")
     args = ap.parse_args()
     threads = [int(t) for t in args.threads.split(",")]
+    isa = host_isa()
+    load_before = os.getloadavg()
     print(
         f"walle_engine {walle_engine.__version__} on {walle_engine.cpu_signature()}, onnxruntime {ort.__version__}"
     )
+    print(
+        f"host ISA: {isa['detected']} (avx512f={isa['avx512f']}, avx2={isa['avx2']}); engine "
+        f"runs {isa['engine_isa']}; load average {load_before[0]:.2f} on {os.cpu_count()} CPUs",
+        flush=True,
+    )
+    overhead = bench_overhead()
     gemm = bench_gemm(threads)
-    models = bench_models(args.models.split(","), args.rounds, threads)
+    models = bench_models(args.models.split(","), args.rounds, threads, args.profile)
+    summary(models)
+    load_after = os.getloadavg()
+    print(f"load average at the end {load_after[0]:.2f}")
     try:
         import MNN
 
@@ -224,7 +344,10 @@ def main() -> int:
                 "machine": {
                     "cpu": walle_engine.cpu_signature(),
                     "python": platform.python_version(),
+                    "isa": isa,
+                    "load_average": [load_before[0], load_after[0]],
                 },
+                "overhead": overhead,
                 "versions": {
                     "walle_engine": walle_engine.__version__,
                     "onnxruntime": ort.__version__,

@@ -17,6 +17,7 @@ from walle_engine._format import ModelFile
 __all__ = [
     "Budget",
     "Model",
+    "Profile",
     "TensorInfo",
     "budget",
     "export_profile",
@@ -108,6 +109,35 @@ def _tensor(x: Any) -> _core.Tensor:
         from walle_engine import np as wnp  # lists, scalars, strided views
 
         return wnp.asarray(x).tensor
+
+
+@dataclass(frozen=True)
+class Profile:
+    """Per-step times of a model run; ``by_op`` sums them per op type (the step's atomic
+    op and kernel, e.g. ``conv:f32_conv_nchw16c_avx512`` or ``binary:add``)."""
+
+    steps: list[tuple[str, float]]  # ("node: op type", seconds), in execution order
+
+    @property
+    def total(self) -> float:
+        return sum(s for _, s in self.steps)
+
+    @property
+    def by_op(self) -> list[tuple[str, int, float]]:
+        """(op type, steps, seconds), slowest first."""
+        acc: dict[str, list[float]] = {}
+        for name, s in self.steps:
+            acc.setdefault(name.split(": ", 1)[-1], []).append(s)
+        return sorted(((k, len(v), sum(v)) for k, v in acc.items()), key=lambda r: -r[2])
+
+    def table(self, top: int | None = None) -> str:
+        """The per-op-type table as text: op type, steps, milliseconds, share."""
+        total = self.total or 1.0
+        lines = [f"{'op type':44} {'steps':>5} {'ms':>9} {'share':>6}"]
+        for op, n, s in self.by_op[:top]:
+            lines.append(f"{op:44} {n:5d} {s * 1e3:9.3f} {100 * s / total:5.1f}%")
+        lines.append(f"{'total':44} {len(self.steps):5d} {self.total * 1e3:9.3f} 100.0%")
+        return "\n".join(lines)
 
 
 class Budget:
@@ -250,9 +280,10 @@ class Model:
         """The implementation chosen for every searched op, and why (cache/timed/model)."""
         return self._core.plan()
 
-    def profile(self, feeds: Mapping[str, Any], reps: int = 10) -> list[tuple[str, float]]:
-        """Seconds per atomic step (fastest of ``reps`` runs): where the time goes."""
-        return self._core.profile([_tensor(feeds[i.name]) for i in self.inputs], reps)
+    def profile(self, feeds: Mapping[str, Any], reps: int = 10) -> Profile:
+        """Where the time goes: seconds per atomic step (fastest of ``reps`` runs), and
+        per op type (``by_op``, ``table()``) so the next bottleneck is obvious."""
+        return Profile(self._core.profile([_tensor(feeds[i.name]) for i in self.inputs], reps))
 
     def steps(self) -> list[str]:
         """The atomic steps the graph was decomposed into, in execution order."""
