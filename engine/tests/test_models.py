@@ -146,24 +146,29 @@ def test_run_is_safe_from_several_threads(tmp_path: Path) -> None:
 
 
 def test_run_releases_the_gil(tmp_path: Path) -> None:
-    # Runs long enough that a busy host still schedules the main thread during one.
     model = resnet(res=192, blocks=(2, 2), width=32, classes=10)
     m = convert_and_load(model, tmp_path, tune=False)
     feeds = random_feeds(model)
-    done = threading.Event()
-    ticks = 0
 
-    def work() -> None:
-        for _ in range(3):
-            m.run(feeds)
-        done.set()
+    def ticks_during_runs() -> int:
+        done = threading.Event()
+        ticks = 0
 
-    t = threading.Thread(target=work)
-    t.start()
-    while not done.is_set():  # only advances while run() has let go of the GIL
-        ticks += 1
-    t.join()
-    assert ticks > 1000
+        def work() -> None:
+            for _ in range(3):
+                m.run(feeds)
+            done.set()
+
+        t = threading.Thread(target=work)
+        t.start()
+        while not done.is_set():  # only advances while run() has let go of the GIL
+            ticks += 1
+        t.join()
+        return ticks
+
+    # A host busy with other jobs may not schedule this thread at all during one attempt
+    # (the runs take milliseconds): only a run that keeps the GIL fails every attempt.
+    assert any(ticks_during_runs() > 1000 for _ in range(5))
 
 
 def test_thread_count_setting_keeps_results(tmp_path: Path) -> None:
