@@ -191,35 +191,45 @@ def bench_models(
     return rows
 
 
-def bench_gemm(threads_list: list[int]) -> list[dict]:
+def bench_gemm(threads_list: list[int], attempts: int = 5) -> list[dict]:
+    """GEMM GFLOP/s against the 1-thread FMA peak, both measured here. On a time-shared
+    host a descheduled measurement reads low, so the peak and every GEMM are measured
+    `attempts` times, interleaved, and the best of each is kept."""
     rows = []
     level = walle_engine.isa()
     # Measured on this machine at this ISA (register-resident FMA chains), since the hosts
     # differ: DESIGN §9's 255-285 GFLOP/s is an AVX-512 machine; an AVX2 EPYC gives ~87.
-    peak = _core.fma_peak_gflops(5)
-    print(f"1-thread FMA peak at {level}: {peak:.1f} GFLOP/s (measured)", flush=True)
+    kernels = _core.gemm_kernels(level)
+    peak = 0.0
+    best: dict[tuple[int, int], tuple[str, float]] = {}
+    for _ in range(attempts):
+        walle_engine.set_num_threads(1)
+        peak = max(peak, _core.fma_peak_gflops(3))
+        for threads in threads_list:
+            walle_engine.set_num_threads(threads)
+            for n in (512, 1024):
+                for v, kname in enumerate(kernels):
+                    s = _core.gemm_seconds(n, n, n, 3, v, True)
+                    gf = 2 * n**3 / s / 1e9
+                    if gf > best.get((threads, n), ("", 0.0))[1]:
+                        best[(threads, n)] = (kname, gf)
+    print(f"1-thread FMA peak at {level}: {peak:.1f} GFLOP/s (measured, best of {attempts})")
     for threads in threads_list:
-        walle_engine.set_num_threads(threads)
         for n in (512, 1024):
-            best = None
-            for v, kname in enumerate(_core.gemm_kernels(level)):
-                s = _core.gemm_seconds(n, n, n, 7, v, True)
-                gf = 2 * n**3 / s / 1e9
-                if best is None or gf > best[1]:
-                    best = (kname, gf)
-            assert best is not None
-            row = {
-                "n": n,
-                "threads": threads,
-                "kernel": best[0],
-                "gflops": best[1],
-                "fma_peak_gflops": peak,
-                "share_of_1t_peak": best[1] / peak,
-            }
-            rows.append(row)
+            kname, gf = best[(threads, n)]
+            rows.append(
+                {
+                    "n": n,
+                    "threads": threads,
+                    "kernel": kname,
+                    "gflops": gf,
+                    "fma_peak_gflops": peak,
+                    "share_of_1t_peak": gf / peak,
+                }
+            )
             print(
-                f"GEMM {n}^3 {threads}T  {best[1]:6.1f} GFLOP/s  ({best[0]}; "
-                f"{100 * best[1] / peak:.0f}% of the measured 1-thread FMA peak)",
+                f"GEMM {n}^3 {threads}T  {gf:6.1f} GFLOP/s  ({kname}; "
+                f"{100 * gf / peak:.0f}% of the measured 1-thread FMA peak)",
                 flush=True,
             )
     walle_engine.set_num_threads(1)

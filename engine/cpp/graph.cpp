@@ -348,8 +348,6 @@ void Builder::custom(const std::string& kind, const std::vector<int>& in,
   m_.steps_.push_back(std::move(s));
 }
 
-// ---- Model -----------------------------------------------------------------------------
-
 // ---- Layout ----------------------------------------------------------------------------
 
 namespace {
@@ -404,6 +402,8 @@ int Model::to_nchwc(int id, int cb) {
   return y;
 }
 
+// ---- Model -----------------------------------------------------------------------------
+
 Model::Model(const GraphDef& g, const ModelOptions& opts) : opts_(opts) {
   if (const char* e = std::getenv("WALLE_ENGINE_NCHWC"); e && std::string(e) == "0")
     opts_.nchwc = false;  // A/B switch for benchmarks
@@ -453,13 +453,17 @@ Model::Model(const GraphDef& g, const ModelOptions& opts) : opts_(opts) {
       while (slots_[root].alias_of >= 0) root = slots_[root].alias_of;
       if (slots_[root].kind != Slot::kConst) all_const = false;
     }
+    // Layout: which NCHWc inputs this node may see as they are (copied out of slots_,
+    // which grows when conversions are added).
     LayoutUse use = LayoutUse::plain;
-    const Slot* blocked = nullptr;
+    int blocked = -1;
     for (int id : in)
-      if (id >= 0 && slots_[id].nchwc) blocked = &slots_[id];
-    if (blocked && nchwc_native_ops().count(n.op)) {
+      if (id >= 0 && slots_[id].nchwc) blocked = id;
+    const int cb = blocked >= 0 ? slots_[blocked].nchwc : 0;
+    const int64_t channels = blocked >= 0 ? slots_[blocked].channels : 0;
+    if (blocked >= 0 && nchwc_native_ops().count(n.op)) {
       use = LayoutUse::native;
-    } else if (blocked && nchwc_elementwise_ops().count(n.op)) {
+    } else if (blocked >= 0 && nchwc_elementwise_ops().count(n.op)) {
       use = LayoutUse::elementwise;  // unless an input is neither blocked alike nor a scalar
       for (int id : in) {
         if (id < 0) continue;
@@ -467,16 +471,14 @@ Model::Model(const GraphDef& g, const ModelOptions& opts) : opts_(opts) {
         int root = id;
         while (slots_[root].alias_of >= 0) root = slots_[root].alias_of;
         const bool scalar_const = numel(s.shape) == 1 && slots_[root].kind == Slot::kConst;
-        if (s.nchwc ? (s.shape != blocked->shape || s.channels != blocked->channels)
+        if (s.nchwc ? (s.shape != slots_[blocked].shape || s.channels != channels)
                     : !scalar_const)
           use = LayoutUse::plain;
       }
     }
-    if (blocked && use == LayoutUse::plain)
+    if (blocked >= 0 && use == LayoutUse::plain)
       for (int& id : in)
         if (id >= 0 && slots_[id].nchwc) id = to_plain(id);
-    const int cb = blocked ? blocked->nchwc : 0;
-    const int64_t channels = blocked ? blocked->channels : 0;
     const size_t first = steps_.size();
     Builder b(*this, n);
     b.in_ids = in;

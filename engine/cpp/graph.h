@@ -65,7 +65,7 @@ struct Slot {
   int alias_of = -1;  // reshape views share their root's storage
   int64_t arena_offset = -1;
   bool output = false;  // allocated per run and handed to the caller
-  // NCHWc-blocked value (nchw.h): `shape` is the physical [N, CB, H, W, nchwc] and
+  // NCHWc-blocked value (nchwc.h): `shape` is the physical [N, CB, H, W, nchwc] and
   // `channels` the logical C. Only layout-aware ops ever see such a slot.
   int nchwc = 0;
   int64_t channels = 0;

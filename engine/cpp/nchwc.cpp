@@ -69,7 +69,11 @@ void winograd_nchwc(const KernelTable& kt, const WinogradNchwcArgs& a, const flo
   const int64_t cb = kt.nchwc_block;
   const int64_t th = (a.oh + 1) / 2, tiles = th * a.tw;
   const int64_t widest = std::max(a.cblocks, a.oblocks) * cb;
-  const int64_t chunk = std::min(tiles, std::max<int64_t>(16, (512 << 10) / (16 * widest * 4)));
+  int64_t chunk = std::min(tiles, std::max<int64_t>(16, (512 << 10) / (16 * widest * 4)));
+  // With threads, at least two chunks per thread (small images: 7x7 has 16 tiles).
+  const int T = num_threads();
+  if (T > 1 && n * ((tiles + chunk - 1) / chunk) < 2 * T)
+    chunk = std::max<int64_t>(4, (tiles + 2 * T - 1) / (2 * T));
   const int64_t chunks = (tiles + chunk - 1) / chunk;
   auto run = [&](int64_t task) {
     const int64_t img = task / chunks, t0 = task % chunks * chunk;
@@ -104,7 +108,7 @@ void winograd_nchwc(const KernelTable& kt, const WinogradNchwcArgs& a, const flo
     }
     kt.f32_winograd_out_nchwc(b);
   };
-  if (num_threads() > 1 && n * chunks > 1) parallel_for(n * chunks, run);
+  if (T > 1 && n * chunks > 1) parallel_for(n * chunks, run);
   else for (int64_t t = 0; t < n * chunks; ++t) run(t);
 }
 

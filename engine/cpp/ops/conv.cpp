@@ -170,6 +170,14 @@ int winograd(Builder& b, int x, int wt, int bias, const ConvGeom& g, const Shape
   return y;
 }
 
+// The residual input of a blocked convolution, in the output's NCHWc layout (-1: none).
+int blocked_residual(Builder& b, int residual, int cb, const Shape& out) {
+  if (residual < 0) return -1;
+  const int res = b.slot(residual).nchwc == cb ? residual : b.to_nchwc(residual, cb);
+  if (b.shape(res) != out) throw Error("Conv residual does not match the output shape");
+  return res;
+}
+
 // The NCHWc implementation (see the header comment); variant = tile index (0, 1, 2 for
 // 1, 2, 4 output blocks per register tile) + 3 * thread split (0 by blocks, 1 by rows).
 int conv_nchwc_steps(Builder& b, int x, int wt, int bias, int residual, const ConvGeom& g,
@@ -189,11 +197,7 @@ int conv_nchwc_steps(Builder& b, int x, int wt, int bias, int residual, const Co
   const int bp = b.add_const(
       pad_channels_nchwc(bias >= 0 ? b.const_data(bias).ptr<float>() : nullptr, g.oc, cb));
   const Shape out = nchwc_shape({g.n, g.oc, g.oh, g.ow}, cb);
-  int res = -1;
-  if (residual >= 0) {
-    res = b.slot(residual).nchwc == cb ? residual : b.to_nchwc(b.slot(residual).nchwc ? b.to_plain(residual) : residual, cb);
-    if (b.shape(res) != out) throw Error("Conv residual does not match the output shape");
-  }
+  const int res = blocked_residual(b, residual, cb, out);
   const int y = b.temp(DType::f32, out);
   b.mark_nchwc(y, cb, g.oc);
   ConvNchwcArgs a{};
@@ -239,11 +243,7 @@ int winograd_nchwc_steps(Builder& b, int x, int wt, int bias, int residual, cons
   const int bp = b.add_const(
       pad_channels_nchwc(bias >= 0 ? b.const_data(bias).ptr<float>() : nullptr, g.oc, cb));
   const Shape out = nchwc_shape({g.n, g.oc, g.oh, g.ow}, cb);
-  int res = -1;
-  if (residual >= 0) {
-    res = b.slot(residual).nchwc == cb ? residual : b.to_nchwc(b.slot(residual).nchwc ? b.to_plain(residual) : residual, cb);
-    if (b.shape(res) != out) throw Error("Conv residual does not match the output shape");
-  }
+  const int res = blocked_residual(b, residual, cb, out);
   const int y = b.temp(DType::f32, out);
   b.mark_nchwc(y, cb, g.oc);
   WinogradNchwcArgs a{};
