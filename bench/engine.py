@@ -301,18 +301,25 @@ def host_isa() -> dict:
 
 
 def summary(rows: list[dict]) -> None:
+    """Ratios per model and thread count: median wall time, and median process CPU time
+    per run (at one thread the steadier of the two on a host whose cores are shared)."""
     threads = sorted({r["threads"] for r in rows})
-    head = "".join(f"  w/ort {t}T  w/mnn {t}T" for t in threads)
-    print(f"\nsummary (median wall-time ratios){'':4}\n{'model':16}{head}")
+    head = "".join(f"  wall w/ort {t}T  cpu w/ort {t}T  wall w/mnn {t}T" for t in threads)
+    print(f"\nsummary (walle / peer)\n{'model':16}{head}")
     for name in dict.fromkeys(r["model"] for r in rows):
         cells = ""
         for t in threads:
             r = next((r for r in rows if r["model"] == name and r["threads"] == t), None)
             if r is None:
-                cells += f"  {'-':>7}  {'-':>7}"
+                cells += f"  {'-':>12}  {'-':>12}  {'-':>13}"
                 continue
+            cpu = r["cpu_ms_per_run"]
+            cpu_ratio = cpu["walle"] / cpu["onnxruntime"] if cpu["onnxruntime"] else float("nan")
             m = r["walle_vs_mnn"]
-            cells += f"  {r['walle_vs_ort']:7.2f}  {(format(m, '7.2f') if m else '-'):>7}"
+            cells += (
+                f"  {r['walle_vs_ort']:12.2f}  {cpu_ratio:12.2f}"
+                f"  {(format(m, '.2f') if m else '-'):>13}"
+            )
         print(f"{name:16}{cells}")
 
 
