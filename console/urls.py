@@ -22,6 +22,7 @@ urlpatterns = [
     path(A + "tasks/<int:task_id>/upload/", tasks.version_upload, name="version-upload"),
     path(A + "fleet/", fleet.fleet, name="fleet"),
     path(A + "fleet/<str:uid>/", fleet.device_detail, name="device"),
+    path(A + "fleet/<str:uid>/retire/", fleet.device_retire, name="device-retire"),
     path(A + "groups/", fleet.group_list, name="groups"),
     path(A + "groups/new/", fleet.group_edit, name="group-new"),
     path(A + "groups/match/", fleet.group_match, name="group-match"),

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import secrets
 import socket
 import subprocess
 import sys
@@ -108,7 +109,16 @@ def live_server(
         if not k.startswith(("DATABASE_URL", "REDIS_URL", "WALLE_"))
     }
     env.update(
-        {"WALLE_VAR_DIR": str(var_dir), "WALLE_LOG_LEVEL": "WARNING", "PYTHONUNBUFFERED": "1"}
+        {
+            "WALLE_VAR_DIR": str(var_dir),
+            "WALLE_LOG_LEVEL": "WARNING",
+            "PYTHONUNBUFFERED": "1",
+            # The production posture (DEBUG off), so it needs its own secret key.
+            "WALLE_SECRET_KEY": secrets.token_urlsafe(50),
+            # A simulated fleet enrolls from one address; the defaults are for real devices.
+            "WALLE_THROTTLE_ENROLL_ADDRESS": "1000000/min",
+            "WALLE_THROTTLE_ENROLL_KEY": "1000000/min",
+        }
     )
     dbname = None
     if backend == "scaleout":

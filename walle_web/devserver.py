@@ -8,6 +8,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import secrets
 import signal
 import subprocess
 import sys
@@ -45,6 +46,10 @@ def main() -> None:
     parser.add_argument("--devices", type=int, default=50)
     args = parser.parse_args()
     url = f"http://{args.host}:{args.port}"
+    # A development command: DEBUG on (so the development secret key is accepted) for every
+    # process it starts, and a fresh key for the worker's relay to the server.
+    os.environ.setdefault("WALLE_DEBUG", "1")
+    os.environ.setdefault("WALLE_RELAY_KEY", secrets.token_urlsafe(32))
 
     print("migrating the database…", flush=True)
     manage("migrate", "--noinput")

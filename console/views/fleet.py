@@ -18,6 +18,7 @@ from console.queries import FLEET_FILTERS, filter_fleet, fleet_choices, keyset_p
 from console.views.base import page, read_json
 from devices.choices import GroupKind
 from devices.models import Device, DeviceGroup, RunStat
+from devices.services import retire_device
 from releases import models as release_models
 from releases.choices import DeploymentState
 from releases.models import DeploymentEvent
@@ -113,6 +114,18 @@ def device_detail(request: HttpRequest, app, uid: str) -> HttpResponse:
             "nav": "fleet",
         },
     )
+
+
+@require_POST
+@app_page(Role.ADMIN)
+def device_retire(request: HttpRequest, app, uid: str) -> HttpResponse:
+    """Revoke a device's token (app admins): its sockets close, its history stays."""
+    device = get_object_or_404(Device, app=app, uid=uid)
+    retire_device(device, by=request.user)
+    messages.success(
+        request, f"Device {device.uid} retired: its token no longer works and it was disconnected."
+    )
+    return redirect("console:device", slug=app.slug, uid=device.uid)
 
 
 @app_page()

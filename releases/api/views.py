@@ -1,6 +1,6 @@
 from __future__ import annotations
 
-from drf_spectacular.utils import extend_schema
+from drf_spectacular.utils import OpenApiParameter, extend_schema
 from rest_framework import mixins, status, viewsets
 from rest_framework.decorators import action
 from rest_framework.exceptions import NotFound, ValidationError
@@ -12,15 +12,18 @@ from accounts.models import App
 from accounts.permissions import visible_apps
 from devices.models import Device
 from releases import monitoring, services
+from releases.api.filters import DeploymentFilter, ReleaseDeploymentFilter, ReleaseFilter
 from releases.api.serializers import (
     DeploymentEventSerializer,
     DeploymentSerializer,
     PinSerializer,
+    PreviewResultSerializer,
     PreviewSerializer,
     ReasonSerializer,
     ReleaseSerializer,
     RollbackSerializer,
 )
+from releases.choices import DeploymentState
 from releases.models import Deployment, Pin, Release
 
 
@@ -40,19 +43,17 @@ class ReleaseViewSet(
     """
 
     serializer_class = ReleaseSerializer
+    filterset_class = ReleaseFilter
 
     def get_queryset(self):
-        qs = Release.objects.filter(app__in=visible_apps(self.request.user)).select_related(
+        return Release.objects.filter(app__in=visible_apps(self.request.user)).select_related(
             "app", "task", "version"
         )
-        params = self.request.query_params
-        if app := params.get("app"):
-            qs = qs.filter(app__slug=app)
-        if task := params.get("task"):
-            qs = qs.filter(task__name=task)
-        if state := params.get("state"):
-            qs = qs.filter(state=state)
-        return qs
+
+    def filter_queryset(self, queryset):
+        # Query filters narrow the list; on a detail URL (…/deployments/?state=failed) they
+        # belong to the action, never hide the release itself.
+        return super().filter_queryset(queryset) if self.action == "list" else queryset
 
     def perform_create(self, serializer):
         data = serializer.validated_data
@@ -82,46 +83,46 @@ class ReleaseViewSet(
             return _conflict(exc)
         return Response(ReleaseSerializer(result, context={"request": request}).data)
 
-    @extend_schema(request=None, responses=ReleaseSerializer)
+    @extend_schema(request=None, responses={200: ReleaseSerializer, 409: None})
     @action(detail=True, methods=["post"])
     def start(self, request, pk=None):
         """Start a draft release now (or at its `scheduled_at`): the first stage's devices get the doorbell."""
         release = self.get_object()
         return self._operate(request, services.start_release, at=release.scheduled_at)
 
-    @extend_schema(request=ReasonSerializer, responses=ReleaseSerializer)
+    @extend_schema(request=ReasonSerializer, responses={200: ReleaseSerializer, 409: None})
     @action(detail=True, methods=["post"])
     def pause(self, request, pk=None):
         """Stop admitting and ringing devices; those in flight finish."""
-        body = ReasonSerializer(data=request.data)
+        body = ReasonSerializer(data=request.data, context={"request": request})
         body.is_valid(raise_exception=True)
         return self._operate(request, services.pause_release, reason=body.validated_data["reason"])
 
-    @extend_schema(request=None, responses=ReleaseSerializer)
+    @extend_schema(request=None, responses={200: ReleaseSerializer, 409: None})
     @action(detail=True, methods=["post"])
     def resume(self, request, pk=None):
         """Continue a paused release."""
         return self._operate(request, services.resume_release)
 
-    @extend_schema(request=None, responses=ReleaseSerializer)
+    @extend_schema(request=None, responses={200: ReleaseSerializer, 409: None})
     @action(detail=True, methods=["post"])
     def advance(self, request, pk=None):
         """Move to the next stage now, whatever the gates say."""
         return self._operate(request, services.advance_release)
 
-    @extend_schema(request=ReasonSerializer, responses=ReleaseSerializer)
+    @extend_schema(request=ReasonSerializer, responses={200: ReleaseSerializer, 409: None})
     @action(detail=True, methods=["post"])
     def abort(self, request, pk=None):
         """Stop for good: no new notices; deployments in flight finish."""
-        body = ReasonSerializer(data=request.data)
+        body = ReasonSerializer(data=request.data, context={"request": request})
         body.is_valid(raise_exception=True)
         return self._operate(request, services.abort_release, reason=body.validated_data["reason"])
 
-    @extend_schema(request=RollbackSerializer, responses={201: ReleaseSerializer})
+    @extend_schema(request=RollbackSerializer, responses={201: ReleaseSerializer, 409: None})
     @action(detail=True, methods=["post"])
     def rollback(self, request, pk=None):
         """Release the previous good version (or `version`) instead; answers the new release."""
-        body = RollbackSerializer(data=request.data)
+        body = RollbackSerializer(data=request.data, context={"request": request})
         body.is_valid(raise_exception=True)
         data = body.validated_data
         response = self._operate(
@@ -135,11 +136,11 @@ class ReleaseViewSet(
             response.status_code = status.HTTP_201_CREATED
         return response
 
-    @extend_schema(request=PreviewSerializer, responses={200: dict})
+    @extend_schema(request=PreviewSerializer, responses={200: PreviewResultSerializer, 404: None})
     @action(detail=False, methods=["post"])
     def preview(self, request):
         """How many enrolled devices a target reaches now, in total and per stage."""
-        body = PreviewSerializer(data=request.data)
+        body = PreviewSerializer(data=request.data, context={"request": request})
         body.is_valid(raise_exception=True)
         data = body.validated_data
         app = (
@@ -164,17 +165,26 @@ class ReleaseViewSet(
         """Counts per stage, per-minute transitions, top failure reasons, run metrics new vs control."""
         return Response(monitoring.release_monitoring(self.get_object()))
 
-    @extend_schema(responses=DeploymentSerializer(many=True))
+    @extend_schema(
+        responses=DeploymentSerializer(many=True),
+        parameters=[
+            OpenApiParameter("state", str, enum=DeploymentState.values),
+            OpenApiParameter("stage", int, description="Stage, from 1."),
+            OpenApiParameter("device", str, description="Device id."),
+        ],
+        filters=False,
+    )
     @action(detail=True, methods=["get"])
     def deployments(self, request, pk=None):
-        """Per-device deployments of this release; `?state=` and `?stage=` filter."""
+        """Per-device deployments of this release; `?state=`, `?stage=` and `?device=` filter."""
         release = self.get_object()
-        qs = release.deployments.select_related("device").order_by("id")
-        if state := request.query_params.get("state"):
-            qs = qs.filter(state=state)
-        if stage := request.query_params.get("stage"):
-            qs = qs.filter(stage=int(stage) - 1) if stage.isdigit() else qs.none()
-        page = self.paginate_queryset(qs)
+        filters = ReleaseDeploymentFilter(
+            request.query_params,
+            queryset=release.deployments.select_related("device").order_by("id"),
+        )
+        if not filters.is_valid():
+            raise ValidationError(filters.errors)
+        page = self.paginate_queryset(filters.qs)
         return self.get_paginated_response(DeploymentSerializer(page, many=True).data)
 
 
@@ -182,19 +192,15 @@ class DeploymentViewSet(mixins.RetrieveModelMixin, mixins.ListModelMixin, viewse
     """Deployments (device x release); `?release=`, `?device=uid`, `?state=` filter."""
 
     serializer_class = DeploymentSerializer
+    filterset_class = DeploymentFilter
 
     def get_queryset(self):
-        qs = Deployment.objects.filter(
+        return Deployment.objects.filter(
             release__app__in=visible_apps(self.request.user)
         ).select_related("device")
-        params = self.request.query_params
-        if release := params.get("release"):
-            qs = qs.filter(release_id=release)
-        if device := params.get("device"):
-            qs = qs.filter(device__uid=device)
-        if state := params.get("state"):
-            qs = qs.filter(state=state)
-        return qs
+
+    def filter_queryset(self, queryset):
+        return super().filter_queryset(queryset) if self.action == "list" else queryset
 
     @extend_schema(responses=DeploymentEventSerializer(many=True))
     @action(detail=True, methods=["get"])
@@ -229,7 +235,7 @@ class PinViewSet(mixins.ListModelMixin, viewsets.GenericViewSet):
         )
 
     def create(self, request):
-        body = PinSerializer(data=request.data)
+        body = PinSerializer(data=request.data, context={"request": request})
         body.is_valid(raise_exception=True)
         device = Device.objects.filter(
             uid=body.validated_data["device"], app__in=visible_apps(request.user)
@@ -251,7 +257,14 @@ class PinViewSet(mixins.ListModelMixin, viewsets.GenericViewSet):
             status=status.HTTP_201_CREATED,
         )
 
-    @extend_schema(request=None, responses={204: None})
+    @extend_schema(
+        request=None,
+        responses={204: None, 404: None},
+        parameters=[
+            OpenApiParameter("device", str, required=True, description="Device id."),
+            OpenApiParameter("task", str, required=True, description="Task name."),
+        ],
+    )
     @action(detail=False, methods=["delete"], url_path="remove")
     def remove(self, request):
         """Unpin `?device=uid&task=name`."""
