@@ -193,13 +193,18 @@ def test_tunnel_items_out_of_range_are_refused(live, item):
     assert_refused(response)
 
 
-@pytest.mark.parametrize("payload", ['{"x": NaN}', '{"x": "\\u0000"}', '{"x": 18446744073709551616}'])
+@pytest.mark.parametrize(
+    "payload", ['{"x": NaN}', '{"x": "\\u0000"}', '{"x": 18446744073709551616}']
+)
 def test_tunnel_payloads_no_database_stores_are_refused(live, payload):
-    body = '{"items": [{"key": "p", "task": "t", "version": 1, "payload": %s}]}' % payload
+    body = '{"items": [{"key": "p", "task": "t", "version": 1, "payload": ' + payload + "}]}"
     response = httpx.post(
         live.url + "/api/v1/tunnel/",
         content=body,
-        headers={"Authorization": f"Bearer {live.device_token}", "Content-Type": "application/json"},
+        headers={
+            "Authorization": f"Bearer {live.device_token}",
+            "Content-Type": "application/json",
+        },
     )
     assert_refused(response)
 

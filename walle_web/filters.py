@@ -20,6 +20,23 @@ class IntFilter(django_filters.Filter):
     field_class = forms.IntegerField
 
 
+class StrictBooleanField(forms.CharField):
+    """true/false (also 1/0, yes/no); anything else is a 400, not silently no filter."""
+
+    def to_python(self, value):
+        value = super().to_python(value)
+        if value in ("", None):
+            return None
+        truth = {"true": True, "1": True, "yes": True, "false": False, "0": False, "no": False}
+        if value.lower() not in truth:
+            raise forms.ValidationError("use true or false")
+        return truth[value.lower()]
+
+
+class BoolFilter(django_filters.BooleanFilter):
+    field_class = StrictBooleanField
+
+
 def object_id(field_name: str, help_text: str) -> IntFilter:
     return IntFilter(field_name=field_name, min_value=1, max_value=INT64_MAX, help_text=help_text)
 

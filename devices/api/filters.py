@@ -4,14 +4,14 @@ import django_filters
 
 from devices.models import Device, Result
 from walle_device.protocol import ATTR_MAX_LEN, INT32_MAX
-from walle_web.filters import IntFilter, text
+from walle_web.filters import BoolFilter, IntFilter, text
 
 
 class DeviceFilter(django_filters.FilterSet):
     app = text("app__slug", 64, "App slug.")
-    online = django_filters.BooleanFilter(field_name="online", help_text="Connected now.")
+    online = BoolFilter(field_name="online", help_text="Connected now.")
     model = text("model", ATTR_MAX_LEN, "Exact device model.")
-    retired = django_filters.BooleanFilter(
+    retired = BoolFilter(
         field_name="retired_at",
         lookup_expr="isnull",
         exclude=True,

@@ -49,7 +49,7 @@ class EnrollView(APIView):
     authentication_classes: list = []
     throttle_classes = [EnrollAddressThrottle, EnrollKeyThrottle]
 
-    @extend_schema(request=EnrollSerializer, responses={201: EnrolledSerializer})
+    @extend_schema(request=EnrollSerializer, responses={201: EnrolledSerializer, 403: None})
     def post(self, request):
         body = EnrollSerializer(data=request.data)
         body.is_valid(raise_exception=True)

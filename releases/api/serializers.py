@@ -160,3 +160,11 @@ class PinSerializer(serializers.Serializer):
     device = serializers.CharField(help_text="Device uid.", max_length=40)
     version = VisibleVersionField()
     reason = serializers.CharField(required=False, allow_blank=True, default="", max_length=200)
+
+
+class PinOutSerializer(serializers.Serializer):
+    device = serializers.CharField(help_text="Device uid.")
+    task = serializers.CharField(help_text="Task name.")
+    version = serializers.IntegerField(help_text="Version number the device is held at.")
+    version_id = serializers.IntegerField(required=False, help_text="TaskVersion id.")
+    reason = serializers.CharField(required=False)

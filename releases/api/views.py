@@ -16,6 +16,7 @@ from releases.api.filters import DeploymentFilter, ReleaseDeploymentFilter, Rele
 from releases.api.serializers import (
     DeploymentEventSerializer,
     DeploymentSerializer,
+    PinOutSerializer,
     PinSerializer,
     PreviewResultSerializer,
     PreviewSerializer,
@@ -213,12 +214,14 @@ class PinViewSet(mixins.ListModelMixin, viewsets.GenericViewSet):
     """Devices held at a version of a task regardless of releases. POST pins, DELETE ?device=&task= unpins."""
 
     serializer_class = PinSerializer
+    pagination_class = None
 
     def get_queryset(self):
         return Pin.objects.filter(device__app__in=visible_apps(self.request.user)).select_related(
             "device", "version", "task"
         )
 
+    @extend_schema(responses=PinOutSerializer(many=True))
     def list(self, request):
         pins = self.get_queryset()
         return Response(
@@ -234,6 +237,7 @@ class PinViewSet(mixins.ListModelMixin, viewsets.GenericViewSet):
             ]
         )
 
+    @extend_schema(request=PinSerializer, responses={201: PinOutSerializer, 404: None})
     def create(self, request):
         body = PinSerializer(data=request.data, context={"request": request})
         body.is_valid(raise_exception=True)

@@ -46,7 +46,7 @@ class TaskSerializer(serializers.ModelSerializer):
 
 class TaskVersionSerializer(serializers.ModelSerializer):
     task = serializers.SlugRelatedField(slug_field="name", read_only=True)
-    parent = serializers.SlugRelatedField(slug_field="number", read_only=True)
+    parent = serializers.SlugRelatedField(slug_field="number", read_only=True, allow_null=True)
     files = serializers.SerializerMethodField()
 
     class Meta:
