@@ -186,8 +186,9 @@ def validate_bundle(
             add("entry_point", f"{entry_point!r} is not UTF-8 text")
         except SyntaxError as exc:
             add("entry_point", f"{entry_point!r} line {exc.lineno}: syntax error: {exc.msg}")
-        except (ValueError, RecursionError, MemoryError, OverflowError) as exc:
-            # NUL bytes, nesting too deep for the compiler, constants too large.
+        except (ValueError, RecursionError, OverflowError) as exc:
+            # NUL bytes, nesting too deep for the compiler, constants too large. (MemoryError
+            # goes up: the check worker reports it with its memory limit.)
             add("entry_point", f"{entry_point!r} cannot be compiled: {type(exc).__name__}: {exc}")
         else:
             if "run" not in code.co_names:

@@ -21,7 +21,7 @@ import signal
 import sys
 from pathlib import Path
 
-from tasks.bundles import BundleError, Limits, read_zip, validate_bundle
+from tasks.bundles import BundleError, Limits, check_sizes, read_zip, validate_bundle
 
 MAIN_PY = "main.py"
 
@@ -60,12 +60,11 @@ def run(job_dir: Path) -> dict:
     if any(p.lower().endswith(".onnx") for p in bundle.files):
         from tasks.models_convert import convert_onnx_files
 
-        try:
-            bundle = convert_onnx_files(bundle)
-        except OSError as exc:
-            raise BundleError(
-                {"files": [f"model conversion wrote more than the file limit: {exc}"]}
-            ) from None
+        bundle = convert_onnx_files(bundle)
+        # Limits again on what conversion produced (the server checks once more).
+        sizes = {path: len(data) for path, data in bundle.files.items()}
+        if problems := check_sizes(sizes, limits):
+            raise BundleError({"files": [f"after model conversion: {p}" for p in problems]})
     out = job_dir / "out"
     out.mkdir()
     written = []
