@@ -106,7 +106,7 @@ def live_server(
     env = {
         k: v
         for k, v in os.environ.items()
-        if not k.startswith(("DATABASE_URL", "REDIS_URL", "WALLE_"))
+        if not k.startswith(("DATABASE_URL", "REDIS_URL", "WALLE_", "DJANGO_SETTINGS"))
     }
     env.update(
         {

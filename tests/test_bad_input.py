@@ -319,6 +319,10 @@ def test_device_frames_no_database_can_store_get_an_error_frame(live):
                 assert answer["type"] == "error", (frame[:80], answer)
             await ws.send(json.dumps(protocol.message("ping", t=2.0)))
             assert protocol.decode(await asyncio.wait_for(ws.recv(), 20))["type"] == "pong"
+            # The longest attributes validation allows are stored, on both databases.
+            longest = {"model": "m" * protocol.ATTR_MAX_LEN, "os_version": "9" * 80}
+            await ws.send(json.dumps(protocol.message("hello", attrs=longest, current={})))
+            assert protocol.decode(await asyncio.wait_for(ws.recv(), 20))["type"] == "desired"
 
     asyncio.run(go())
     # The release monitoring of the app still answers (a stored infinity broke it before).

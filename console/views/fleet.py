@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from urllib.parse import urlencode
 
 from django.contrib import messages
@@ -23,6 +22,7 @@ from releases import models as release_models
 from releases.choices import DeploymentState
 from releases.models import DeploymentEvent
 from tasks.models import Task, TaskVersion
+from walle_device.protocol import loads_strict
 
 
 @app_page()
@@ -148,7 +148,7 @@ def group_edit(request: HttpRequest, app, group_id: int | None = None) -> HttpRe
         if request.console_role not in (Role.OPERATOR, Role.ADMIN):
             return forbidden(request, "Saving a device group needs the operator role.")
         try:
-            filter_value = json.loads(request.POST.get("filter") or "{}")
+            filter_value = loads_strict(request.POST.get("filter") or "{}")
         except ValueError:
             filter_value = None
         form = {
