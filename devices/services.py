@@ -18,7 +18,8 @@ from walle_device import protocol
 from walle_device.protocol import ATTR_FIELDS, ProtocolError
 
 # A run's last error (type, message, traceback) is shown on the device page; more is noise.
-MAX_LAST_ERROR_BYTES = 16 * 1024
+# The device runtime sends at most 5,000 characters of it (walle_device/runner.py).
+MAX_LAST_ERROR_BYTES = 32 * 1024
 
 
 class EnrollmentError(ValueError):
@@ -114,12 +115,15 @@ def set_presence(device: Device, online: bool) -> None:
 def _storable_json(value: object, what: str, max_bytes: int | None = None) -> None:
     """Raise ProtocolError unless `value` is JSON every supported database stores as sent."""
     try:
-        text = json.dumps(value, allow_nan=False)
-        protocol.loads_strict(text)  # NULs, surrogates, depth, 64-bit integers
+        # ASCII output turns NULs and surrogates into \u escapes, which loads_strict checks.
+        protocol.loads_strict(json.dumps(value, allow_nan=False))  # also depth, 64-bit ints
     except (TypeError, ValueError, RecursionError) as exc:
         raise ProtocolError("invalid", f"{what}: {exc}") from None
-    if max_bytes is not None and len(text) > max_bytes:
-        raise ProtocolError("invalid", f"{what} is {len(text)} bytes; at most {max_bytes} allowed")
+    if max_bytes is None:
+        return
+    size = len(json.dumps(value, ensure_ascii=False).encode("utf-8", "surrogatepass"))
+    if size > max_bytes:
+        raise ProtocolError("invalid", f"{what} is {size} bytes; at most {max_bytes} allowed")
 
 
 def record_run_stats(device: Device, msg: dict) -> bool:

@@ -61,7 +61,7 @@ def test_items_that_cannot_be_stored_are_never_acked(cast):
         {"version": 2**40},
         {"task": "t" * 101},
         {"id": "i" * 65},
-        {"last_error": {"message": "x" * 20_000}},
+        {"last_error": {"message": "x" * 40_000}},
         {"last_error": {"message": "a\x00b"}},
     ],
 )
