@@ -63,3 +63,11 @@ class NameOrIdFilter(django_filters.CharFilter):
         if value.isascii() and value.isdigit() and int(value) <= INT64_MAX:
             match |= Q(**{self.id_field: int(value)})
         return qs.filter(match)
+
+
+class ListFiltersOnly:
+    """Viewset mixin: query filters narrow the list; they never hide the object a detail URL
+    names (…/releases/7/deployments/?state=failed filters deployments, not release 7)."""
+
+    def filter_queryset(self, queryset):
+        return super().filter_queryset(queryset) if self.action == "list" else queryset

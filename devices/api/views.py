@@ -33,6 +33,7 @@ from devices.api.serializers import (
 from devices.models import Device, Result
 from tasks.signing import public_key_b64
 from walle_device import protocol
+from walle_web.filters import ListFiltersOnly
 from walle_web.rest import (
     DeviceThrottle,
     EnrollAddressThrottle,
@@ -70,7 +71,9 @@ class EnrollView(APIView):
         return Response(data, status=status.HTTP_201_CREATED)
 
 
-class DeviceViewSet(mixins.RetrieveModelMixin, mixins.ListModelMixin, viewsets.GenericViewSet):
+class DeviceViewSet(
+    ListFiltersOnly, mixins.RetrieveModelMixin, mixins.ListModelMixin, viewsets.GenericViewSet
+):
     """Enrolled devices; filters: ?app=slug, ?online=true|false, ?model=…, ?retired=true|false.
 
     App admins retire a device (POST …/retire/): its token stops working at once and its open
@@ -84,10 +87,6 @@ class DeviceViewSet(mixins.RetrieveModelMixin, mixins.ListModelMixin, viewsets.G
 
     def get_queryset(self):
         return Device.objects.filter(app__in=visible_apps(self.request.user)).select_related("app")
-
-    def filter_queryset(self, queryset):
-        # Query filters narrow lists; they never hide the object a detail URL names.
-        return super().filter_queryset(queryset) if self.action == "list" else queryset
 
     @extend_schema(request=None, responses={200: DeviceSerializer})
     @action(detail=True, methods=["post"])

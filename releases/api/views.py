@@ -26,6 +26,7 @@ from releases.api.serializers import (
 )
 from releases.choices import DeploymentState
 from releases.models import Deployment, Pin, Release
+from walle_web.filters import ListFiltersOnly
 
 
 def _conflict(exc: services.ReleaseError) -> Response:
@@ -33,6 +34,7 @@ def _conflict(exc: services.ReleaseError) -> Response:
 
 
 class ReleaseViewSet(
+    ListFiltersOnly,
     mixins.CreateModelMixin,
     mixins.RetrieveModelMixin,
     mixins.ListModelMixin,
@@ -50,11 +52,6 @@ class ReleaseViewSet(
         return Release.objects.filter(app__in=visible_apps(self.request.user)).select_related(
             "app", "task", "version"
         )
-
-    def filter_queryset(self, queryset):
-        # Query filters narrow the list; on a detail URL (…/deployments/?state=failed) they
-        # belong to the action, never hide the release itself.
-        return super().filter_queryset(queryset) if self.action == "list" else queryset
 
     def perform_create(self, serializer):
         data = serializer.validated_data
@@ -189,7 +186,9 @@ class ReleaseViewSet(
         return self.get_paginated_response(DeploymentSerializer(page, many=True).data)
 
 
-class DeploymentViewSet(mixins.RetrieveModelMixin, mixins.ListModelMixin, viewsets.GenericViewSet):
+class DeploymentViewSet(
+    ListFiltersOnly, mixins.RetrieveModelMixin, mixins.ListModelMixin, viewsets.GenericViewSet
+):
     """Deployments (device x release); `?release=`, `?device=uid`, `?state=` filter."""
 
     serializer_class = DeploymentSerializer
@@ -199,9 +198,6 @@ class DeploymentViewSet(mixins.RetrieveModelMixin, mixins.ListModelMixin, viewse
         return Deployment.objects.filter(
             release__app__in=visible_apps(self.request.user)
         ).select_related("device")
-
-    def filter_queryset(self, queryset):
-        return super().filter_queryset(queryset) if self.action == "list" else queryset
 
     @extend_schema(responses=DeploymentEventSerializer(many=True))
     @action(detail=True, methods=["get"])

@@ -19,6 +19,7 @@ from tasks.api.filters import TaskFilter, TaskVersionFilter
 from tasks.api.serializers import TaskSerializer, TaskVersionSerializer, VersionUploadSerializer
 from tasks.bundles import BundleError
 from tasks.models import Task, TaskVersion
+from walle_web.filters import ListFiltersOnly
 from walle_web.rest import StrictJSONParser
 
 
@@ -29,6 +30,7 @@ def _on_disk(upload) -> Path | IO[bytes]:
 
 
 class TaskViewSet(
+    ListFiltersOnly,
     mixins.CreateModelMixin,
     mixins.RetrieveModelMixin,
     mixins.ListModelMixin,
@@ -45,10 +47,6 @@ class TaskViewSet(
         return qs.prefetch_related(
             Prefetch("versions", queryset=TaskVersion.objects.only("id", "task_id", "number"))
         )
-
-    def filter_queryset(self, queryset):
-        # Query filters narrow lists; they never hide the object a detail URL names.
-        return super().filter_queryset(queryset) if self.action == "list" else queryset
 
     def perform_create(self, serializer):
         data = serializer.validated_data
@@ -103,7 +101,9 @@ class TaskViewSet(
         return Response(TaskVersionSerializer(version).data, status=status.HTTP_201_CREATED)
 
 
-class TaskVersionViewSet(mixins.RetrieveModelMixin, mixins.ListModelMixin, viewsets.GenericViewSet):
+class TaskVersionViewSet(
+    ListFiltersOnly, mixins.RetrieveModelMixin, mixins.ListModelMixin, viewsets.GenericViewSet
+):
     """Immutable task versions; `?task=<name or id>` and `?app=<slug>` narrow the list."""
 
     serializer_class = TaskVersionSerializer
@@ -113,6 +113,3 @@ class TaskVersionViewSet(mixins.RetrieveModelMixin, mixins.ListModelMixin, views
         return TaskVersion.objects.filter(
             task__app__in=visible_apps(self.request.user)
         ).select_related("task", "parent")
-
-    def filter_queryset(self, queryset):
-        return super().filter_queryset(queryset) if self.action == "list" else queryset
