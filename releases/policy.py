@@ -64,6 +64,9 @@ STAGE_DEFAULTS: dict[str, Any] = {
     "error_gate": 0.2,  # share failed or timed out (of those finished) that trips the gate
     "min_finished": 5,  # the error gate is evaluated only once this many have finished
     "auto_advance": True,
+    # pause (or roll back, per on_error) when the new version runs significantly worse than
+    # the control group (releases/compare.py: error rate, or latency, at p < 0.01)
+    "stop_if_worse": False,
 }
 DELIVERY_DEFAULTS: dict[str, Any] = {
     "notify_rate": 0,  # devices per second; 0 = all at once
@@ -110,8 +113,9 @@ def normalize_stages(stages: object) -> tuple[list[dict], list[str]]:
         for key, num in STAGE_BOUNDS.items():
             if problem := num.problem(f"stage {i}: {key}", full[key]):
                 errors.append(problem)
-        if not isinstance(full["auto_advance"], bool):
-            errors.append(f"stage {i}: auto_advance must be true or false")
+        for key in ("auto_advance", "stop_if_worse"):
+            if not isinstance(full[key], bool):
+                errors.append(f"stage {i}: {key} must be true or false")
         if "name" in full and (
             not isinstance(full["name"], str) or len(full["name"]) > MAX_STAGE_NAME
         ):
@@ -201,6 +205,10 @@ def stages_schema() -> dict:
             },
             "name": {"type": "string", "maxLength": MAX_STAGE_NAME},
             "auto_advance": {"type": "boolean"},
+            "stop_if_worse": {
+                "type": "boolean",
+                "description": "pause (or roll back) when the new version is significantly worse than control",
+            },
             **{k: _number_schema(n) for k, n in STAGE_BOUNDS.items()},
         },
     }

@@ -29,10 +29,14 @@ class DeploymentFilter(django_filters.FilterSet):
         fields: list[str] = []
 
 
-class ReleaseDeploymentFilter(django_filters.FilterSet):
-    """The deployments of one release: by state and by stage (1 = the first)."""
+class StatesFilter(django_filters.BaseInFilter, django_filters.ChoiceFilter):
+    """One deployment state or several, comma separated; an unknown one is a 400."""
 
-    state = django_filters.ChoiceFilter(field_name="state", choices=DeploymentState.choices)
+
+class ReleaseDeploymentFilter(django_filters.FilterSet):
+    """The deployments of one release: by state(s) and by stage (1 = the first)."""
+
+    state = StatesFilter(field_name="state", lookup_expr="in", choices=DeploymentState.choices)
     stage = IntFilter(method="by_stage", min_value=1, max_value=100, help_text="Stage, from 1.")
     device = text("device__uid", 40, "Device id.")
 

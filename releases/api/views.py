@@ -11,7 +11,7 @@ from accounts.choices import Role
 from accounts.models import App
 from accounts.permissions import visible_apps
 from devices.models import Device
-from releases import monitoring, services
+from releases import compare, monitoring, services, timeline
 from releases.api.filters import DeploymentFilter, ReleaseDeploymentFilter, ReleaseFilter
 from releases.api.serializers import (
     DeploymentEventSerializer,
@@ -24,9 +24,9 @@ from releases.api.serializers import (
     ReleaseSerializer,
     RollbackSerializer,
 )
-from releases.choices import DeploymentState
 from releases.models import Deployment, Pin, Release
 from walle_web.filters import ListFiltersOnly
+from walle_web.timerange import RangeError, TimeRange, parse_range
 
 
 def _conflict(exc: services.ReleaseError) -> Response:
@@ -163,10 +163,40 @@ class ReleaseViewSet(
         """Counts per stage, per-minute transitions, top failure reasons, run metrics new vs control."""
         return Response(monitoring.release_monitoring(self.get_object()))
 
+    def _range(self, request, release: Release) -> TimeRange:
+        try:
+            return parse_range(
+                request.query_params,
+                default_since=release.started_at or release.created_at,
+                default_until=release.finished_at,
+            )
+        except RangeError as exc:
+            raise ValidationError({exc.param: [str(exc)]}) from None
+
+    @extend_schema(responses={200: dict})
+    @action(detail=True, methods=["get"])
+    def timeline(self, request, pk=None):
+        """Deployments by state over time and each stage's success share and error rate, rebuilt
+        from the history; `?since=&until=` (ISO, Unix seconds or `15m`/`1h` back) and `?step=`."""
+        release = self.get_object()
+        return Response(timeline.release_timeline(release, self._range(request, release)))
+
+    @extend_schema(responses={200: dict})
+    @action(detail=True, methods=["get"])
+    def compare(self, request, pk=None):
+        """New version vs control over one window: sample sizes, error rate and latency with
+        significance verdicts, and their series; `?since=&until=&step=` as for the timeline."""
+        release = self.get_object()
+        return Response(compare.new_vs_control(release, self._range(request, release)))
+
     @extend_schema(
         responses=DeploymentSerializer(many=True),
         parameters=[
-            OpenApiParameter("state", str, enum=DeploymentState.values),
+            OpenApiParameter(
+                "state",
+                str,
+                description="One deployment state or several, comma separated (e.g. failed,timed_out).",
+            ),
             OpenApiParameter("stage", int, description="Stage, from 1."),
             OpenApiParameter("device", str, description="Device id."),
         ],
@@ -174,7 +204,8 @@ class ReleaseViewSet(
     )
     @action(detail=True, methods=["get"])
     def deployments(self, request, pk=None):
-        """Per-device deployments of this release; `?state=`, `?stage=` and `?device=` filter."""
+        """Per-device deployments of this release; `?state=` (one or several, comma separated),
+        `?stage=` (1-based) and `?device=` filter."""
         release = self.get_object()
         filters = ReleaseDeploymentFilter(
             request.query_params,

@@ -16,6 +16,7 @@ import time
 from django.core.management.base import BaseCommand
 from django.db import close_old_connections
 
+from releases.events import worker_tick
 from releases.models import Release
 from releases.services import due_releases, evaluate_release, set_worker_error
 
@@ -50,6 +51,7 @@ class Command(BaseCommand):
         while not stopping:
             close_old_connections()
             try:
+                worker_tick.send(sender=self.__class__)
                 if failing is None:
                     failing = set(
                         Release.objects.exclude(worker_error="").values_list("id", flat=True)

@@ -6,7 +6,7 @@ from django.db import migrations, models
 class Migration(migrations.Migration):
     dependencies = [
         ("accounts", "0001_initial"),
-        ("devices", "0001_initial"),
+        ("devices", "0002_run_stat_task_time"),
     ]
 
     operations = [
