@@ -210,6 +210,7 @@ SPECTACULAR_SETTINGS = {
     "ENUM_NAME_OVERRIDES": {
         "ReleaseStateEnum": "releases.choices.ReleaseState",
         "DeploymentStateEnum": "releases.choices.DeploymentState",
+        "AlertEventEnum": "alerts.choices.AlertEvent",
     },
     # Every operation lists the error statuses it can answer (walle_web/schema.py).
     "POSTPROCESSING_HOOKS": [
@@ -309,10 +310,14 @@ LOGGING = {
 }
 
 # Alerts (alerts/): links in alerts point at the console here; email goes through Django's
-# mailer (files under var/mail in the embedded default; SMTP with the WALLE_EMAIL_* settings).
+# mailer: files under var/mail on a development machine (DEBUG), SMTP with the WALLE_EMAIL_*
+# settings otherwise, so a production server never silently writes its alerts to disk.
 WALLE_PUBLIC_URL = env_str("WALLE_PUBLIC_URL", "http://127.0.0.1:8000")
 EMAIL_BACKEND_PATH = env_str(
-    "WALLE_EMAIL_BACKEND", "django.core.mail.backends.filebased.EmailBackend"
+    "WALLE_EMAIL_BACKEND",
+    "django.core.mail.backends.filebased.EmailBackend"
+    if DEBUG
+    else "django.core.mail.backends.smtp.EmailBackend",
 )
 MAILERS = {
     "default": {
