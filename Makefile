@@ -19,8 +19,8 @@ run: setup
 test: setup
 	$(PY) -m ruff check .
 	$(PY) -m ruff format --check .
-	$(PY) manage.py check --fail-level WARNING
-	$(PY) manage.py makemigrations --check --dry-run
+	WALLE_DEBUG=1 $(PY) manage.py check --fail-level WARNING
+	WALLE_DEBUG=1 $(PY) manage.py makemigrations --check --dry-run
 	$(PY) -m pytest
 
 setup: $(VENV)/.deps $(VENV)/.engine $(VENV)/.browser

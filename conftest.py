@@ -8,6 +8,10 @@ import pytest
 
 @pytest.fixture(autouse=True)
 def _isolated_content(settings, tmp_path):
+    from django.core.cache import cache
+
+    # Throttle counters live in the cache: every test starts with none.
+    cache.clear()
     settings.WALLE_CONTENT_DIR = tmp_path / "content"
     # The slow default hasher costs ~0.3 s per user; tests make several users each.
     settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]

@@ -621,6 +621,7 @@ def clean_env(var_dir: Path) -> dict:
             "WALLE_LOG_LEVEL": "WARNING",
             "PYTHONUNBUFFERED": "1",
             "DJANGO_SETTINGS_MODULE": "walle_web.settings",
+            "WALLE_DEBUG": "1",  # the development secret key is fine for a benchmark
         }
     )
     return env

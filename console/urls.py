@@ -25,6 +25,7 @@ urlpatterns = [
     path(A + "alerts/", alerts.alerts_page, name="alerts"),
     path(A + "fleet/", fleet.fleet, name="fleet"),
     path(A + "fleet/<str:uid>/", fleet.device_detail, name="device"),
+    path(A + "fleet/<str:uid>/retire/", fleet.device_retire, name="device-retire"),
     path(A + "groups/", fleet.group_list, name="groups"),
     path(A + "groups/new/", fleet.group_edit, name="group-new"),
     path(A + "groups/match/", fleet.group_match, name="group-match"),

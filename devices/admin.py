@@ -1,6 +1,7 @@
 from django.contrib import admin
 
 from devices.models import Device, DeviceGroup, Result, RunStat
+from devices.services import retire_device
 
 
 @admin.register(Device)
@@ -15,10 +16,21 @@ class DeviceAdmin(admin.ModelAdmin):
         "region",
         "online",
         "last_seen",
+        "retired_at",
     ]
     list_filter = ["app", "online", "os", "region"]
     search_fields = ["uid", "model"]
-    readonly_fields = ["token_hash"]
+    readonly_fields = ["token_hash", "retired_at"]
+    actions = ["retire"]
+
+    # Devices are retired, never deleted: their deployments, run stats and results are history.
+    def has_delete_permission(self, request, obj=None) -> bool:
+        return False
+
+    @admin.action(description="Retire: revoke the token and close the device's sockets")
+    def retire(self, request, queryset) -> None:
+        for device in queryset.filter(retired_at__isnull=True):
+            retire_device(device, by=request.user)
 
 
 @admin.register(DeviceGroup)

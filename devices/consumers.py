@@ -9,7 +9,7 @@ from channels.db import database_sync_to_async
 from channels.generic.websocket import AsyncWebsocketConsumer
 from django.conf import settings
 
-from devices import services
+from devices import limits, services
 from devices.push import registry
 from releases.services import ReleaseError, record_report
 from walle_device import protocol
@@ -46,17 +46,21 @@ class DeviceConsumer(AsyncWebsocketConsumer):
         self.device_uid = device.uid
         await self.accept()
         registry.add(self)
+        await limits.socket_opened(self)
         await registry.ensure_listener()
         await database_sync_to_async(services.set_presence)(device, True)
 
     async def disconnect(self, code: int) -> None:
         if self.device_uid:
+            limits.socket_closed(self)
             registry.remove(self)
             if registry.sockets.get(self.device_uid) is None:
                 await database_sync_to_async(services.set_presence)(self.device, False)
 
     async def receive(self, text_data: str | None = None, bytes_data: bytes | None = None) -> None:
         frame = text_data if text_data is not None else bytes_data or b""
+        if await limits.throttled(self):
+            return
         try:
             msg = protocol.decode(frame, max_bytes=settings.WALLE_MAX_FRAME_BYTES)
             if msg["type"] not in protocol.DEVICE_TO_SERVER:
@@ -65,7 +69,7 @@ class DeviceConsumer(AsyncWebsocketConsumer):
                 )
         except protocol.ProtocolError as exc:
             COUNTERS["frames_rejected"] += 1
-            await self.reply("error", code=exc.code, message=exc.message)
+            await self.reply("error", code=exc.code, message=exc.message, ref=exc.ref)
             return
         handler = getattr(self, f"on_{msg['type']}")
         try:

@@ -4,28 +4,37 @@ from django.db import models
 
 from accounts.models import App
 from devices.choices import GroupKind
+from walle_device.protocol import ATTR_MAX_LEN
 
 
 class Device(models.Model):
-    """A phone (or simulated one) enrolled into one app; it authenticates with a secret token."""
+    """A phone (or simulated one) enrolled into one app; it authenticates with a secret token.
+
+    Attribute columns are as long as the protocol allows (ATTR_MAX_LEN), so what validates is
+    what stores, on SQLite and PostgreSQL alike. A retired device keeps its row and history;
+    its token no longer authenticates.
+    """
 
     app = models.ForeignKey(App, on_delete=models.CASCADE, related_name="devices")
     uid = models.CharField(
         max_length=40, unique=True, help_text="Public device id, used in bucketing."
     )
     token_hash = models.CharField(max_length=64)
-    app_version = models.CharField(max_length=40, blank=True, default="")
-    os = models.CharField(max_length=40, blank=True, default="")
-    os_version = models.CharField(max_length=40, blank=True, default="")
-    model = models.CharField(max_length=80, blank=True, default="")
-    region = models.CharField(max_length=40, blank=True, default="")
+    app_version = models.CharField(max_length=ATTR_MAX_LEN, blank=True, default="")
+    os = models.CharField(max_length=ATTR_MAX_LEN, blank=True, default="")
+    os_version = models.CharField(max_length=ATTR_MAX_LEN, blank=True, default="")
+    model = models.CharField(max_length=ATTR_MAX_LEN, blank=True, default="")
+    region = models.CharField(max_length=ATTR_MAX_LEN, blank=True, default="")
     tags = models.JSONField(default=list, blank=True)
-    engine_version = models.CharField(max_length=40, blank=True, default="")
+    engine_version = models.CharField(max_length=ATTR_MAX_LEN, blank=True, default="")
     # {task name: {"version": n, "digest": "..."}} as the device last said in `hello`.
     current = models.JSONField(default=dict, blank=True)
     online = models.BooleanField(default=False, db_index=True)
     last_seen = models.DateTimeField(null=True, blank=True, db_index=True)
     enrolled_at = models.DateTimeField(auto_now_add=True)
+    retired_at = models.DateTimeField(
+        null=True, blank=True, help_text="When an app admin revoked the device's token."
+    )
 
     class Meta:
         ordering = ["id"]
@@ -68,18 +77,25 @@ class DeviceGroup(models.Model):
 
 
 class Result(models.Model):
-    """One result a task uploaded through the tunnel; the idempotency key makes retries harmless."""
+    """One result a task uploaded through the tunnel; the idempotency key makes retries harmless.
+
+    Keys are unique per device, never across devices: a key is chosen by the device, so one
+    device must not be able to suppress another's results by guessing their keys.
+    """
 
     app = models.ForeignKey(App, on_delete=models.CASCADE, related_name="results")
     device = models.ForeignKey(Device, on_delete=models.CASCADE, related_name="results")
     task = models.CharField(max_length=100, db_index=True)
     version = models.PositiveIntegerField()
-    key = models.CharField(max_length=128, unique=True)
+    key = models.CharField(max_length=128)
     payload = models.JSONField()
     received_at = models.DateTimeField(auto_now_add=True, db_index=True)
 
     class Meta:
         ordering = ["-received_at", "-id"]
+        constraints = [
+            models.UniqueConstraint(fields=["device", "key"], name="uniq_result_key_per_device")
+        ]
 
     def __str__(self) -> str:
         return f"{self.task} v{self.version} {self.key[:12]}"

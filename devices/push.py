@@ -77,8 +77,15 @@ class Registry:
                 log.exception("notice listener failed; retrying")
                 await asyncio.sleep(1)
                 continue
-            if message.get("type") == "release.notice":
-                await self.fan_out(message)
+            try:
+                if message.get("type") == "release.notice":
+                    await self.fan_out(message)
+                elif message.get("type") == "device.revoked":
+                    from devices.limits import close_devices
+
+                    await close_devices(message["device_uids"])
+            except Exception:  # one bad message must not stop the listener
+                log.exception("notice %r could not be delivered", message.get("type"))
 
     async def fan_out(self, message: dict) -> int:
         frame = protocol.encode(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hmac
+import json
 import secrets
 
 from django.contrib.auth.models import AbstractBaseUser
@@ -13,9 +14,12 @@ from accounts.models import App
 from accounts.services import audit, find_enrollment_key, hash_secret
 from devices.choices import GroupKind
 from devices.models import Device, DeviceGroup, Result, RunStat
-from walle_device.protocol import ATTR_FIELDS
+from walle_device import protocol
+from walle_device.protocol import ATTR_FIELDS, ProtocolError
 
-MAX_ATTR_LEN = 80
+# A run's last error (type, message, traceback) is shown on the device page; more is noise.
+# The device runtime sends at most 5,000 characters of it (walle_device/runner.py).
+MAX_LAST_ERROR_BYTES = 32 * 1024
 
 
 class EnrollmentError(ValueError):
@@ -23,44 +27,65 @@ class EnrollmentError(ValueError):
 
 
 def clean_attrs(attrs: dict) -> dict:
-    """Keep the known attributes, as short strings (tags as a short list of strings)."""
-    cleaned: dict = {}
-    for name in ATTR_FIELDS:
-        if name not in attrs:
-            continue
-        value = attrs[name]
-        if name == "tags":
-            cleaned[name] = (
-                [str(t)[:MAX_ATTR_LEN] for t in value if isinstance(t, str)][:32]
-                if isinstance(value, list)
-                else []
-            )
-        else:
-            cleaned[name] = str(value)[:MAX_ATTR_LEN]
-    return cleaned
+    """The known attributes, checked against the protocol's bounds (which the columns match).
+
+    Raises ProtocolError (a ValueError) naming the attribute that is too long or mistyped.
+    """
+    protocol.check_attrs(attrs)
+    return {name: attrs[name] for name in ATTR_FIELDS if name in attrs}
 
 
 def enroll_device(enrollment_key: str, attrs: dict) -> tuple[Device, str]:
-    """Enroll a new device; returns it and its plain token (`uid.secret`), shown only once."""
+    """Enroll a new device; returns it and its plain token (`uid.secret`), shown only once.
+
+    Raises ProtocolError for attributes out of bounds, EnrollmentError for a bad key.
+    """
+    attrs = clean_attrs(attrs)  # ProtocolError (a 400) before the key lookup
     key = find_enrollment_key(enrollment_key or "")
     if key is None:
         raise EnrollmentError("unknown or revoked enrollment key; ask an app admin for a valid key")
     uid = f"dev-{secrets.token_hex(10)}"
     secret = secrets.token_urlsafe(32)
-    device = Device.objects.create(
-        app=key.app, uid=uid, token_hash=hash_secret(secret), **clean_attrs(attrs)
-    )
+    device = Device.objects.create(app=key.app, uid=uid, token_hash=hash_secret(secret), **attrs)
     return device, f"{uid}.{secret}"
 
 
 def authenticate_device(token: str) -> Device | None:
+    """The active device this token belongs to, or None (unknown, wrong secret or retired)."""
     uid, _, secret = (token or "").partition(".")
-    if not uid or not secret:
+    if not uid or not secret or len(uid) > 40 or "\x00" in token:
         return None
-    device = Device.objects.select_related("app").filter(uid=uid).first()
+    device = Device.objects.select_related("app").filter(uid=uid, retired_at__isnull=True).first()
     if device is None or not hmac.compare_digest(device.token_hash, hash_secret(secret)):
         return None
     return device
+
+
+def retire_device(device: Device, *, by: AbstractBaseUser | None = None) -> Device:
+    """Revoke a device's token for good; its row, deployments and results stay as history.
+
+    After commit, one notice on the push channel makes every server process close the
+    device's open sockets (devices/limits.close_devices).
+    """
+    from devices.push import NOTICE_GROUP
+    from walle_web.relay import group_send
+
+    with transaction.atomic():
+        locked = Device.objects.select_for_update().get(pk=device.pk)
+        if locked.retired_at is not None:
+            return locked
+        locked.retired_at = timezone.now()
+        # An empty hash matches no secret, so the token is dead even for a reader that does
+        # not look at retired_at.
+        locked.token_hash = ""
+        locked.online = False
+        locked.save(update_fields=["retired_at", "token_hash", "online"])
+        audit(locked.app, by, "device.retire", "device", locked.uid)
+        uid = locked.uid
+        transaction.on_commit(
+            lambda: group_send(NOTICE_GROUP, {"type": "device.revoked", "device_uids": [uid]})
+        )
+    return locked
 
 
 def device_hello(device: Device, attrs: dict, current: dict) -> list[dict]:
@@ -68,6 +93,8 @@ def device_hello(device: Device, attrs: dict, current: dict) -> list[dict]:
     from releases.services import desired_state
 
     fields = clean_attrs(attrs)
+    for task, cur in current.items():
+        protocol.check_fields(f"current[{task!r}]", cur, protocol.CURRENT_FIELDS)
     with transaction.atomic():
         for name, value in fields.items():
             setattr(device, name, value)
@@ -85,17 +112,38 @@ def set_presence(device: Device, online: bool) -> None:
     Device.objects.filter(pk=device.pk).update(online=online, last_seen=timezone.now())
 
 
+def _storable_json(value: object, what: str, max_bytes: int | None = None) -> None:
+    """Raise ProtocolError unless `value` is JSON every supported database stores as sent."""
+    try:
+        # ASCII output turns NULs and surrogates into \u escapes, which loads_strict checks.
+        protocol.loads_strict(json.dumps(value, allow_nan=False))  # also depth, 64-bit ints
+    except (TypeError, ValueError, RecursionError) as exc:
+        raise ProtocolError("invalid", f"{what}: {exc}") from None
+    if max_bytes is None:
+        return
+    size = len(json.dumps(value, ensure_ascii=False).encode("utf-8", "surrogatepass"))
+    if size > max_bytes:
+        raise ProtocolError("invalid", f"{what} is {size} bytes; at most {max_bytes} allowed")
+
+
 def record_run_stats(device: Device, msg: dict) -> bool:
-    """Store one run_stats message; False if this message id was already stored."""
+    """Store one run_stats message; False if this message id was already stored.
+
+    Validates every field against the protocol's bounds first (the consumer already did, a
+    batch writer may not have): a value out of range raises ProtocolError, nothing is stored.
+    """
+    protocol.check_fields("run_stats", msg, protocol.SCHEMAS["run_stats"])
+    if msg.get("last_error") is not None:
+        _storable_json(msg["last_error"], "run_stats.last_error", MAX_LAST_ERROR_BYTES)
     try:
         with transaction.atomic():
             RunStat.objects.create(
                 device=device,
-                message_id=msg["id"][:64],
-                task=msg["task"][:100],
-                version=max(0, msg["version"]),
-                runs=max(0, msg["runs"]),
-                errors=max(0, msg["errors"]),
+                message_id=msg["id"],
+                task=msg["task"],
+                version=msg["version"],
+                runs=msg["runs"],
+                errors=msg["errors"],
                 latency_ms_p50=msg.get("latency_ms_p50"),
                 latency_ms_p95=msg.get("latency_ms_p95"),
                 last_error=msg.get("last_error"),
@@ -105,25 +153,53 @@ def record_run_stats(device: Device, msg: dict) -> bool:
     return True
 
 
+def valid_items(items: list) -> dict[str, dict]:
+    """The storable items by key (first one wins); invalid ones are left out, never acked."""
+    valid: dict[str, dict] = {}
+    for i, item in enumerate(items):
+        try:
+            protocol.check_item(item, f"items[{i}]")
+            _storable_json(item["payload"], f"items[{i}].payload")
+        except ProtocolError:
+            continue
+        valid.setdefault(item["key"], item)
+    return valid
+
+
 def store_results(device: Device, items: list[dict]) -> list[str]:
-    """Store tunnel items; returns every key now stored (new or already there), to be acked."""
-    keys = [str(item["key"])[:128] for item in items]
+    """Store tunnel items; returns the keys this device now has stored (new or before): the ack.
+
+    Keys are scoped to the device. The ack comes from reading back what is stored, so an item
+    the database ignored (SQLite's INSERT OR IGNORE skips CHECK failures too) is never acked,
+    and the device keeps it for a later attempt.
+    """
+    valid = valid_items(items)
+    if not valid:
+        return []
+    keys = list(valid)
     with transaction.atomic():
-        present = set(Result.objects.filter(key__in=keys).values_list("key", flat=True))
-        fresh = {}
-        for item, key in zip(items, keys, strict=True):
-            if key not in present and key not in fresh:
-                fresh[key] = Result(
-                    app_id=device.app_id,
-                    device=device,
-                    task=str(item["task"])[:100],
-                    version=max(0, int(item["version"])),
-                    key=key,
-                    payload=item["payload"],
-                )
-        # ignore_conflicts: two connections of one device racing with the same key stay single.
-        Result.objects.bulk_create(fresh.values(), ignore_conflicts=True)
-    return keys
+        present = set(
+            Result.objects.filter(device=device, key__in=keys).values_list("key", flat=True)
+        )
+        fresh = [
+            Result(
+                app_id=device.app_id,
+                device=device,
+                task=item["task"],
+                version=item["version"],
+                key=key,
+                payload=item["payload"],
+            )
+            for key, item in valid.items()
+            if key not in present
+        ]
+        if fresh:
+            # ignore_conflicts: two connections of one device racing with a key stay single.
+            Result.objects.bulk_create(fresh, ignore_conflicts=True)
+            present = set(
+                Result.objects.filter(device=device, key__in=keys).values_list("key", flat=True)
+            )
+    return [key for key in keys if key in present]
 
 
 class GroupError(ValueError):

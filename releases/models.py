@@ -47,6 +47,10 @@ class Release(models.Model):
         "self", null=True, blank=True, on_delete=models.SET_NULL, related_name="rollbacks"
     )
     reason = models.TextField(blank=True, default="")
+    # Set when the rollout worker could not evaluate this release (the others go on); cleared
+    # by the next pass that succeeds. Shown on the release and its dashboard.
+    worker_error = models.TextField(blank=True, default="")
+    worker_error_at = models.DateTimeField(null=True, blank=True)
     created_by = models.ForeignKey(
         settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL
     )

@@ -67,7 +67,7 @@ def create_release(
     errors = targeting.validate_target(target) + stage_errors + delivery_errors
     if on_error not in ErrorAction.values:
         errors.append(f"on_error must be one of {', '.join(ErrorAction.values)}")
-    if "groups" in target:
+    if "groups" in target and not errors:
         found = set(
             DeviceGroup.objects.filter(app=version.task.app, pk__in=target["groups"]).values_list(
                 "pk", flat=True
@@ -750,9 +750,7 @@ def evaluate_release(release: Release, *, now: datetime | None = None) -> str:
             return "started"
         if release.state not in (ReleaseState.RUNNING, ReleaseState.PAUSED):
             return "idle"
-        timeout_s = (release.delivery or {}).get("timeout_s") or policy.DELIVERY_DEFAULTS[
-            "timeout_s"
-        ]
+        timeout_s = policy.timeout_seconds(release.delivery or {})
         expired = list(
             Deployment.objects.filter(
                 release=release,
@@ -915,3 +913,22 @@ def desired_state(device: Device) -> list[dict]:
             "pull_jitter_s": float(delivery.get("pull_jitter_s", 0.0)),
         }
     return [result[k] for k in sorted(result)]
+
+
+def set_worker_error(release_id: int, error: str) -> bool:
+    """Record (or, with "", clear) why the rollout worker could not evaluate a release.
+
+    Written outside any failed transaction, without the row lock (the failing step may be the
+    one holding it). True if the stored error changed.
+    """
+    changed = (
+        Release.objects.filter(pk=release_id)
+        .exclude(worker_error=error[:2000])
+        .update(worker_error=error[:2000], worker_error_at=timezone.now() if error else None)
+    )
+    if changed:
+        app_id = Release.objects.filter(pk=release_id).values_list("app_id", flat=True).first()
+        if app_id is not None:
+            with transaction.atomic():
+                release_changed(release_id, app_id)
+    return bool(changed)

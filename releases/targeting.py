@@ -95,6 +95,13 @@ def version_in_range(version: str, spec: str) -> bool:
     return True
 
 
+# Bounds of a target, so a stored target stays cheap to evaluate for every device.
+MAX_LIST = {"device_ids": 10_000, "exclude_device_ids": 10_000, "groups": 100}
+MAX_LIST_DEFAULT = 1_000
+MAX_STRING = 200
+MAX_ROW_ID = 2**63 - 1
+
+
 def validate_target(target: object) -> list[str]:
     if not isinstance(target, dict):
         return ["target must be a JSON object of filters"]
@@ -102,13 +109,31 @@ def validate_target(target: object) -> list[str]:
     for key, value in target.items():
         expected = TARGET_KEYS.get(key)
         if expected is None:
-            errors.append(f"unknown target filter {key!r}; known: {', '.join(sorted(TARGET_KEYS))}")
+            errors.append(
+                f"unknown target filter {str(key)[:40]!r}; known: {', '.join(sorted(TARGET_KEYS))}"
+            )
         elif not isinstance(value, expected):
             errors.append(f"target filter {key!r} must be a {expected.__name__}")
-        elif expected is list and key != "groups" and not all(isinstance(v, str) for v in value):
-            errors.append(f"target filter {key!r} must be a list of strings")
+        elif expected is str and len(value) > MAX_STRING:
+            errors.append(f"target filter {key!r} is longer than {MAX_STRING} characters")
+        elif expected is list and len(value) > MAX_LIST.get(key, MAX_LIST_DEFAULT):
+            errors.append(
+                f"target filter {key!r} lists {len(value)} entries; at most {MAX_LIST.get(key, MAX_LIST_DEFAULT)}"
+            )
+        elif key == "groups" and not all(
+            isinstance(v, int) and not isinstance(v, bool) and 1 <= v <= MAX_ROW_ID for v in value
+        ):
+            errors.append("target filter 'groups' must be a list of device group ids (integers)")
+        elif (
+            expected is list
+            and key != "groups"
+            and not all(isinstance(v, str) and len(v) <= MAX_STRING for v in value)
+        ):
+            errors.append(
+                f"target filter {key!r} must be a list of strings of at most {MAX_STRING} characters"
+            )
     for key in ("app_version", "os_version"):
-        if isinstance(target.get(key), str):
+        if isinstance(target.get(key), str) and len(target[key]) <= MAX_STRING:
             try:
                 parse_range(target[key])
             except ValueError as exc:
@@ -119,6 +144,34 @@ def validate_target(target: object) -> list[str]:
                 f"target filter {key!r} is an empty list, which matches no device; remove it to match all"
             )
     return errors
+
+
+def target_schema() -> dict:
+    """The OpenAPI schema of a target (one source with validate_target)."""
+    text_list = {"type": "array", "items": {"type": "string", "maxLength": MAX_STRING}}
+    props: dict = {}
+    for key, kind in TARGET_KEYS.items():
+        if key == "groups":
+            props[key] = {
+                "type": "array",
+                "maxItems": MAX_LIST["groups"],
+                "items": {"type": "integer", "minimum": 1},
+                "description": "device group ids of the app; a device in any of them matches",
+            }
+        elif kind is list:
+            props[key] = {**text_list, "maxItems": MAX_LIST.get(key, MAX_LIST_DEFAULT)}
+        else:
+            props[key] = {
+                "type": "string",
+                "maxLength": MAX_STRING,
+                "description": "version range, e.g. '>=2.1,<3' or '^2.1'",
+            }
+    return {
+        "type": "object",
+        "additionalProperties": False,
+        "properties": props,
+        "description": "Attribute filters; every given filter must match. Empty: every device of the app.",
+    }
 
 
 def _model_matches(model: str, patterns: list[str]) -> bool:

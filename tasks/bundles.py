@@ -2,17 +2,20 @@
 
 Every check raises BundleError with a message that says what is wrong and how to fix it; the
 API returns those messages as a 400 with the offending field.
+
+This module never imports Django: the checks that cost CPU or memory on hostile input
+(unpacking a zip, compiling the entry point, converting models) run in a resource-limited
+worker process (tasks/check_worker.py), which gets its limits as a `Limits` value.
 """
 
 from __future__ import annotations
 
-import io
 import json
 import re
 import zipfile
 from dataclasses import dataclass, field
-
-from django.conf import settings
+from pathlib import Path
+from typing import IO
 
 PATH_RE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.\-]*(/[A-Za-z0-9_][A-Za-z0-9_.\-]*)*$")
 BUNDLE_CONFIG_FILE = "walle.json"
@@ -32,6 +35,15 @@ CONFIG_KEYS: dict[str, type | tuple[type, ...]] = {
     "inputs": dict,
 }
 ISOLATION_MODES = ("interpreter", "process")
+
+
+@dataclass(frozen=True)
+class Limits:
+    """Upload limits (the WALLE_MAX_* settings), handed to code that cannot read settings."""
+
+    max_file_bytes: int
+    max_version_bytes: int
+    max_files: int
 
 
 class BundleError(ValueError):
@@ -74,6 +86,12 @@ def check_path(path: str) -> str | None:
 def check_config(config: object) -> list[str]:
     if not isinstance(config, dict):
         return ["config must be a JSON object"]
+    from walle_device.protocol import loads_strict
+
+    try:
+        loads_strict(json.dumps(config, allow_nan=False))
+    except (TypeError, ValueError, RecursionError) as exc:
+        return [f"config cannot be stored: {exc}"]
     errors = []
     for key, value in config.items():
         expected = CONFIG_KEYS.get(key)
@@ -95,6 +113,10 @@ def check_config(config: object) -> list[str]:
         errors.append("timeout_s must be more than 0 and at most 600 seconds")
     if isinstance(config.get("max_memory_mb"), int) and not 1 <= config["max_memory_mb"] <= 65536:
         errors.append("max_memory_mb must be between 1 and 65536")
+    for key in ("models", "requires"):
+        if isinstance(config.get(key), list) and not all(isinstance(v, str) for v in config[key]):
+            errors.append(f"config key {key!r} must be a list of strings")
+            config = {k: v for k, v in config.items() if k != key}
     if isinstance(config.get("requires"), list) and not set(config["requires"]) <= {"numpy"}:
         errors.append("requires may only list 'numpy' (which runs the task in a worker process)")
     if isinstance(config.get("max_failures"), int) and not 1 <= config["max_failures"] <= 1000:
@@ -114,7 +136,29 @@ def _check_trigger(trigger: dict) -> list[str]:
     return [f"trigger: {message}" for message in validate_trigger(trigger)]
 
 
-def validate_bundle(files: dict[str, bytes], entry_point: str, config: object) -> Bundle:
+def check_sizes(sizes: dict[str, int], limits: Limits) -> list[str]:
+    """Problems with the number, names and sizes of a version's files (before or after conversion)."""
+    problems = []
+    if len(sizes) > limits.max_files:
+        problems.append(f"{len(sizes)} files; at most {limits.max_files} are allowed")
+    for path, size in sizes.items():
+        if problem := check_path(path):
+            problems.append(problem)
+        if size > limits.max_file_bytes:
+            problems.append(
+                f"{path!r} is {size} bytes; the limit is {limits.max_file_bytes} bytes per file"
+            )
+    total = sum(sizes.values())
+    if total > limits.max_version_bytes:
+        problems.append(
+            f"the version is {total} bytes; the limit is {limits.max_version_bytes} bytes"
+        )
+    return problems
+
+
+def validate_bundle(
+    files: dict[str, bytes], entry_point: str, config: object, limits: Limits
+) -> Bundle:
     errors: dict[str, list[str]] = {}
 
     def add(key: str, message: str) -> None:
@@ -122,24 +166,8 @@ def validate_bundle(files: dict[str, bytes], entry_point: str, config: object) -
 
     if not files:
         add("files", "a version needs at least one file (the entry point script)")
-    if len(files) > settings.WALLE_MAX_VERSION_FILES:
-        add("files", f"{len(files)} files; at most {settings.WALLE_MAX_VERSION_FILES} are allowed")
-    total = 0
-    for path, data in files.items():
-        problem = check_path(path)
-        if problem:
-            add("files", problem)
-        if len(data) > settings.WALLE_MAX_FILE_BYTES:
-            add(
-                "files",
-                f"{path!r} is {len(data)} bytes; the limit is {settings.WALLE_MAX_FILE_BYTES} bytes per file",
-            )
-        total += len(data)
-    if total > settings.WALLE_MAX_VERSION_BYTES:
-        add(
-            "files",
-            f"the version is {total} bytes; the limit is {settings.WALLE_MAX_VERSION_BYTES} bytes",
-        )
+    for problem in check_sizes({p: len(d) for p, d in files.items()}, limits):
+        add("files", problem)
 
     if not entry_point:
         add("entry_point", "missing: name the Python file that defines run(ctx), e.g. 'main.py'")
@@ -158,6 +186,10 @@ def validate_bundle(files: dict[str, bytes], entry_point: str, config: object) -
             add("entry_point", f"{entry_point!r} is not UTF-8 text")
         except SyntaxError as exc:
             add("entry_point", f"{entry_point!r} line {exc.lineno}: syntax error: {exc.msg}")
+        except (ValueError, RecursionError, OverflowError) as exc:
+            # NUL bytes, nesting too deep for the compiler, constants too large. (MemoryError
+            # goes up: the check worker reports it with its memory limit.)
+            add("entry_point", f"{entry_point!r} cannot be compiled: {type(exc).__name__}: {exc}")
         else:
             if "run" not in code.co_names:
                 add("entry_point", f"{entry_point!r} must define a function run(ctx)")
@@ -166,7 +198,7 @@ def validate_bundle(files: dict[str, bytes], entry_point: str, config: object) -
         add("config", message)
     if isinstance(config, dict):
         for model in config.get("models", []) if isinstance(config.get("models"), list) else []:
-            if model not in files:
+            if isinstance(model, str) and model not in files:
                 add("config", f"models lists {model!r}, which is not among the uploaded files")
     if errors:
         raise BundleError(errors)
@@ -174,10 +206,25 @@ def validate_bundle(files: dict[str, bytes], entry_point: str, config: object) -
     return Bundle(files=files, entry_point=entry_point, config=config)
 
 
-def read_zip(data: bytes) -> tuple[dict[str, bytes], dict]:
-    """Unpack a .zip bundle with limits; return its files and the walle.json it may carry."""
+def read_zip(source: Path | IO[bytes], limits: Limits) -> tuple[dict[str, bytes], dict]:
+    """Unpack a .zip bundle with limits; return its files and the walle.json it may carry.
+
+    Any archive, however broken or crafted, ends in BundleError (zipfile raises many types).
+    """
     try:
-        archive = zipfile.ZipFile(io.BytesIO(data))
+        return _read_zip(source, limits)
+    except BundleError:
+        raise
+    except (zipfile.BadZipFile, zipfile.LargeZipFile, NotImplementedError) as exc:
+        raise BundleError({"bundle": [f"not a usable .zip file: {exc}"]}) from None
+    except (ValueError, EOFError, OSError, RuntimeError, KeyError) as exc:
+        message = f"not a usable .zip file: {type(exc).__name__}: {str(exc)[:200]}"
+        raise BundleError({"bundle": [message]}) from None
+
+
+def _read_zip(source: Path | IO[bytes], limits: Limits) -> tuple[dict[str, bytes], dict]:
+    try:
+        archive = zipfile.ZipFile(source)
     except zipfile.BadZipFile:
         raise BundleError({"bundle": ["not a valid .zip file"]}) from None
     files: dict[str, bytes] = {}
@@ -185,13 +232,9 @@ def read_zip(data: bytes) -> tuple[dict[str, bytes], dict]:
     total = 0
     with archive:
         infos = [info for info in archive.infolist() if not info.is_dir()]
-        if len(infos) > settings.WALLE_MAX_VERSION_FILES + 1:
+        if len(infos) > limits.max_files + 1:
             raise BundleError(
-                {
-                    "bundle": [
-                        f"{len(infos)} files; at most {settings.WALLE_MAX_VERSION_FILES} are allowed"
-                    ]
-                }
+                {"bundle": [f"{len(infos)} files; at most {limits.max_files} are allowed"]}
             )
         for info in infos:
             problem = check_path(info.filename)
@@ -199,7 +242,10 @@ def read_zip(data: bytes) -> tuple[dict[str, bytes], dict]:
                 errors.append(problem)
                 continue
             # file_size is what the archive claims; read with a cap anyway (a crafted zip can lie).
-            limit = settings.WALLE_MAX_FILE_BYTES
+            if info.filename in files:
+                errors.append(f"{info.filename!r} is in the archive twice")
+                continue
+            limit = limits.max_file_bytes
             if info.file_size > limit:
                 errors.append(
                     f"{info.filename!r} unpacks to {info.file_size} bytes; the limit is {limit}"
@@ -211,18 +257,20 @@ def read_zip(data: bytes) -> tuple[dict[str, bytes], dict]:
                 errors.append(f"{info.filename!r} unpacks to more than {limit} bytes")
                 continue
             total += len(content)
-            if total > settings.WALLE_MAX_VERSION_BYTES:
+            if total > limits.max_version_bytes:
                 raise BundleError(
-                    {"bundle": [f"unpacks to more than {settings.WALLE_MAX_VERSION_BYTES} bytes"]}
+                    {"bundle": [f"unpacks to more than {limits.max_version_bytes} bytes"]}
                 )
             files[info.filename] = content
     if errors:
         raise BundleError({"bundle": errors})
     meta: dict = {}
     if BUNDLE_CONFIG_FILE in files:
+        from walle_device.protocol import loads_strict
+
         try:
-            meta = json.loads(files.pop(BUNDLE_CONFIG_FILE))
-        except ValueError as exc:
+            meta = loads_strict(files.pop(BUNDLE_CONFIG_FILE))
+        except (ValueError, UnicodeDecodeError) as exc:
             raise BundleError(
                 {"bundle": [f"{BUNDLE_CONFIG_FILE} is not valid JSON: {exc}"]}
             ) from None

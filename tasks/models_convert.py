@@ -7,6 +7,7 @@ cannot run is refused here, with the operators it lacks, instead of failing on d
 
 from __future__ import annotations
 
+import errno
 import tempfile
 from pathlib import Path
 
@@ -51,6 +52,15 @@ def convert_onnx_files(bundle: Bundle) -> Bundle:
                 walle_engine.convert(source, out)
             except walle_engine.UnsupportedModelError as exc:
                 errors.append(f"{path!r}: the engine cannot run this model: {exc}")
+                continue
+            except OSError as exc:
+                if exc.errno != errno.EFBIG:
+                    raise
+                # The check worker may not write a file past the per-file limit (RLIMIT_FSIZE).
+                errors.append(
+                    f"{path!r} converts to a model larger than the per-file limit; "
+                    "shrink the model (a small ONNX file can expand a lot when converted)"
+                )
                 continue
             except Exception as exc:  # a corrupt file: onnx raises many types
                 errors.append(

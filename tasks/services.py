@@ -10,7 +10,9 @@ from django.db.models import Max
 
 from accounts.models import App
 from accounts.services import audit
-from tasks.bundles import Bundle, validate_bundle
+from tasks.bundles import BundleError, check_sizes
+from tasks.isolation import Source, checked_upload
+from tasks.isolation import limits as isolation_limits
 from tasks.models import Blob, Task, TaskVersion, VersionFile
 from tasks.signing import sign
 from tasks.storage import content_store
@@ -31,44 +33,62 @@ def create_task(
     return task
 
 
-def build_manifest(task: Task, number: int, bundle: Bundle, parent: TaskVersion | None) -> dict:
+def build_manifest(
+    task: Task,
+    number: int,
+    entry_point: str,
+    config: dict,
+    entries: list[dict],
+    parent: TaskVersion | None,
+) -> dict:
     return {
         "app": task.app.slug,
         "task": task.name,
         "version": number,
         "parent": parent.number if parent else None,
-        "entry_point": bundle.entry_point,
-        "config": bundle.config,
-        "files": [
-            {"path": path, "sha256": hashlib.sha256(data).hexdigest(), "size": len(data)}
-            for path, data in sorted(bundle.files.items())
-        ],
+        "entry_point": entry_point,
+        "config": config,
+        "files": sorted(entries, key=lambda e: e["path"]),
     }
 
 
 def create_version(
     task: Task,
     *,
-    files: dict[str, bytes],
-    entry_point: str,
-    config: object,
+    files: dict[str, Source] | None = None,
+    bundle: Source | None = None,
+    entry_point: str = "",
+    config: dict | None = None,
     notes: str = "",
     by: AbstractBaseUser | None = None,
 ) -> TaskVersion:
-    """Validate, store the files content-addressed, sign the manifest, record the version."""
-    bundle = validate_bundle(files, entry_point, config)
-    bundle = _convert_models(bundle)
-    store = content_store()
-    # Blobs first, outside the transaction: they are immutable and idempotent, and an orphan
-    # blob after a crash costs disk space, never correctness.
-    for data in bundle.files.values():
-        store.put(data)
+    """Check (in a limited worker process), store content-addressed, sign, record the version.
+
+    `files` maps bundle paths to bytes, files or file objects; or `bundle` is a .zip that may
+    carry walle.json. An empty entry point, a None config and empty notes are taken from
+    walle.json (or main.py / {} / ""). Raises BundleError with what to fix.
+    """
+    with checked_upload(
+        files=files, bundle=bundle, entry_point=entry_point, config=config, notes=notes
+    ) as checked:
+        # Limits again on what conversion produced: a tiny ONNX file can expand enormously.
+        sizes = {path: p.stat().st_size for path, p in checked.files.items()}
+        if problems := check_sizes(sizes, isolation_limits()):
+            raise BundleError({"files": [f"after model conversion: {p}" for p in problems]})
+        store = content_store()
+        # Blobs first, outside the transaction: they are immutable and idempotent, and an
+        # orphan blob after a crash costs disk space, never correctness.
+        entries = []
+        for path, source in checked.files.items():
+            sha, size = store.put_file(source)
+            entries.append({"path": path, "sha256": sha, "size": size})
+        entry_point, config, notes = checked.entry_point, checked.config, checked.notes
     with transaction.atomic():
         # Lock the task row so two uploads at once get consecutive numbers, not a conflict.
         locked = Task.objects.select_for_update().get(pk=task.pk)
         latest = locked.versions.order_by("-number").first()
         number = (locked.versions.aggregate(m=Max("number"))["m"] or 0) + 1
-        manifest = build_manifest(locked, number, bundle, latest)
+        manifest = build_manifest(locked, number, entry_point, config, entries, latest)
         payload = canonical_json(manifest)
         for entry in manifest["files"]:
             Blob.objects.get_or_create(sha256=entry["sha256"], defaults={"size": entry["size"]})
@@ -76,8 +96,8 @@ def create_version(
             task=locked,
             number=number,
             parent=latest,
-            entry_point=bundle.entry_point,
-            config=bundle.config,
+            entry_point=entry_point,
+            config=config,
             notes=notes,
             manifest=manifest,
             digest=hashlib.sha256(payload).hexdigest(),
@@ -100,13 +120,6 @@ def create_version(
             {"task": task.name, "number": number},
         )
     return version
-
-
-def _convert_models(bundle: Bundle) -> Bundle:
-    """Convert uploaded ONNX models with the engine, when the engine is installed."""
-    from tasks.models_convert import convert_onnx_files
-
-    return convert_onnx_files(bundle)
 
 
 def signed_manifest(version: TaskVersion) -> dict:

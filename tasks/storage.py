@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import hashlib
+import os
+import shutil
+import tempfile
 from pathlib import Path
 
 from django.conf import settings
@@ -37,6 +40,28 @@ class ContentStore:
             return sha
         atomic_write(target, data)
         return sha
+
+    def put_file(self, source: Path) -> tuple[str, int]:
+        """Store a file without reading it into memory; returns its sha256 and size."""
+        digest = hashlib.sha256()
+        with open(source, "rb") as fh:
+            while chunk := fh.read(1024 * 1024):
+                digest.update(chunk)
+        sha = digest.hexdigest()
+        target = self.path(sha)
+        if not target.is_file():
+            target.parent.mkdir(parents=True, exist_ok=True)
+            fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=".tmp-")
+            try:
+                with os.fdopen(fd, "wb") as out, open(source, "rb") as fh:
+                    shutil.copyfileobj(fh, out, 1024 * 1024)
+                    out.flush()
+                    os.fsync(out.fileno())
+                os.replace(tmp, target)
+            except BaseException:
+                Path(tmp).unlink(missing_ok=True)
+                raise
+        return sha, source.stat().st_size
 
     def read(self, sha256: str) -> bytes:
         return self.path(sha256).read_bytes()

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import secrets
 import socket
 import subprocess
 import sys
@@ -105,10 +106,19 @@ def live_server(
     env = {
         k: v
         for k, v in os.environ.items()
-        if not k.startswith(("DATABASE_URL", "REDIS_URL", "WALLE_"))
+        if not k.startswith(("DATABASE_URL", "REDIS_URL", "WALLE_", "DJANGO_SETTINGS"))
     }
     env.update(
-        {"WALLE_VAR_DIR": str(var_dir), "WALLE_LOG_LEVEL": "WARNING", "PYTHONUNBUFFERED": "1"}
+        {
+            "WALLE_VAR_DIR": str(var_dir),
+            "WALLE_LOG_LEVEL": "WARNING",
+            "PYTHONUNBUFFERED": "1",
+            # The production posture (DEBUG off), so it needs its own secret key.
+            "WALLE_SECRET_KEY": secrets.token_urlsafe(50),
+            # A simulated fleet enrolls from one address; the defaults are for real devices.
+            "WALLE_THROTTLE_ENROLL_ADDRESS": "1000000/min",
+            "WALLE_THROTTLE_ENROLL_KEY": "1000000/min",
+        }
     )
     dbname = None
     if backend == "scaleout":

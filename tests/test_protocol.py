@@ -65,6 +65,28 @@ def test_every_type_round_trips_through_encode_and_decode():
         ('{"type": "hello", "v": 1, "attrs": {"model": 5}, "current": {}}', "invalid"),
         ('{"type": "hello", "v": 1, "attrs": {}, "current": {"t": 3}}', "invalid"),
         ('{"type": "upload", "v": 1, "id": "u", "items": [{"key": "k"}]}', "invalid"),
+        # What no database stores as sent: refused by the parser, never a crash later.
+        ('{"type": "ping", "v": 1, "t": NaN}', "malformed"),
+        ('{"type": "ping", "v": 1, "t": -Infinity}', "malformed"),
+        ('{"type": "ping", "v": 1, "t": 1e999}', "malformed"),
+        ('{"type": "ping", "v": 1, "x": 18446744073709551616}', "malformed"),
+        ('{"type": "ping", "v": 1, "x": "a\\u0000"}', "malformed"),
+        ('{"type": "ping", "v": 1, "x": {"\\ud800": 1}}', "malformed"),
+        ('{"type": "ping", "v": 1, "x": ' + "[" * 40 + "]" * 40 + "}", "malformed"),
+        ("[" * 100_000 + "]" * 100_000, "malformed"),  # deeper than the C parser goes
+        # Ranges of the columns the values go to.
+        ('{"type": "report", "v": 1, "id": "x", "deployment": 0, "state": "succeeded"}', "invalid"),
+        (
+            '{"type": "run_stats", "v": 1, "id": "s", "task": "t", "version": 2147483648, '
+            '"runs": 1, "errors": 0}',
+            "invalid",
+        ),
+        (
+            '{"type": "run_stats", "v": 1, "id": "s", "task": "t", "version": 1, "runs": 1, '
+            '"errors": 0, "latency_ms_p50": -1}',
+            "invalid",
+        ),
+        ('{"type": "hello", "v": 1, "attrs": {"tags": [1]}, "current": {}}', "invalid"),
     ],
 )
 def test_bad_frames_are_refused_with_a_code(frame, code):
@@ -79,6 +101,24 @@ def test_oversized_frames_are_refused_before_parsing():
     with pytest.raises(ProtocolError) as info:
         protocol.decode(frame, max_bytes=50)
     assert info.value.code == "too_large"
+
+
+def test_the_frame_limit_counts_utf8_bytes_not_characters():
+    frame = json.dumps({"type": "ping", "v": 1, "x": "é" * 600}, ensure_ascii=False)
+    assert len(frame) < 1000 < len(frame.encode())
+    with pytest.raises(ProtocolError) as info:
+        protocol.decode(frame, max_bytes=1000)
+    assert info.value.code == "too_large"
+    assert protocol.decode(frame, max_bytes=2000)["x"] == "é" * 600
+
+
+def test_a_refusal_names_the_message_it_refuses():
+    with pytest.raises(ProtocolError) as info:
+        protocol.decode(
+            '{"type": "report", "v": 1, "id": "r7", "deployment": -1, "state": "succeeded"}'
+        )
+    assert (info.value.code, info.value.ref) == ("invalid", "r7")
+    assert info.value.code in protocol.FINAL_ERROR_CODES
 
 
 def test_canonical_json_is_stable_under_key_order():

@@ -319,7 +319,7 @@ class DeviceClient:
             # A rejected message will be rejected again: do not resend it forever.
             if (
                 msg.get("ref")
-                and msg["code"] == "rejected"
+                and msg["code"] in protocol.FINAL_ERROR_CODES
                 and self._pending.pop(msg["ref"], None) is not None
             ):
                 self._save_pending()

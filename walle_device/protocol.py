@@ -5,20 +5,34 @@ Django, and is versioned. The server imports it to parse what devices send and t
 sends; tests validate every server message against it.
 
 A message is a JSON object with `type` and the protocol version `v`. The schema of each type
-is a table of fields: name -> (accepted Python types, required?). Unknown fields are ignored
-(forward compatibility: a newer server may add fields an older device does not know), unknown
-types are rejected.
+is a table of fields: name -> (accepted Python types, required?[, bounds]). Unknown fields are
+ignored (forward compatibility: a newer server may add fields an older device does not know),
+unknown types are rejected.
+
+Parsing is strict, so what a frame carries can be stored by any database the server runs on:
+NaN, Infinity and numbers that overflow a double are refused, integers must fit in 64 bits,
+strings may not hold NUL characters or unpaired surrogates, nesting is at most MAX_DEPTH deep,
+and the frame limit counts UTF-8 bytes. Every refusal is a ProtocolError, which the server
+answers with an `error` frame; the connection stays open.
 """
 
 from __future__ import annotations
 
 import json
+import math
+import re
+from dataclasses import dataclass
 from typing import Any
 
 PROTOCOL_VERSION = 1
 #: Versions this module can read. A server keeps reading older devices' versions.
 SUPPORTED_VERSIONS = frozenset({1})
 MAX_FRAME_BYTES = 256 * 1024
+#: Deepest nesting of arrays and objects in a frame (a task result is rarely deeper than 5).
+MAX_DEPTH = 32
+# Integer ranges of the columns these values end up in (PostgreSQL integer / bigint).
+INT32_MAX = 2**31 - 1
+INT64_MAX = 2**63 - 1
 
 # Deployment states a device may report, in the order a healthy deployment passes them.
 REPORT_STATES = ("downloading", "installed", "succeeded", "failed")
@@ -33,6 +47,16 @@ ERROR_CODES = (
     "timeout",
 )
 
+
+@dataclass(frozen=True)
+class Bound:
+    """Range of a number field, or the longest a string or list field may be."""
+
+    lo: float | None = None
+    hi: float | None = None
+    max_len: int | None = None
+
+
 _STR = (str,)
 _INT = (int,)
 _NUM = (int, float)
@@ -41,13 +65,29 @@ _LIST = (list,)
 _OPT_STR = (str, type(None))
 _OPT_INT = (int, type(None))
 
-# type -> {field: (types, required)}
-SCHEMAS: dict[str, dict[str, tuple[tuple[type, ...], bool]]] = {
+# Bounds shared by several fields.
+MSG_ID = Bound(max_len=64)  # message ids are stored (RunStat.message_id) and echoed as `ref`
+TASK_NAME = Bound(max_len=100)
+VERSION = Bound(0, INT32_MAX)
+COUNT = Bound(0, INT32_MAX)
+ROW_ID = Bound(1, INT64_MAX)
+DIGEST = Bound(max_len=64)
+TIME = Bound(-1e12, 1e12)
+#: Longest device attribute (model, region, os, ...) and tag; the columns are this long.
+ATTR_MAX_LEN = 80
+MAX_TAGS = 32
+MAX_CURRENT_TASKS = 256
+MAX_UPLOAD_ITEMS = 1000
+
+Field = tuple  # (types, required) or (types, required, Bound)
+
+# type -> {field: (types, required[, bounds])}
+SCHEMAS: dict[str, dict[str, Field]] = {
     # device -> server: who I am and what I run; answered by `desired`.
     "hello": {
         "attrs": (_DICT, True),
-        "current": (_DICT, True),
-        "id": (_OPT_STR, False),
+        "current": (_DICT, True, Bound(max_len=MAX_CURRENT_TASKS)),
+        "id": (_OPT_STR, False, MSG_ID),
     },
     # server -> device: the versions this device should run now (the mailbox).
     "desired": {
@@ -63,28 +103,28 @@ SCHEMAS: dict[str, dict[str, tuple[tuple[type, ...], bool]]] = {
     },
     # device -> server: one deployment transition; idempotent per (deployment, state).
     "report": {
-        "id": (_STR, True),
-        "deployment": (_INT, True),
+        "id": (_STR, True, MSG_ID),
+        "deployment": (_INT, True, ROW_ID),
         "state": (_STR, True),
-        "error_code": (_OPT_STR, False),
-        "error": (_OPT_STR, False),
-        "at": (_NUM, False),
+        "error_code": (_OPT_STR, False, Bound(max_len=40)),
+        "error": (_OPT_STR, False, Bound(max_len=2000)),
+        "at": (_NUM, False, TIME),
     },
     # device -> server: task run outcomes since the last run_stats.
     "run_stats": {
-        "id": (_STR, True),
-        "task": (_STR, True),
-        "version": (_INT, True),
-        "runs": (_INT, True),
-        "errors": (_INT, True),
-        "latency_ms_p50": (_NUM, False),
-        "latency_ms_p95": (_NUM, False),
+        "id": (_STR, True, MSG_ID),
+        "task": (_STR, True, TASK_NAME),
+        "version": (_INT, True, VERSION),
+        "runs": (_INT, True, COUNT),
+        "errors": (_INT, True, COUNT),
+        "latency_ms_p50": (_NUM, False, Bound(0, 1e9)),
+        "latency_ms_p95": (_NUM, False, Bound(0, 1e9)),
         "last_error": ((dict, type(None)), False),
     },
     # device -> server: results through the tunnel, each item with an idempotency key.
     "upload": {
-        "id": (_STR, True),
-        "items": (_LIST, True),
+        "id": (_STR, True, MSG_ID),
+        "items": (_LIST, True, Bound(max_len=MAX_UPLOAD_ITEMS)),
     },
     # server -> device: keys stored (or already stored: duplicates are acked too).
     "upload_ack": {
@@ -95,15 +135,33 @@ SCHEMAS: dict[str, dict[str, tuple[tuple[type, ...], bool]]] = {
     "ack": {
         "ref": (_STR, True),
     },
-    "ping": {"t": (_NUM, False)},
-    "pong": {"t": (_NUM, False)},
-    # server -> device: what was wrong with a frame; the connection stays open.
+    "ping": {"t": (_NUM, False, TIME)},
+    "pong": {"t": (_NUM, False, TIME)},
+    # server -> device: what was wrong with a frame; the connection stays open. `ref` names
+    # the refused message when its id could be read; `retry_after` (seconds) marks a refusal
+    # the device should retry later (rate_limited), every other code is final.
     "error": {
         "code": (_STR, True),
         "message": (_STR, True),
         "ref": (_OPT_STR, False),
+        "retry_after": (_NUM, False, Bound(0, 86_400)),
     },
 }
+
+# Error codes after which the device must drop the message instead of sending it again: the
+# same bytes would be refused the same way. `rate_limited` is the one to retry (later).
+FINAL_ERROR_CODES = frozenset(
+    {
+        "malformed",
+        "invalid",
+        "too_large",
+        "unknown_type",
+        "unexpected_type",
+        "unsupported_version",
+        "rejected",
+    }
+)
+RETRY_ERROR_CODES = frozenset({"rate_limited"})
 
 DEVICE_TO_SERVER = frozenset({"hello", "report", "run_stats", "upload", "ping"})
 SERVER_TO_DEVICE = frozenset({"desired", "notify", "upload_ack", "ack", "pong", "error"})
@@ -120,34 +178,40 @@ DESIRED_TASK_FIELDS: dict[str, tuple[tuple[type, ...], bool]] = {
     "retry_backoff_s": (_NUM, False),
     "pull_jitter_s": (_NUM, False),
 }
-UPLOAD_ITEM_FIELDS: dict[str, tuple[tuple[type, ...], bool]] = {
-    "key": (_STR, True),
-    "task": (_STR, True),
-    "version": (_INT, True),
+UPLOAD_ITEM_FIELDS: dict[str, Field] = {
+    "key": (_STR, True, Bound(max_len=128)),
+    "task": (_STR, True, TASK_NAME),
+    "version": (_INT, True, VERSION),
     "payload": ((dict, list, str, int, float, bool, type(None)), True),
 }
-ATTR_FIELDS: dict[str, tuple[tuple[type, ...], bool]] = {
-    "app_version": (_STR, False),
-    "os": (_STR, False),
-    "os_version": (_STR, False),
-    "model": (_STR, False),
-    "region": (_STR, False),
-    "tags": (_LIST, False),
-    "engine_version": (_STR, False),
+_ATTR = Bound(max_len=ATTR_MAX_LEN)
+ATTR_FIELDS: dict[str, Field] = {
+    "app_version": (_STR, False, _ATTR),
+    "os": (_STR, False, _ATTR),
+    "os_version": (_STR, False, _ATTR),
+    "model": (_STR, False, _ATTR),
+    "region": (_STR, False, _ATTR),
+    "tags": (_LIST, False, Bound(max_len=MAX_TAGS)),
+    "engine_version": (_STR, False, _ATTR),
+}
+CURRENT_FIELDS: dict[str, Field] = {
+    "version": (_INT, True, VERSION),
+    "digest": (_STR, False, DIGEST),
 }
 
 
 class ProtocolError(ValueError):
     """A frame that is not a valid message; `code` is sent back in an `error` message."""
 
-    def __init__(self, code: str, message: str) -> None:
+    def __init__(self, code: str, message: str, ref: str | None = None) -> None:
         super().__init__(message)
         self.code = code
         self.message = message
+        self.ref = ref
 
 
-def _check_fields(where: str, obj: dict, fields: dict[str, tuple[tuple[type, ...], bool]]) -> None:
-    for name, (types, required) in fields.items():
+def check_fields(where: str, obj: dict, fields: dict[str, Field]) -> None:
+    for name, (types, required, *bounds) in fields.items():
         if name not in obj:
             if required:
                 raise ProtocolError("invalid", f"{where}: missing field {name!r}")
@@ -161,6 +225,49 @@ def _check_fields(where: str, obj: dict, fields: dict[str, tuple[tuple[type, ...
             raise ProtocolError(
                 "invalid", f"{where}: field {name!r} must be {names}, got {type(value).__name__}"
             )
+        if bounds and value is not None:
+            _check_bound(f"{where}: field {name!r}", value, bounds[0])
+
+
+def _num(x: float) -> str:
+    return str(int(x)) if float(x).is_integer() else str(x)
+
+
+def _check_bound(what: str, value: Any, bound: Bound) -> None:
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        if not math.isfinite(value):
+            raise ProtocolError("invalid", f"{what} must be a finite number")
+        if bound.lo is not None and value < bound.lo:
+            raise ProtocolError("invalid", f"{what} must be at least {_num(bound.lo)}, got {value}")
+        if bound.hi is not None and value > bound.hi:
+            raise ProtocolError("invalid", f"{what} must be at most {_num(bound.hi)}, got {value}")
+    elif bound.max_len is not None and len(value) > bound.max_len:
+        unit = "characters" if isinstance(value, str) else "entries"
+        raise ProtocolError(
+            "invalid", f"{what} has {len(value)} {unit}; at most {bound.max_len} are allowed"
+        )
+
+
+def check_attrs(attrs: Any, where: str = "attrs") -> dict:
+    """Check device attributes (hello, enrollment) against ATTR_FIELDS; return them."""
+    if not isinstance(attrs, dict):
+        raise ProtocolError("invalid", f"{where} must be an object")
+    check_fields(where, attrs, ATTR_FIELDS)
+    for i, tag in enumerate(attrs.get("tags", ())):
+        if not isinstance(tag, str):
+            raise ProtocolError("invalid", f"{where}.tags[{i}] must be a string")
+        _check_bound(f"{where}.tags[{i}]", tag, _ATTR)
+    return attrs
+
+
+def check_item(item: Any, where: str = "item") -> dict:
+    """Check one tunnel item (upload.items[i], the HTTP batch) against UPLOAD_ITEM_FIELDS."""
+    if not isinstance(item, dict):
+        raise ProtocolError("invalid", f"{where} must be an object")
+    check_fields(where, item, UPLOAD_ITEM_FIELDS)
+    if not item["key"]:
+        raise ProtocolError("invalid", f"{where}.key must not be empty")
+    return item
 
 
 def validate(msg: Any) -> dict:
@@ -181,20 +288,22 @@ def validate(msg: Any) -> dict:
         raise ProtocolError(
             "unknown_type", f"unknown message type {mtype!r}; known: {', '.join(sorted(SCHEMAS))}"
         )
-    _check_fields(mtype, msg, schema)
+    check_fields(mtype, msg, schema)
     if mtype == "hello":
-        _check_fields("hello.attrs", msg["attrs"], ATTR_FIELDS)
+        check_attrs(msg["attrs"], "hello.attrs")
         for task, cur in msg["current"].items():
-            if not isinstance(cur, dict) or not isinstance(cur.get("version"), int):
+            _check_bound(f"hello.current key {task[:40]!r}", task, TASK_NAME)
+            if not isinstance(cur, dict):
                 raise ProtocolError(
                     "invalid",
                     f"hello.current[{task!r}] must be an object with an integer 'version'",
                 )
+            check_fields(f"hello.current[{task!r}]", cur, CURRENT_FIELDS)
     elif mtype == "desired":
         for i, item in enumerate(msg["tasks"]):
             if not isinstance(item, dict):
                 raise ProtocolError("invalid", f"desired.tasks[{i}] must be an object")
-            _check_fields(f"desired.tasks[{i}]", item, DESIRED_TASK_FIELDS)
+            check_fields(f"desired.tasks[{i}]", item, DESIRED_TASK_FIELDS)
     elif mtype == "report":
         if msg["state"] not in REPORT_STATES:
             raise ProtocolError(
@@ -208,24 +317,103 @@ def validate(msg: Any) -> dict:
             )
     elif mtype == "upload":
         for i, item in enumerate(msg["items"]):
-            if not isinstance(item, dict):
-                raise ProtocolError("invalid", f"upload.items[{i}] must be an object")
-            _check_fields(f"upload.items[{i}]", item, UPLOAD_ITEM_FIELDS)
+            check_item(item, f"upload.items[{i}]")
     elif mtype == "upload_ack":
         if not all(isinstance(k, str) for k in msg["keys"]):
             raise ProtocolError("invalid", "upload_ack.keys must be strings")
     return msg
 
 
-def decode(frame: str | bytes, max_bytes: int = MAX_FRAME_BYTES) -> dict:
-    """Parse and validate one frame."""
-    if len(frame) > max_bytes:
-        raise ProtocolError("too_large", f"frame of {len(frame)} bytes exceeds {max_bytes} bytes")
+def _refuse_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not a number JSON allows; send a finite number or null")
+
+
+def _finite_float(text: str) -> float:
+    value = float(text)
+    if not math.isfinite(value):
+        raise ValueError(f"{text[:40]} does not fit in a double; send a smaller number")
+    return value
+
+
+def _int64(text: str) -> int:
+    # Refuse before int() does the work: a 4,300-digit integer costs real CPU to convert.
+    if len(text.lstrip("-")) > 19 or not -INT64_MAX - 1 <= (value := int(text)) <= INT64_MAX:
+        raise ValueError(f"integer {text[:40]} does not fit in 64 bits")
+    return value
+
+
+_BAD_TEXT = re.compile(r"[\x00\ud800-\udfff]")
+
+
+def _check_tree(value: Any, check_text: bool) -> None:
+    """Depth, and (when the text had escapes that could produce them) NULs and lone surrogates."""
+    stack: list[tuple[Any, int]] = [(value, 1)]
+    while stack:
+        node, depth = stack.pop()
+        if isinstance(node, dict):
+            if depth > MAX_DEPTH:
+                raise ValueError(f"nested deeper than {MAX_DEPTH} levels")
+            for key, child in node.items():
+                if check_text and _BAD_TEXT.search(key):
+                    raise ValueError("a key holds a NUL character or an unpaired surrogate")
+                stack.append((child, depth + 1))
+        elif isinstance(node, list):
+            if depth > MAX_DEPTH:
+                raise ValueError(f"nested deeper than {MAX_DEPTH} levels")
+            stack.extend((child, depth + 1) for child in node)
+        elif check_text and isinstance(node, str) and _BAD_TEXT.search(node):
+            raise ValueError("a string holds a NUL character or an unpaired surrogate")
+
+
+def loads_strict(text: str | bytes) -> Any:
+    """json.loads that only returns what every database Walle runs on can store.
+
+    Raises ValueError (with a message that says what to fix) for NaN/Infinity, numbers beyond
+    a double, integers beyond 64 bits, NUL characters, unpaired surrogates and nesting deeper
+    than MAX_DEPTH. REST bodies, relay messages and device frames all parse through this.
+    """
     try:
-        msg = json.loads(frame)
+        value = json.loads(
+            text,
+            parse_constant=_refuse_constant,
+            parse_float=_finite_float,
+            parse_int=_int64,
+        )
+    except RecursionError:
+        raise ValueError(f"nested deeper than {MAX_DEPTH} levels") from None
+    # NUL and surrogates can only come from \u escapes: valid JSON text has no raw control
+    # characters in strings, and UTF-8 decoding refuses encoded surrogates.
+    escapes = ("\\u" in text) if isinstance(text, str) else (b"\\u" in text)
+    _check_tree(value, escapes)
+    return value
+
+
+def frame_bytes(frame: str | bytes, limit: int) -> int:
+    """Size of a frame in UTF-8 bytes, computed only as far as needed to compare with `limit`."""
+    if isinstance(frame, bytes) or len(frame) > limit or len(frame) * 4 <= limit:
+        return len(frame)  # a str never has more characters than bytes, nor 4x fewer
+    return len(frame.encode("utf-8", "surrogatepass"))
+
+
+def decode(frame: str | bytes, max_bytes: int = MAX_FRAME_BYTES) -> dict:
+    """Parse and validate one frame; a ProtocolError carries the message id when it was readable."""
+    size = frame_bytes(frame, max_bytes)
+    if size > max_bytes:
+        raise ProtocolError(
+            "too_large",
+            f"frame of {size} or more bytes exceeds {max_bytes} bytes; send less per message",
+        )
+    try:
+        msg = loads_strict(frame)
     except (ValueError, UnicodeDecodeError) as exc:
         raise ProtocolError("malformed", f"frame is not valid JSON: {exc}") from None
-    return validate(msg)
+    try:
+        return validate(msg)
+    except ProtocolError as exc:
+        ref = msg.get("id") if isinstance(msg, dict) else None
+        if isinstance(ref, str) and len(ref) <= MSG_ID.max_len:
+            exc.ref = ref
+        raise
 
 
 def encode(msg: dict) -> str:

@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import secrets
 import shutil
 import signal
 import subprocess
@@ -152,6 +153,10 @@ def main() -> None:
     args = parser.parse_args()
     url = f"http://{args.host}:{args.port}"
     term = Terminal()
+    # A development command: DEBUG on (so the development secret key is accepted) for every
+    # process it starts, and a fresh key for the worker's relay to the server.
+    os.environ.setdefault("WALLE_DEBUG", "1")
+    os.environ.setdefault("WALLE_RELAY_KEY", secrets.token_urlsafe(32))
 
     term.line("migrating the database…")
     manage("migrate", "--noinput")

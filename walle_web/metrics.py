@@ -1,9 +1,17 @@
-"""Prometheus text exposition of the platform's own numbers."""
+"""Prometheus text exposition of the platform's own numbers.
+
+The figures span every app, so they are shown only to a caller with the metrics token
+(`Authorization: Bearer <WALLE_METRICS_TOKEN>`, what a Prometheus scrape config sends) or a
+superuser's session; anyone else gets a 401 that says how to authenticate.
+"""
 
 from __future__ import annotations
 
+import hmac
+
+from django.conf import settings
 from django.db.models import Count
-from django.http import HttpRequest, HttpResponse
+from django.http import HttpRequest, HttpResponse, JsonResponse
 
 from devices.models import Device
 from devices.push import registry
@@ -21,7 +29,26 @@ def _lines(name: str, kind: str, help_text: str, samples: list[tuple[dict, float
     return out
 
 
+def allowed(request: HttpRequest) -> bool:
+    token = settings.WALLE_METRICS_TOKEN
+    scheme, _, given = request.headers.get("Authorization", "").partition(" ")
+    if token and scheme.lower() == "bearer" and hmac.compare_digest(given.strip(), token):
+        return True
+    user = getattr(request, "user", None)
+    return bool(getattr(user, "is_superuser", False))
+
+
 def metrics(request: HttpRequest) -> HttpResponse:
+    if not allowed(request):
+        response = JsonResponse(
+            {
+                "detail": "metrics span every app: send 'Authorization: Bearer <WALLE_METRICS_TOKEN>' "
+                "(set that variable on the server) or log in as a superuser"
+            },
+            status=401,
+        )
+        response["WWW-Authenticate"] = 'Bearer realm="metrics"'
+        return response
     releases = Release.objects.values("state").annotate(n=Count("id")).order_by()
     deployments = Deployment.objects.values("state").annotate(n=Count("id")).order_by()
     lines = [

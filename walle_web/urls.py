@@ -1,6 +1,6 @@
 from django.contrib import admin
 from django.urls import include, path, re_path
-from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
+from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerSplitView
 from rest_framework.routers import DefaultRouter
 
 from accounts.api.views import AppViewSet
@@ -43,7 +43,8 @@ urlpatterns = [
     path("api/v1/run-health/", data_views.RunHealthView.as_view(), name="run-health"),
     path("api/v1/", include(router.urls)),
     path("api/schema/", SpectacularAPIView.as_view(), name="schema"),
-    path("api/docs/", SpectacularSwaggerView.as_view(url_name="schema"), name="api-docs"),
+    # The split view serves its start-up script as a file: the CSP allows no inline script.
+    path("api/docs/", SpectacularSwaggerSplitView.as_view(url_name="schema"), name="api-docs"),
     re_path(r"^content/blobs/(?P<sha256>[0-9a-f]{64})$", content_views.blob, name="content-blob"),
     re_path(
         r"^content/manifests/(?P<digest>[0-9a-f]{64})\.json$",
@@ -52,3 +53,10 @@ urlpatterns = [
     ),
     path("", include("console.urls")),
 ]
+
+# Errors outside DRF views (unknown URLs, refused uploads, crashes): JSON under /api/ and the
+# other program-facing paths, Django's pages elsewhere.
+handler400 = "walle_web.views.bad_request"
+handler403 = "walle_web.views.permission_denied"
+handler404 = "walle_web.views.page_not_found"
+handler500 = "walle_web.views.server_error"

@@ -45,7 +45,7 @@ class AppViewSet(
         """Create an enrollment key; the key itself is in this response only."""
         app = self.get_object()
         require_role(request.user, app, Role.ADMIN)
-        body = EnrollmentKeyCreateSerializer(data=request.data)
+        body = EnrollmentKeyCreateSerializer(data=request.data, context={"request": request})
         body.is_valid(raise_exception=True)
         key, plain = services.create_enrollment_key(
             app, label=body.validated_data["label"], by=request.user

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+from django.conf import settings
 from django.contrib import messages
 from django.contrib.auth import views as auth_views
+from django.contrib.auth.forms import AuthenticationForm
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import redirect
 from django.urls import reverse_lazy
@@ -19,6 +21,23 @@ class LoginView(auth_views.LoginView):
     template_name = "console/login.html"
     redirect_authenticated_user = True
     next_page = reverse_lazy("console:home")
+
+
+def locked_out(request: HttpRequest, response=None, credentials=None) -> HttpResponse:
+    """django-axes' answer once a username has failed too often from one address: 429."""
+    minutes = int(settings.AXES_COOLOFF_TIME.total_seconds() // 60)
+    form = AuthenticationForm(request, data=None)
+    return page(
+        request,
+        "console/login.html",
+        {
+            "form": form,
+            "locked": f"Too many failed logins for this username from your address. Wait {minutes} "
+            "minutes and try again, or ask an administrator to reset it "
+            "(manage.py axes_reset_username <name>).",
+        },
+        status=429,
+    )
 
 
 class LogoutView(auth_views.LogoutView):

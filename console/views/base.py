@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-import json
-
 from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.shortcuts import render
 
 from console.context import console
+from walle_device.protocol import loads_strict
 
 
 def page(request: HttpRequest, template: str, ctx: dict | None = None, status: int = 200):
@@ -17,8 +16,8 @@ def page(request: HttpRequest, template: str, ctx: dict | None = None, status: i
 def read_json(request: HttpRequest) -> tuple[dict | None, HttpResponse | None]:
     """The request body as a JSON object, or an error response that says what is wrong."""
     try:
-        body = json.loads(request.body or b"{}")
-    except ValueError as exc:
+        body = loads_strict(request.body or b"{}")
+    except (ValueError, UnicodeDecodeError) as exc:
         return None, JsonResponse({"errors": [f"the body is not JSON: {exc}"]}, status=400)
     if not isinstance(body, dict):
         return None, JsonResponse({"errors": ["the body must be a JSON object"]}, status=400)

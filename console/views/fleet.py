@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from urllib.parse import urlencode
 
 from django.contrib import messages
@@ -26,9 +25,11 @@ from console.queries import (
 from console.views.base import page, read_json
 from devices.choices import GroupKind
 from devices.models import Device, DeviceGroup, RunStat
+from devices.services import retire_device
 from releases import models as release_models
 from releases.models import DeploymentEvent
 from tasks.models import Task, TaskVersion
+from walle_device.protocol import loads_strict
 
 
 @app_page()
@@ -118,6 +119,18 @@ def device_detail(request: HttpRequest, app, uid: str) -> HttpResponse:
     )
 
 
+@require_POST
+@app_page(Role.ADMIN)
+def device_retire(request: HttpRequest, app, uid: str) -> HttpResponse:
+    """Revoke a device's token (app admins): its sockets close, its history stays."""
+    device = get_object_or_404(Device, app=app, uid=uid)
+    retire_device(device, by=request.user)
+    messages.success(
+        request, f"Device {device.uid} retired: its token no longer works and it was disconnected."
+    )
+    return redirect("console:device", slug=app.slug, uid=device.uid)
+
+
 @app_page()
 def group_list(request: HttpRequest, app) -> HttpResponse:
     groups = DeviceGroup.objects.filter(app=app).annotate(n_members=Count("members"))
@@ -138,7 +151,7 @@ def group_edit(request: HttpRequest, app, group_id: int | None = None) -> HttpRe
         if request.console_role not in (Role.OPERATOR, Role.ADMIN):
             return forbidden(request, "Saving a device group needs the operator role.")
         try:
-            filter_value = json.loads(request.POST.get("filter") or "{}")
+            filter_value = loads_strict(request.POST.get("filter") or "{}")
         except ValueError:
             filter_value = None
         form = {

@@ -1,19 +1,39 @@
 from __future__ import annotations
 
+from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
+from releases import policy, targeting
 from releases.models import Deployment, DeploymentEvent, Release
-from tasks.models import TaskVersion
+from tasks.api.serializers import VisibleVersionField
+
+
+# Typed in the OpenAPI schema from the same tables that validate them (releases/policy.py,
+# releases/targeting.py); the service layer does the checking and says what to fix.
+@extend_schema_field(policy.stages_schema())
+class StagesField(serializers.JSONField):
+    pass
+
+
+@extend_schema_field(policy.delivery_schema())
+class DeliveryField(serializers.JSONField):
+    pass
+
+
+@extend_schema_field(targeting.target_schema())
+class TargetField(serializers.JSONField):
+    pass
 
 
 class ReleaseSerializer(serializers.ModelSerializer):
     app = serializers.SlugRelatedField(slug_field="slug", read_only=True)
     task = serializers.SlugRelatedField(slug_field="name", read_only=True)
-    version = serializers.PrimaryKeyRelatedField(
-        queryset=TaskVersion.objects.all(), help_text="TaskVersion id."
-    )
+    version = VisibleVersionField(help_text="TaskVersion id.")
     version_number = serializers.IntegerField(source="version.number", read_only=True)
     counts = serializers.SerializerMethodField()
+    target = TargetField(required=False)
+    stages = StagesField(required=False)
+    delivery = DeliveryField(required=False)
 
     class Meta:
         model = Release
@@ -33,6 +53,8 @@ class ReleaseSerializer(serializers.ModelSerializer):
             "current_stage",
             "rollback_of",
             "reason",
+            "worker_error",
+            "worker_error_at",
             "scheduled_at",
             "created_at",
             "started_at",
@@ -48,6 +70,8 @@ class ReleaseSerializer(serializers.ModelSerializer):
             "current_stage",
             "rollback_of",
             "reason",
+            "worker_error",
+            "worker_error_at",
             "created_at",
             "started_at",
             "stage_started_at",
@@ -55,12 +79,9 @@ class ReleaseSerializer(serializers.ModelSerializer):
             "counts",
         ]
         extra_kwargs = {
-            "delivery": {"required": False},
             "on_error": {"required": False},
             "scheduled_at": {"required": False},
             "salt": {"required": False},
-            "stages": {"required": False},
-            "target": {"required": False},
         }
 
     def get_counts(self, release: Release) -> dict[str, int]:
@@ -105,8 +126,7 @@ class ReasonSerializer(serializers.Serializer):
 
 
 class RollbackSerializer(serializers.Serializer):
-    version = serializers.PrimaryKeyRelatedField(
-        queryset=TaskVersion.objects.all(),
+    version = VisibleVersionField(
         required=False,
         allow_null=True,
         help_text="TaskVersion id; default: the previous good version.",
@@ -116,13 +136,11 @@ class RollbackSerializer(serializers.Serializer):
 
 
 class PreviewSerializer(serializers.Serializer):
-    version = serializers.PrimaryKeyRelatedField(
-        queryset=TaskVersion.objects.all(), required=False, allow_null=True
-    )
-    app = serializers.SlugField(required=False)
-    target = serializers.JSONField(required=False, default=dict)
-    stages = serializers.JSONField(required=False, default=None)
-    salt = serializers.CharField(required=False, allow_blank=True, default="")
+    version = VisibleVersionField(required=False, allow_null=True)
+    app = serializers.SlugField(required=False, max_length=64)
+    target = TargetField(required=False, default=dict)
+    stages = StagesField(required=False, default=None, allow_null=True)
+    salt = serializers.CharField(required=False, allow_blank=True, default="", max_length=64)
 
     def validate(self, attrs):
         if not attrs.get("version") and not attrs.get("app"):
@@ -130,7 +148,23 @@ class PreviewSerializer(serializers.Serializer):
         return attrs
 
 
+class PreviewResultSerializer(serializers.Serializer):
+    total = serializers.IntegerField(help_text="Devices the target reaches now.")
+    stages = serializers.ListField(
+        child=serializers.IntegerField(), help_text="Devices reached by each stage (cumulative)."
+    )
+    salt = serializers.CharField()
+
+
 class PinSerializer(serializers.Serializer):
+    device = serializers.CharField(help_text="Device uid.", max_length=40)
+    version = VisibleVersionField()
+    reason = serializers.CharField(required=False, allow_blank=True, default="", max_length=200)
+
+
+class PinOutSerializer(serializers.Serializer):
     device = serializers.CharField(help_text="Device uid.")
-    version = serializers.PrimaryKeyRelatedField(queryset=TaskVersion.objects.all())
-    reason = serializers.CharField(required=False, allow_blank=True, default="")
+    task = serializers.CharField(help_text="Task name.")
+    version = serializers.IntegerField(help_text="Version number the device is held at.")
+    version_id = serializers.IntegerField(required=False, help_text="TaskVersion id.")
+    reason = serializers.CharField(required=False)

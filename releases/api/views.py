@@ -1,6 +1,6 @@
 from __future__ import annotations
 
-from drf_spectacular.utils import extend_schema
+from drf_spectacular.utils import OpenApiParameter, extend_schema
 from rest_framework import mixins, status, viewsets
 from rest_framework.decorators import action
 from rest_framework.exceptions import NotFound, ValidationError
@@ -12,17 +12,20 @@ from accounts.models import App
 from accounts.permissions import visible_apps
 from devices.models import Device
 from releases import compare, monitoring, services, timeline
+from releases.api.filters import DeploymentFilter, ReleaseDeploymentFilter, ReleaseFilter
 from releases.api.serializers import (
     DeploymentEventSerializer,
     DeploymentSerializer,
+    PinOutSerializer,
     PinSerializer,
+    PreviewResultSerializer,
     PreviewSerializer,
     ReasonSerializer,
     ReleaseSerializer,
     RollbackSerializer,
 )
 from releases.models import Deployment, Pin, Release
-from walle_web.params import ParamError
+from walle_web.filters import ListFiltersOnly
 from walle_web.timerange import RangeError, TimeRange, parse_range
 
 
@@ -31,6 +34,7 @@ def _conflict(exc: services.ReleaseError) -> Response:
 
 
 class ReleaseViewSet(
+    ListFiltersOnly,
     mixins.CreateModelMixin,
     mixins.RetrieveModelMixin,
     mixins.ListModelMixin,
@@ -42,23 +46,12 @@ class ReleaseViewSet(
     """
 
     serializer_class = ReleaseSerializer
+    filterset_class = ReleaseFilter
 
     def get_queryset(self):
-        qs = Release.objects.filter(app__in=visible_apps(self.request.user)).select_related(
+        return Release.objects.filter(app__in=visible_apps(self.request.user)).select_related(
             "app", "task", "version"
         )
-        if self.action != "list":
-            # The list's filters narrow the list only: `?state=` of a release's device list
-            # (the deployments action) is a deployment state, not the release's.
-            return qs
-        params = self.request.query_params
-        if app := params.get("app"):
-            qs = qs.filter(app__slug=app)
-        if task := params.get("task"):
-            qs = qs.filter(task__name=task)
-        if state := params.get("state"):
-            qs = qs.filter(state=state)
-        return qs
 
     def perform_create(self, serializer):
         data = serializer.validated_data
@@ -88,46 +81,46 @@ class ReleaseViewSet(
             return _conflict(exc)
         return Response(ReleaseSerializer(result, context={"request": request}).data)
 
-    @extend_schema(request=None, responses=ReleaseSerializer)
+    @extend_schema(request=None, responses={200: ReleaseSerializer, 409: None})
     @action(detail=True, methods=["post"])
     def start(self, request, pk=None):
         """Start a draft release now (or at its `scheduled_at`): the first stage's devices get the doorbell."""
         release = self.get_object()
         return self._operate(request, services.start_release, at=release.scheduled_at)
 
-    @extend_schema(request=ReasonSerializer, responses=ReleaseSerializer)
+    @extend_schema(request=ReasonSerializer, responses={200: ReleaseSerializer, 409: None})
     @action(detail=True, methods=["post"])
     def pause(self, request, pk=None):
         """Stop admitting and ringing devices; those in flight finish."""
-        body = ReasonSerializer(data=request.data)
+        body = ReasonSerializer(data=request.data, context={"request": request})
         body.is_valid(raise_exception=True)
         return self._operate(request, services.pause_release, reason=body.validated_data["reason"])
 
-    @extend_schema(request=None, responses=ReleaseSerializer)
+    @extend_schema(request=None, responses={200: ReleaseSerializer, 409: None})
     @action(detail=True, methods=["post"])
     def resume(self, request, pk=None):
         """Continue a paused release."""
         return self._operate(request, services.resume_release)
 
-    @extend_schema(request=None, responses=ReleaseSerializer)
+    @extend_schema(request=None, responses={200: ReleaseSerializer, 409: None})
     @action(detail=True, methods=["post"])
     def advance(self, request, pk=None):
         """Move to the next stage now, whatever the gates say."""
         return self._operate(request, services.advance_release)
 
-    @extend_schema(request=ReasonSerializer, responses=ReleaseSerializer)
+    @extend_schema(request=ReasonSerializer, responses={200: ReleaseSerializer, 409: None})
     @action(detail=True, methods=["post"])
     def abort(self, request, pk=None):
         """Stop for good: no new notices; deployments in flight finish."""
-        body = ReasonSerializer(data=request.data)
+        body = ReasonSerializer(data=request.data, context={"request": request})
         body.is_valid(raise_exception=True)
         return self._operate(request, services.abort_release, reason=body.validated_data["reason"])
 
-    @extend_schema(request=RollbackSerializer, responses={201: ReleaseSerializer})
+    @extend_schema(request=RollbackSerializer, responses={201: ReleaseSerializer, 409: None})
     @action(detail=True, methods=["post"])
     def rollback(self, request, pk=None):
         """Release the previous good version (or `version`) instead; answers the new release."""
-        body = RollbackSerializer(data=request.data)
+        body = RollbackSerializer(data=request.data, context={"request": request})
         body.is_valid(raise_exception=True)
         data = body.validated_data
         response = self._operate(
@@ -141,11 +134,11 @@ class ReleaseViewSet(
             response.status_code = status.HTTP_201_CREATED
         return response
 
-    @extend_schema(request=PreviewSerializer, responses={200: dict})
+    @extend_schema(request=PreviewSerializer, responses={200: PreviewResultSerializer, 404: None})
     @action(detail=False, methods=["post"])
     def preview(self, request):
         """How many enrolled devices a target reaches now, in total and per stage."""
-        body = PreviewSerializer(data=request.data)
+        body = PreviewSerializer(data=request.data, context={"request": request})
         body.is_valid(raise_exception=True)
         data = body.validated_data
         app = (
@@ -196,40 +189,46 @@ class ReleaseViewSet(
         release = self.get_object()
         return Response(compare.new_vs_control(release, self._range(request, release)))
 
-    @extend_schema(responses=DeploymentSerializer(many=True))
+    @extend_schema(
+        responses=DeploymentSerializer(many=True),
+        parameters=[
+            OpenApiParameter(
+                "state",
+                str,
+                description="One deployment state or several, comma separated (e.g. failed,timed_out).",
+            ),
+            OpenApiParameter("stage", int, description="Stage, from 1."),
+            OpenApiParameter("device", str, description="Device id."),
+        ],
+        filters=False,
+    )
     @action(detail=True, methods=["get"])
     def deployments(self, request, pk=None):
-        """Per-device deployments of this release; `?state=` (one state or several, comma
-        separated, e.g. `failed,timed_out`) and `?stage=` (1-based) filter."""
+        """Per-device deployments of this release; `?state=` (one or several, comma separated),
+        `?stage=` (1-based) and `?device=` filter."""
         release = self.get_object()
-        qs = release.deployments.select_related("device").order_by("id")
-        try:
-            qs = monitoring.filter_deployments(
-                qs, request.query_params.get("state", ""), request.query_params.get("stage", "")
-            )
-        except ParamError as exc:
-            raise ValidationError({exc.param: [str(exc)]}) from None
-        page = self.paginate_queryset(qs)
+        filters = ReleaseDeploymentFilter(
+            request.query_params,
+            queryset=release.deployments.select_related("device").order_by("id"),
+        )
+        if not filters.is_valid():
+            raise ValidationError(filters.errors)
+        page = self.paginate_queryset(filters.qs)
         return self.get_paginated_response(DeploymentSerializer(page, many=True).data)
 
 
-class DeploymentViewSet(mixins.RetrieveModelMixin, mixins.ListModelMixin, viewsets.GenericViewSet):
+class DeploymentViewSet(
+    ListFiltersOnly, mixins.RetrieveModelMixin, mixins.ListModelMixin, viewsets.GenericViewSet
+):
     """Deployments (device x release); `?release=`, `?device=uid`, `?state=` filter."""
 
     serializer_class = DeploymentSerializer
+    filterset_class = DeploymentFilter
 
     def get_queryset(self):
-        qs = Deployment.objects.filter(
+        return Deployment.objects.filter(
             release__app__in=visible_apps(self.request.user)
         ).select_related("device")
-        params = self.request.query_params
-        if release := params.get("release"):
-            qs = qs.filter(release_id=release)
-        if device := params.get("device"):
-            qs = qs.filter(device__uid=device)
-        if state := params.get("state"):
-            qs = qs.filter(state=state)
-        return qs
 
     @extend_schema(responses=DeploymentEventSerializer(many=True))
     @action(detail=True, methods=["get"])
@@ -242,12 +241,14 @@ class PinViewSet(mixins.ListModelMixin, viewsets.GenericViewSet):
     """Devices held at a version of a task regardless of releases. POST pins, DELETE ?device=&task= unpins."""
 
     serializer_class = PinSerializer
+    pagination_class = None
 
     def get_queryset(self):
         return Pin.objects.filter(device__app__in=visible_apps(self.request.user)).select_related(
             "device", "version", "task"
         )
 
+    @extend_schema(responses=PinOutSerializer(many=True))
     def list(self, request):
         pins = self.get_queryset()
         return Response(
@@ -263,8 +264,9 @@ class PinViewSet(mixins.ListModelMixin, viewsets.GenericViewSet):
             ]
         )
 
+    @extend_schema(request=PinSerializer, responses={201: PinOutSerializer, 404: None})
     def create(self, request):
-        body = PinSerializer(data=request.data)
+        body = PinSerializer(data=request.data, context={"request": request})
         body.is_valid(raise_exception=True)
         device = Device.objects.filter(
             uid=body.validated_data["device"], app__in=visible_apps(request.user)
@@ -286,7 +288,14 @@ class PinViewSet(mixins.ListModelMixin, viewsets.GenericViewSet):
             status=status.HTTP_201_CREATED,
         )
 
-    @extend_schema(request=None, responses={204: None})
+    @extend_schema(
+        request=None,
+        responses={204: None, 404: None},
+        parameters=[
+            OpenApiParameter("device", str, required=True, description="Device id."),
+            OpenApiParameter("task", str, required=True, description="Task name."),
+        ],
+    )
     @action(detail=False, methods=["delete"], url_path="remove")
     def remove(self, request):
         """Unpin `?device=uid&task=name`."""

@@ -179,12 +179,16 @@ def test_viewers_cannot_release_and_outsiders_cannot_see_releases(cast):
         .status_code
         == 403
     )
-    assert (
-        cast.api("outsider")
-        .post("/api/v1/releases/", {"version": cast.version.pk}, format="json")
-        .status_code
-        == 403
+    # Another app's version reads exactly as a missing one: a 400 that names no app.
+    foreign = cast.api("outsider").post(
+        "/api/v1/releases/", {"version": cast.version.pk}, format="json"
     )
+    missing = cast.api("outsider").post("/api/v1/releases/", {"version": 10**9}, format="json")
+    assert foreign.status_code == missing.status_code == 400
+    assert "shop-android" not in foreign.text
+    assert foreign.json()["version"][0].replace(str(cast.version.pk), "N") == missing.json()[
+        "version"
+    ][0].replace(str(10**9), "N")
     rid = (
         cast.api("operator")
         .post("/api/v1/releases/", {"version": cast.version.pk}, format="json")

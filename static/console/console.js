@@ -71,6 +71,9 @@
   document.addEventListener("click", (event) => {
     const button = event.target.closest("[data-confirm]");
     if (button && !window.confirm(button.dataset.confirm)) event.preventDefault();
+    // Secrets shown once select themselves on click (no inline handlers: the CSP forbids them).
+    const secret = event.target.closest("[data-select-all]");
+    if (secret) secret.select();
   });
 
   window.Walle = { api: api, errorLines: errorLines, explainStatus: explainStatus, el: el, cookie: cookie };

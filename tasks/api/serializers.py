@@ -1,15 +1,37 @@
 from __future__ import annotations
 
-import json
-
+from drf_spectacular.types import OpenApiTypes
+from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
-from accounts.models import App
+from accounts.permissions import visible_apps
 from tasks.models import Task, TaskVersion
+from walle_device.protocol import loads_strict
+
+
+class VisibleAppField(serializers.SlugRelatedField):
+    """An app slug among the caller's apps: another tenant's app reads as nonexistent."""
+
+    def __init__(self, **kwargs) -> None:
+        super().__init__(slug_field="slug", **kwargs)
+
+    def get_queryset(self):
+        return visible_apps(self.context["request"].user)
+
+
+@extend_schema_field(OpenApiTypes.INT)
+class VisibleVersionField(serializers.PrimaryKeyRelatedField):
+    """A TaskVersion id among the caller's apps' versions: a foreign id reads as nonexistent
+    (a 400 like a missing one), never as a 403 that names the other app."""
+
+    def get_queryset(self):
+        return TaskVersion.objects.filter(
+            task__app__in=visible_apps(self.context["request"].user)
+        ).select_related("task", "task__app")
 
 
 class TaskSerializer(serializers.ModelSerializer):
-    app = serializers.SlugRelatedField(slug_field="slug", queryset=App.objects.all())
+    app = VisibleAppField()
     latest_version = serializers.SerializerMethodField()
 
     class Meta:
@@ -24,7 +46,7 @@ class TaskSerializer(serializers.ModelSerializer):
 
 class TaskVersionSerializer(serializers.ModelSerializer):
     task = serializers.SlugRelatedField(slug_field="name", read_only=True)
-    parent = serializers.SlugRelatedField(slug_field="number", read_only=True)
+    parent = serializers.SlugRelatedField(slug_field="number", read_only=True, allow_null=True)
     files = serializers.SerializerMethodField()
 
     class Meta:
@@ -59,15 +81,19 @@ class VersionUploadSerializer(serializers.Serializer):
     bundle = serializers.FileField(
         required=False, help_text="A .zip of the task; may carry walle.json."
     )
-    entry_point = serializers.CharField(required=False, allow_blank=True, default="")
-    config = serializers.CharField(required=False, default="", help_text="JSON object.")
-    notes = serializers.CharField(required=False, allow_blank=True, default="")
+    entry_point = serializers.CharField(
+        required=False, allow_blank=True, default="", max_length=255
+    )
+    config = serializers.CharField(
+        required=False, default="", help_text="JSON object.", max_length=1_000_000
+    )
+    notes = serializers.CharField(required=False, allow_blank=True, default="", max_length=10_000)
 
     def validate_config(self, value: str) -> dict | None:
         if not value:
             return None
         try:
-            parsed = json.loads(value)
+            parsed = loads_strict(value)
         except ValueError as exc:
             raise serializers.ValidationError(f"not valid JSON: {exc}") from None
         if not isinstance(parsed, dict):
@@ -76,7 +102,7 @@ class VersionUploadSerializer(serializers.Serializer):
 
     def validate_paths(self, value: str) -> list[str]:
         try:
-            parsed = json.loads(value)
+            parsed = loads_strict(value)
         except ValueError as exc:
             raise serializers.ValidationError(f"not valid JSON: {exc}") from None
         if not isinstance(parsed, list) or not all(isinstance(p, str) for p in parsed):

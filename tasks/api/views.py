@@ -1,23 +1,36 @@
 from __future__ import annotations
 
+from pathlib import Path
+from typing import IO
+
 from django.db.models import Prefetch
 from drf_spectacular.utils import extend_schema
 from rest_framework import mixins, status, viewsets
 from rest_framework.decorators import action
 from rest_framework.exceptions import ValidationError
-from rest_framework.parsers import FormParser, JSONParser, MultiPartParser
+from rest_framework.parsers import FormParser, MultiPartParser
 from rest_framework.response import Response
 
 from accounts.api.permissions import require_role
 from accounts.choices import Role
 from accounts.permissions import visible_apps
 from tasks import services
+from tasks.api.filters import TaskFilter, TaskVersionFilter
 from tasks.api.serializers import TaskSerializer, TaskVersionSerializer, VersionUploadSerializer
-from tasks.bundles import BundleError, read_zip
+from tasks.bundles import BundleError
 from tasks.models import Task, TaskVersion
+from walle_web.filters import ListFiltersOnly
+from walle_web.rest import StrictJSONParser
+
+
+def _on_disk(upload) -> Path | IO[bytes]:
+    """An uploaded file as a path when it streamed to a temporary file (it always does)."""
+    path = getattr(upload, "temporary_file_path", None)
+    return Path(path()) if path else upload
 
 
 class TaskViewSet(
+    ListFiltersOnly,
     mixins.CreateModelMixin,
     mixins.RetrieveModelMixin,
     mixins.ListModelMixin,
@@ -26,16 +39,14 @@ class TaskViewSet(
     """Tasks of the apps the user belongs to; `?app=slug` narrows to one app."""
 
     serializer_class = TaskSerializer
-    parser_classes = [JSONParser, MultiPartParser, FormParser]
+    parser_classes = [StrictJSONParser, MultiPartParser, FormParser]
+    filterset_class = TaskFilter
 
     def get_queryset(self):
         qs = Task.objects.filter(app__in=visible_apps(self.request.user)).select_related("app")
-        qs = qs.prefetch_related(
+        return qs.prefetch_related(
             Prefetch("versions", queryset=TaskVersion.objects.only("id", "task_id", "number"))
         )
-        if app := self.request.query_params.get("app"):
-            qs = qs.filter(app__slug=app)
-        return qs
 
     def perform_create(self, serializer):
         data = serializer.validated_data
@@ -50,7 +61,9 @@ class TaskViewSet(
 
     @extend_schema(methods=["get"], responses=TaskVersionSerializer(many=True))
     @extend_schema(
-        methods=["post"], request=VersionUploadSerializer, responses={201: TaskVersionSerializer}
+        methods=["post"],
+        request=VersionUploadSerializer,
+        responses={201: TaskVersionSerializer, 503: None},
     )
     @action(detail=True, methods=["get", "post"], parser_classes=[MultiPartParser, FormParser])
     def versions(self, request, pk=None):
@@ -62,31 +75,25 @@ class TaskViewSet(
             )
             return self.get_paginated_response(TaskVersionSerializer(page, many=True).data)
         require_role(request.user, task.app, Role.OPERATOR)
-        upload = VersionUploadSerializer(data=request.data)
+        upload = VersionUploadSerializer(data=request.data, context={"request": request})
         upload.is_valid(raise_exception=True)
         data = upload.validated_data
         try:
-            if data.get("bundle"):
-                files, meta = read_zip(data["bundle"].read())
-            else:
+            files = None
+            if not data.get("bundle"):
                 paths = data.get("paths") or [f.name for f in data["files"]]
                 files = {}
                 for path, f in zip(paths, data["files"], strict=True):
                     if path in files:
                         raise BundleError({"files": [f"{path!r} is uploaded twice"]})
-                    files[path] = f.read()
-                meta = {}
-            config = data.get("config")
-            if config is None:
-                config = meta.get("config", {})
+                    files[path] = _on_disk(f)
             version = services.create_version(
                 task,
                 files=files,
-                entry_point=data.get("entry_point")
-                or meta.get("entry_point")
-                or ("main.py" if "main.py" in files else ""),
-                config=config,
-                notes=data.get("notes") or str(meta.get("notes", "")),
+                bundle=_on_disk(data["bundle"]) if data.get("bundle") else None,
+                entry_point=data.get("entry_point") or "",
+                config=data.get("config"),
+                notes=data.get("notes") or "",
                 by=request.user,
             )
         except BundleError as exc:
@@ -94,15 +101,15 @@ class TaskViewSet(
         return Response(TaskVersionSerializer(version).data, status=status.HTTP_201_CREATED)
 
 
-class TaskVersionViewSet(mixins.RetrieveModelMixin, mixins.ListModelMixin, viewsets.GenericViewSet):
-    """Immutable task versions; `?task=<id>` narrows to one task."""
+class TaskVersionViewSet(
+    ListFiltersOnly, mixins.RetrieveModelMixin, mixins.ListModelMixin, viewsets.GenericViewSet
+):
+    """Immutable task versions; `?task=<name or id>` and `?app=<slug>` narrow the list."""
 
     serializer_class = TaskVersionSerializer
+    filterset_class = TaskVersionFilter
 
     def get_queryset(self):
-        qs = TaskVersion.objects.filter(
+        return TaskVersion.objects.filter(
             task__app__in=visible_apps(self.request.user)
         ).select_related("task", "parent")
-        if task := self.request.query_params.get("task"):
-            qs = qs.filter(task_id=task)
-        return qs

@@ -64,9 +64,12 @@ def test_inconsistent_settings_are_refused_with_a_hint(settings):
 
 
 @pytest.mark.django_db
-def test_metrics_expose_releases_deployments_and_process_counters(cast, client):
+def test_metrics_expose_releases_deployments_and_process_counters(cast, client, settings):
+    settings.WALLE_METRICS_TOKEN = "scrape-token"
     start_release(create_release(cast.version))
-    body = client.get("/metrics").content.decode()
+    assert client.get("/metrics").status_code == 401  # figures span every app
+    assert client.get("/metrics", HTTP_AUTHORIZATION="Bearer wrong").status_code == 401
+    body = client.get("/metrics", HTTP_AUTHORIZATION="Bearer scrape-token").content.decode()
     assert 'walle_releases{state="running"} 1' in body
     assert f'walle_deployments{{state="pending"}} {len(cast.devices)}' in body
     assert (

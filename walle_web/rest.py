@@ -1,0 +1,219 @@
+"""What every REST endpoint shares: strict JSON bodies, bounded pages, throttles, JSON errors.
+
+Each piece closes a class of failure by construction rather than per view:
+- StrictJSONParser: bodies parse through walle_device.protocol.loads_strict (no NaN/Infinity,
+  no numbers beyond a double or 64 bits, no NUL characters, bounded depth) and are read with
+  a byte limit, so what a view gets can be stored on SQLite and PostgreSQL alike.
+- Pagination: `limit` and `offset` are bounded; huge numbers are a 400, never an overflow.
+- Throttles: per user or token, per address for anonymous callers and failed tokens, per
+  enrollment key and address, per device; rates from settings, read at call time.
+- exception_handler: Django's own refusals (too many files, body too large, suspicious
+  input) become JSON 4xx with a reason, like every DRF error.
+"""
+
+from __future__ import annotations
+
+import hashlib
+
+from django.conf import settings
+from django.core.exceptions import (
+    BadRequest,
+    RequestDataTooBig,
+    SuspiciousOperation,
+    TooManyFieldsSent,
+    TooManyFilesSent,
+)
+from rest_framework import exceptions, pagination, status, throttling
+from rest_framework.authentication import TokenAuthentication
+from rest_framework.parsers import JSONParser
+
+from walle_device.protocol import loads_strict
+
+
+class PayloadTooLarge(exceptions.APIException):
+    status_code = status.HTTP_413_REQUEST_ENTITY_TOO_LARGE
+    default_detail = "the request body is too large"
+    default_code = "too_large"
+
+
+class StrictJSONParser(JSONParser):
+    """JSON bodies, refused with a 400 unless every supported database can store them."""
+
+    def parse(self, stream, media_type=None, parser_context=None):
+        limit = settings.WALLE_MAX_JSON_BODY_BYTES
+        data = stream.read(limit + 1) if stream is not None else b""
+        if len(data) > limit:
+            raise PayloadTooLarge(
+                f"the JSON body is larger than {limit} bytes; send less per request"
+            )
+        encoding = (parser_context or {}).get("encoding", settings.DEFAULT_CHARSET)
+        try:
+            return loads_strict(data.decode(encoding))
+        except (ValueError, UnicodeDecodeError) as exc:
+            raise exceptions.ParseError(f"JSON parse error - {exc}") from None
+
+
+class Pagination(pagination.LimitOffsetPagination):
+    """Limit/offset pages with bounds: at most max_limit rows, offsets within 64-bit range."""
+
+    default_limit = 100
+    max_limit = 1000
+    max_offset = 2**31 - 1
+
+    def get_offset(self, request) -> int:
+        raw = request.query_params.get(self.offset_query_param, "")
+        if raw and (not raw.isascii() or not raw.isdigit() or int(raw) > self.max_offset):
+            raise exceptions.ValidationError(
+                {"offset": [f"must be a whole number between 0 and {self.max_offset}"]}
+            )
+        return int(raw) if raw else 0
+
+    def get_limit(self, request) -> int:
+        raw = request.query_params.get(self.limit_query_param, "")
+        if not raw:
+            return self.default_limit
+        if not raw.isascii() or not raw.isdigit() or int(raw[:18]) < 1:
+            raise exceptions.ValidationError(
+                {
+                    "limit": [
+                        f"must be a whole number from 1 (at most {self.max_limit} are returned)"
+                    ]
+                }
+            )
+        return min(int(raw[:18]) if len(raw) <= 18 else self.max_limit, self.max_limit)
+
+
+# --- throttles ----------------------------------------------------------------------------
+
+
+class _Throttle(throttling.SimpleRateThrottle):
+    """Rates come from settings.WALLE_THROTTLE_RATES at call time, so tests and env can set them."""
+
+    def get_rate(self) -> str | None:
+        return settings.WALLE_THROTTLE_RATES.get(self.scope)
+
+
+class UserThrottle(_Throttle):
+    """Authenticated API callers (session or token), per user."""
+
+    scope = "user"
+
+    def get_cache_key(self, request, view):
+        user = getattr(request, "user", None)
+        if not getattr(user, "is_authenticated", False):
+            return None
+        return self.cache_format % {"scope": self.scope, "ident": user.pk}
+
+
+class AnonThrottle(_Throttle):
+    """Anonymous callers, per client address."""
+
+    scope = "anon"
+
+    def get_cache_key(self, request, view):
+        if getattr(getattr(request, "user", None), "is_authenticated", False):
+            return None
+        return self.cache_format % {"scope": self.scope, "ident": self.get_ident(request)}
+
+
+class EnrollAddressThrottle(_Throttle):
+    scope = "enroll_address"
+
+    def get_cache_key(self, request, view):
+        return self.cache_format % {"scope": self.scope, "ident": self.get_ident(request)}
+
+
+class EnrollKeyThrottle(_Throttle):
+    """Per enrollment key (hashed: the cache never holds a key)."""
+
+    scope = "enroll_key"
+
+    def get_cache_key(self, request, view):
+        key = request.data.get("enrollment_key") if isinstance(request.data, dict) else None
+        if not isinstance(key, str) or not key:
+            return None
+        ident = hashlib.sha256(key.encode("utf-8", "replace")).hexdigest()[:32]
+        return self.cache_format % {"scope": self.scope, "ident": ident}
+
+
+class DeviceThrottle(_Throttle):
+    """Device HTTP endpoints, per device (request.auth is the Device)."""
+
+    scope = "device"
+
+    def get_cache_key(self, request, view):
+        uid = getattr(request.auth, "uid", None)
+        ident = uid or self.get_ident(request)
+        return self.cache_format % {"scope": self.scope, "ident": ident}
+
+
+class FailedAuthThrottle(_Throttle):
+    """Wrong credentials, per address: past the rate every attempt answers 429, right or wrong."""
+
+    scope = "auth_failure"
+
+    def get_cache_key(self, request, view):
+        return self.cache_format % {"scope": self.scope, "ident": self.get_ident(request)}
+
+    def blocked(self, request) -> float | None:
+        """Seconds to wait if this address is over its budget of failures, without counting."""
+        if self.rate is None:
+            return None
+        self.key = self.get_cache_key(request, None)
+        self.history = self.cache.get(self.key, [])
+        self.now = self.timer()
+        while self.history and self.history[-1] <= self.now - self.duration:
+            self.history.pop()
+        return self.wait() if len(self.history) >= self.num_requests else None
+
+    def record(self, request) -> None:
+        if self.rate is not None:
+            self.allow_request(request, None)
+
+
+def check_failed_auth(request) -> None:
+    """Raise Throttled when this address has failed to authenticate too often."""
+    if (wait := FailedAuthThrottle().blocked(request)) is not None:
+        raise exceptions.Throttled(
+            wait, detail="too many failed authentication attempts from this address"
+        )
+
+
+def record_failed_auth(request) -> None:
+    FailedAuthThrottle().record(request)
+
+
+class ThrottledTokenAuthentication(TokenAuthentication):
+    """DRF's token authentication; wrong tokens count against the caller's address."""
+
+    def authenticate(self, request):
+        scheme = request.META.get("HTTP_AUTHORIZATION", "").split(" ", 1)[0].lower()
+        if scheme != self.keyword.lower():
+            return None
+        check_failed_auth(request)
+        try:
+            return super().authenticate(request)
+        except exceptions.AuthenticationFailed:
+            record_failed_auth(request)
+            raise
+
+
+# --- errors -------------------------------------------------------------------------------
+
+
+def exception_handler(exc, context):
+    """DRF's handler, plus Django's request refusals as JSON 4xx with a reason."""
+    # Imported here: rest_framework.views imports the authentication classes of this module.
+    from rest_framework.views import exception_handler as drf_exception_handler
+
+    if isinstance(exc, RequestDataTooBig):
+        exc = PayloadTooLarge(f"{exc}; send less per request")
+    elif isinstance(exc, TooManyFilesSent):
+        exc = exceptions.ValidationError(
+            {"files": [f"at most {settings.WALLE_MAX_VERSION_FILES} files per version"]}
+        )
+    elif isinstance(exc, TooManyFieldsSent):
+        exc = exceptions.ValidationError({"detail": [f"{exc}; send fewer form fields"]})
+    elif isinstance(exc, SuspiciousOperation | BadRequest):
+        exc = exceptions.ValidationError({"detail": [str(exc) or "bad request"]})
+    return drf_exception_handler(exc, context)

@@ -1,0 +1,202 @@
+"""Safe defaults: DEBUG off unless a development command turns it on, no start with the public
+secret key, `check --deploy` clean with the documented production settings, a CSP on every
+page, /metrics behind a token, and a relay that accepts only signed, well-formed messages."""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+import os
+import secrets
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from asgiref.sync import async_to_sync
+from channels.layers import get_channel_layer
+
+from devices.push import NOTICE_GROUP, registry
+from walle_web import relay
+
+ROOT = Path(__file__).resolve().parents[2]
+
+# The production settings docs/operations.md documents (values are examples).
+PRODUCTION_ENV = {
+    "WALLE_SECRET_KEY": "",  # filled per test
+    "WALLE_ALLOWED_HOSTS": "walle.example.com",
+    "WALLE_CSRF_TRUSTED_ORIGINS": "https://walle.example.com",
+    "WALLE_HTTPS": "1",
+    "WALLE_TRUST_X_FORWARDED_PROTO": "1",
+    "WALLE_METRICS_TOKEN": "a-long-random-scrape-token",
+}
+
+
+def run_django(code: str, env: dict, tmp_path: Path) -> subprocess.CompletedProcess:
+    clean = {k: v for k, v in os.environ.items() if not k.startswith(("WALLE_", "DJANGO_"))}
+    clean |= {"WALLE_VAR_DIR": str(tmp_path), "DJANGO_SETTINGS_MODULE": "walle_web.settings"}
+    return subprocess.run(
+        [sys.executable, "-c", code],
+        cwd=ROOT,
+        env=clean | env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+
+
+SETUP = "import django; django.setup(); from django.conf import settings; "
+
+
+def test_debug_is_off_and_the_public_key_refused_unless_development_turns_them_on(tmp_path):
+    refused = run_django(SETUP + "print(settings.DEBUG)", {}, tmp_path)
+    assert refused.returncode != 0
+    assert "ImproperlyConfigured" in refused.stderr and "WALLE_SECRET_KEY" in refused.stderr
+    dev_key = run_django(
+        SETUP + "print(settings.DEBUG)",
+        {"WALLE_SECRET_KEY": "dev-insecure-walle-secret-key-change-me-in-production"},
+        tmp_path,
+    )
+    assert dev_key.returncode != 0
+    production = run_django(
+        SETUP + "print(settings.DEBUG)", {"WALLE_SECRET_KEY": secrets.token_urlsafe(50)}, tmp_path
+    )
+    assert production.stdout.strip() == "False", production.stderr
+    development = run_django(SETUP + "print(settings.DEBUG)", {"WALLE_DEBUG": "1"}, tmp_path)
+    assert development.stdout.strip() == "True", development.stderr
+
+
+def test_check_deploy_is_clean_with_the_documented_production_settings(tmp_path):
+    env = PRODUCTION_ENV | {"WALLE_SECRET_KEY": secrets.token_urlsafe(50)}
+    clean = {k: v for k, v in os.environ.items() if not k.startswith(("WALLE_", "DJANGO_"))}
+    proc = subprocess.run(
+        [sys.executable, "manage.py", "check", "--deploy", "--fail-level", "WARNING"],
+        cwd=ROOT,
+        env=clean | env | {"WALLE_VAR_DIR": str(tmp_path)},
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "no issues" in proc.stdout
+
+
+@pytest.mark.django_db
+def test_every_page_carries_a_content_security_policy(client):
+    page = client.get("/login/")
+    policy = page.headers["Content-Security-Policy"]
+    assert (
+        "script-src 'self'" in policy and "'unsafe-inline'" not in policy.split("style-src-attr")[0]
+    )
+    assert "frame-ancestors 'none'" in policy
+    assert b"<script>" not in page.content and b"onclick=" not in page.content
+    docs = client.get("/api/docs/")
+    assert docs.status_code == 200 and b"<script>" not in docs.content
+
+
+@pytest.mark.django_db
+def test_unknown_api_urls_and_django_refusals_answer_json(client):
+    response = client.get("/api/v1/no-such-thing/")
+    assert response.status_code == 404 and response.json()["detail"] == "not found"
+    nul = client.get("/api/v1/tasks/?app=%00")
+    assert nul.status_code == 400 and "NUL" in nul.json()["detail"]
+
+
+# --- the relay -------------------------------------------------------------------------------
+
+
+def sign(key: bytes, body: bytes) -> str:
+    return hmac.new(key, body, hashlib.sha256).hexdigest()
+
+
+def body(message: dict, group: str = NOTICE_GROUP, sent_at: float | None = None) -> bytes:
+    sent_at = time.time() if sent_at is None else sent_at
+    return json.dumps({"group": group, "message": message, "sent_at": sent_at}).encode()
+
+
+NOTICE = {
+    "type": "release.notice",
+    "task": "item-features",
+    "version": 2,
+    "digest": "a" * 64,
+    "device_uids": ["dev-1"],
+}
+
+
+def post(client, data: bytes, signature: str):
+    return client.post(
+        "/internal/relay",
+        data=data,
+        content_type="application/json",
+        HTTP_X_WALLE_SIGNATURE=signature,
+    )
+
+
+@pytest.mark.django_db
+def test_the_relay_never_uses_the_public_development_key(client, settings):
+    settings.WALLE_RELAY_KEY = ""
+    assert settings.SECRET_KEY == settings.DEV_SECRET_KEY
+    data = body(NOTICE)
+    forged = post(client, data, sign(settings.SECRET_KEY.encode(), data))
+    assert forged.status_code == 403 and "relay is off" in forged.json()["detail"]
+
+
+@pytest.mark.django_db
+def test_the_relay_accepts_only_signed_recent_well_formed_messages(client, settings):
+    settings.WALLE_RELAY_KEY = "relay-test-key"
+    key = b"relay-test-key"
+    good = body(NOTICE)
+    assert post(client, good, sign(b"wrong", good)).status_code == 403
+    bad_bodies = [
+        body({**NOTICE, "device_uids": "dev-1"}),
+        body({**NOTICE, "version": 2**40}),
+        body({k: v for k, v in NOTICE.items() if k != "digest"}),
+        body({**NOTICE, "extra": 1}),
+        body({"type": "release.update", "release": 1, "kind": "state"}),  # wrong group
+        body({"type": "websocket.close"}),
+        body(NOTICE, group="console.release.1"),
+        body(NOTICE, sent_at=time.time() - 3600),  # a replay an hour later
+        b'{"group": "walle.notices", "message": {"type": "release.notice", "version": NaN}}',
+        b"not json",
+    ]
+    for data in bad_bodies:
+        response = post(client, data, sign(key, data))
+        assert response.status_code == 400, (data, response.content)
+        assert response.json()["detail"]
+    assert post(client, good, sign(key, good)).status_code == 200
+
+
+def test_a_malformed_notice_does_not_stop_the_push_listener(settings):
+    """Even one that reached the layer some other way: the listener logs it and goes on."""
+
+    class FakeSocket:
+        device_uid = "dev-listener"
+
+        def __init__(self):
+            self.frames: list[str] = []
+
+        async def send(self, text_data=None, bytes_data=None, close=False):
+            self.frames.append(text_data)
+
+    socket = FakeSocket()
+
+    async def go():
+        import asyncio
+
+        registry.add(socket)
+        await registry.ensure_listener()
+        await asyncio.sleep(0)
+        layer = get_channel_layer()
+        await layer.group_send(NOTICE_GROUP, {"type": "release.notice", "task": "t"})
+        await layer.group_send(NOTICE_GROUP, {**NOTICE, "device_uids": [socket.device_uid]})
+        for _ in range(200):
+            if socket.frames:
+                break
+            await asyncio.sleep(0.01)
+        registry.remove(socket)
+
+    async_to_sync(go)()
+    assert socket.frames and json.loads(socket.frames[0])["type"] == "notify"
+    assert relay.check_message(json.loads(body(NOTICE)))[0] == NOTICE_GROUP
