@@ -153,14 +153,14 @@ def test_uploads_logs_and_print_come_back_with_the_result(vm: TaskVM) -> None:
             ctx.log.warning("careful")
             print("from print")
             for e in ctx.window:
-                ctx.upload({"event": e["id"], "blob": b"raw"})
+                ctx.upload({"event": e["id"], "blob": "raw"})
             return "{:>4}|".format(len(ctx.window))
     """,
     )
     r = vm.run("talky", window=[{"id": "a", "ts": 1.0}, {"id": "b", "ts": 2.0}])
     assert r.ok, r
     assert r.output == "   2|"
-    assert r.uploads == [{"event": "a", "blob": b"raw"}, {"event": "b", "blob": b"raw"}]
+    assert r.uploads == [{"event": "a", "blob": "raw"}, {"event": "b", "blob": "raw"}]
     assert r.logs == ["INFO seen 2", "WARNING careful", "PRINT from print"]
 
 

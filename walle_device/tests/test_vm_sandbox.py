@@ -234,7 +234,7 @@ REFUSED_AT_RUN = [
         "monkeypatch-api-class",
         "type(ctx.state).get = lambda self, k, d=None: 'stolen'",
         "SandboxViolation",
-        "the class State is shared by every task",
+        "the class State is not the task's own",
     ),
     (
         "open-alias-via-builtins-dict",

@@ -151,7 +151,7 @@ def _check(raw: Any, limits: Limits) -> dict[str, Any]:
     uploads = raw.get("uploads", [])
     if type(uploads) is not list:
         raise InvalidResult("uploads must be a list")
-    out["uploads"] = guest.plain(uploads, "ctx.upload() payloads", limits.upload_bytes)
+    out["uploads"] = guest.plain(uploads, "ctx.upload() payloads", limits.upload_bytes, json=True)
     out["state"] = _state_delta(raw.get("state"), limits)
     out["tensors"] = _tensors(raw.get("tensors"))
     return out

@@ -75,6 +75,30 @@ del _walle_policy
 import _interpqueues
 import _interpreters  # registers the buffer type so host buffers can be shared zero-copy
 """
+# Worker threads get a large stack. CPython 3.13 counts, rather than measures, C
+# recursion, and some of its C code recurses without counting at all (the hash of a tuple
+# nested in a tuple a million times deep, the deallocation of a deque of deques, the next()
+# of a map over a map ...): with the default 8 MiB a task nesting ~10^5 such objects crashed
+# the process. Measured here, each level of those costs 30-190 bytes of stack and at least
+# as much memory, so a stack as large as the default memory budget (address space, touched
+# only as deep as a task recurses) holds any nesting a task can build within its budget.
+WORKER_STACK_BYTES = max(
+    64 << 20, min(2 << 30, os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE") // 4)
+)
+_stack_lock = threading.Lock()
+
+
+def start_with_stack(thread: threading.Thread, stack_bytes: int = WORKER_STACK_BYTES) -> None:
+    """Start `thread` with a stack of `stack_bytes` (threading's setting is process-wide:
+    set it for this start only)."""
+    with _stack_lock:
+        previous = threading.stack_size(stack_bytes)
+        try:
+            thread.start()
+        finally:
+            threading.stack_size(previous)
+
+
 _RUN = "_interpqueues.put(_walle_qid, _walle_guest.handle(_walle_req), 0, 1)"
 _SHUTDOWN = "_walle_guest.shutdown()"
 
@@ -415,7 +439,7 @@ class InterpreterPool:
             if self._closed.is_set():
                 return None
             w = _InterpWorker(self)
-            w.thread.start()
+            start_with_stack(w.thread)
             self.workers.add(w)
         return w
 
