@@ -620,17 +620,21 @@ def test_non_normalised_strings_reach_nothing(vm: TaskVM, host: HostCheck) -> No
 )
 def test_the_checker_and_the_guest_apply_one_attribute_rule(name: str) -> None:
     guest.P.update(policy.as_data())
-    assert sandbox.attr_allowed(name) == guest.attr_allowed(name)
-    if name.startswith("_") and name not in policy.READABLE_DUNDERS | policy.SAFE_PRIVATE:
-        assert not sandbox.attr_allowed(name)
-    if name.startswith(policy.BLOCKED_ATTR_PREFIXES) or name in policy.BLOCKED_ATTRS:
-        assert not sandbox.attr_allowed(name)
+    own = frozenset({"run", "ctx", "mine"})  # what the probe task below defines
+    for names in (frozenset(), own):
+        assert sandbox.attr_allowed(name, names) == guest.attr_allowed(name, names)
+        if name.startswith("_") and name not in policy.READABLE_DUNDERS | policy.SAFE_PRIVATE:
+            assert not sandbox.attr_allowed(name, names)
+        if name.startswith(policy.BLOCKED_ATTR_PREFIXES) or name in policy.BLOCKED_ATTRS:
+            assert not sandbox.attr_allowed(name, names)
+        if not name.startswith("_") and name not in policy.ATTRIBUTE_NAMES | names:
+            assert not sandbox.attr_allowed(name, names)  # an allow-list: unlisted is refused
     tree_ok = True
     try:
-        sandbox.check_source(f"def run(ctx):\n    return ctx.{name}\n", "<t>")
+        sandbox.check_source(f"def run(ctx):\n    mine = 1\n    return ctx.{name}\n", "<t>")
     except SandboxViolation:
         tree_ok = False
-    assert tree_ok == sandbox.attr_allowed(name)
+    assert tree_ok == sandbox.attr_allowed(name, own)
 
 
 @settings(max_examples=200, deadline=None)

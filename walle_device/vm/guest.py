@@ -356,10 +356,19 @@ class Watchdog:
 
 
 # --------------------------------------------------------------------------- sandbox (runtime half)
-def attr_allowed(name: str) -> bool:
+# The names the running task defines itself (sandbox.task_names), set for each run: one
+# run at a time per interpreter.
+_OWN_NAMES: list[frozenset[str]] = [frozenset()]
+
+
+def attr_allowed(name: str, own: frozenset[str] | None = None) -> bool:
+    """sandbox.attr_allowed, on the same data: the policy's list or the task's own names,
+    never the blocked families."""
     if name.startswith("_"):
         return name in P["READABLE_DUNDERS"] or name in P["SAFE_PRIVATE"]
-    return name not in P["BLOCKED_ATTRS"] and not name.startswith(P["BLOCKED_ATTR_PREFIXES"])
+    if name in P["BLOCKED_ATTRS"] or name.startswith(P["BLOCKED_ATTR_PREFIXES"]):
+        return False
+    return name in P["ATTRIBUTE_NAMES"] or name in (_OWN_NAMES[0] if own is None else own)
 
 
 def _check_attr(name: Any) -> None:
@@ -367,8 +376,9 @@ def _check_attr(name: Any) -> None:
         raise TypeError("attribute name must be a string")
     if not attr_allowed(name):
         raise SandboxViolation(
-            f"access to attribute {name!r} is not allowed in tasks "
-            "(names starting with '_' and frame/code attributes are blocked)"
+            f"access to attribute {name!r} is not allowed in tasks: attribute names must be "
+            "on the sandbox's list or defined by the task itself, and names starting with '_' "
+            "and frame/code attributes are blocked"
         )
 
 
@@ -673,7 +683,7 @@ def _proxy(
 ) -> types.ModuleType:
     """A fresh, read-only module object holding only the allowed attributes of `mod`."""
     proxy = ReadOnlyModule(name, getattr(mod, "__doc__", None))
-    names = [n for n in dir(mod) if not n.startswith("_")] if spec == "*" else sorted(spec)
+    names = offered_names(mod, spec)
     for n in names:
         if n in denied:
             continue
@@ -693,6 +703,16 @@ def _proxy(
 
     proxy.__dict__["__getattr__"] = _missing_attr(name)
     return proxy
+
+
+def offered_names(mod: Any, spec: Any) -> list[str]:
+    """The names of `mod` a task may see: the listed ones, or for "*" the module's declared
+    public API (`__all__`; else its public names), not what it happens to import."""
+    if spec != "*":
+        return sorted(spec)
+    declared = _real_getattr(mod, "__all__", None)
+    names = declared if declared is not None else dir(mod)
+    return sorted(n for n in names if _real_type(n) is str and not n.startswith("_"))
 
 
 def _missing_attr(module: str) -> Any:
@@ -1124,6 +1144,7 @@ class LoadedTask:
         self.modules: dict[str, types.ModuleType] = {}
         self.models: dict[str, Any] = {}
         self.extra = frozenset(spec.get("requires") or ())
+        self.names = frozenset(spec.get("names") or ())
         tops = {n.partition(".")[0] for n in (*P["ALLOWED_MODULES"], *P["ENGINE_MODULES"])}
         tops |= {n.partition(".")[0] for n in P["MODULE_SOURCES"].values()}
         tops |= P["LIBRARY_PACKAGES"] if "numpy" in self.extra else {"walle_engine"}
@@ -1421,6 +1442,7 @@ class Guest:
         buffers, held = self._buffers(req)
         ctx = _make_context(task, req, run, log, state, buffers, self.watchdog)
         self.current_log = log
+        _OWN_NAMES[0] = task.names
         wd = self.watchdog
         wd.arm(float(req["timeout_s"]), self.mem_cap)
         gate = self.gate.begin(task.files.values(), task.import_tops)
@@ -1454,6 +1476,7 @@ class Guest:
             fired = wd.disarm()
             self.gate.end(gate)
             self.current_log = None
+            _OWN_NAMES[0] = frozenset()
         budget_errors = (TaskTimeout, MemoryBudgetExceeded)
         # issubclass(type(e)), not isinstance(e): isinstance may read a task-defined
         # __class__ property, and no task code may run once the budget is off.

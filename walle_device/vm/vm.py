@@ -346,6 +346,7 @@ class TaskVM:
             "paths": paths,
             "codes": compiled.codes,
             "sources": compiled.sources,
+            "names": sorted(compiled.names),
         }
         pool = None
         if os_wall:
