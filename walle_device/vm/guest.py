@@ -97,6 +97,15 @@ for _cls in (
 ):
     _cls.__module__ = "walle"  # tracebacks read "walle.TaskTimeout", the name tasks import
 
+# What `import walle` offers tasks.
+WALLE_EXCEPTIONS = (
+    SandboxViolation,
+    TaskTimeout,
+    MemoryBudgetExceeded,
+    StateFull,
+    ModelUnavailable,
+)
+
 
 # --------------------------------------------------------------------------- plain data
 def plain(obj: Any, what: str = "value", max_bytes: int | None = None, json: bool = False) -> Any:
@@ -1292,13 +1301,7 @@ class Guest:
 
     def _walle_module(self) -> types.ModuleType:
         m = ReadOnlyModule("walle", "The task API: write `def run(ctx): ...`.")
-        for cls in (
-            SandboxViolation,
-            TaskTimeout,
-            MemoryBudgetExceeded,
-            StateFull,
-            ModelUnavailable,
-        ):
+        for cls in WALLE_EXCEPTIONS:
             m.__dict__[cls.__name__] = cls
         m.__dict__["__version__"] = "1"
         m.__dict__["__getattr__"] = _missing_attr("walle")

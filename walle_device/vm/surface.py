@@ -138,8 +138,7 @@ def _task_api(walk: _Walk) -> None:
     walk.add(guest.Context.__slots__)
     for cls in (guest.State, guest.Log):
         walk.add(n for n in vars(cls) if callable(getattr(cls, n, None)))
-    # The `walle` module: the exceptions the guest names "walle.*".
-    walk.add(n for n, v in vars(guest).items() if getattr(v, "__module__", "") == "walle")
+    walk.add(cls.__name__ for cls in guest.WALLE_EXCEPTIONS)  # the `walle` module
 
 
 def compute() -> frozenset[str]:
