@@ -1526,7 +1526,7 @@ class Guest:
         # there later, and keeps the host from resizing it. Its interpreter goes instead.
         del ctx, buffers
         if held and not _released(held):
-            resp["recycle"] = True
+            resp["recycle"] = resp["held_buffers"] = True
             resp["logs"].append(
                 "WARNING the task kept a reference to ctx.buffers after the run; its "
                 "interpreter is replaced (copy what you need with bytes(view))"

@@ -698,13 +698,13 @@ ATTRIBUTE_NAMES = frozenset(
     perf_counter perf_counter_ns perm permutations phase pi plan polar pop popitem popleft pos pow
     power print_file_and_line prod product profile property pstdev pvariance quantiles radians
     randbytes randint random randrange range raster ravel re read readonly real reason rect reduce
-    regs release remainder remove removeprefix removesuffix repeat replace repr reshape resize
-    resolution return_tensor reverse reversed rfind rindex rjust rotate round rpartition rshift
-    rsplit rstrip run sample samples scanner search second seconds seed select send set setdefault
-    setitem setstate setter shape shuffle sigmoid sign sin sinh size size_bytes sleep slice sort
-    sorted span split splitlines sqrt square squeeze stack starmap start startswith state
-    staticmethod std stdev step steps stop str strerror strftime strides string strip strptime
-    struct_time sub subgroup subn suboffsets subtract sum sumprod super supported_isas
+    register regs release remainder remove removeprefix removesuffix repeat replace repr reshape
+    resize resolution return_tensor reverse reversed rfind rindex rjust rotate round rpartition
+    rshift rsplit rstrip run sample samples scanner search second seconds seed select send set
+    setdefault setitem setstate setter shape shuffle sigmoid sign sin sinh size size_bytes sleep
+    slice sort sorted span split splitlines sqrt square squeeze stack starmap start startswith
+    state staticmethod std stdev step steps stop str strerror strftime strides string strip
+    strptime struct_time sub subgroup subn suboffsets subtract sum sumprod super supported_isas
     supported_ops swapcase symmetric_difference symmetric_difference_update take takewhile tan
     tanh task_id tau tee tensor text throw time time_left time_ns timedelta timestamp timetuple
     timetz timezone title tm_gmtoff tm_hour tm_isdst tm_mday tm_min tm_mon tm_sec tm_wday tm_yday

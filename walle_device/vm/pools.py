@@ -148,6 +148,8 @@ class Job:
 
     def finish(self, resp: dict[str, Any]) -> bool:
         with self._lock:
+            # The caller may reuse (resize) its buffers as soon as it has the result.
+            self.buffers = {}
             if self.future.done():
                 return False
             now = time.monotonic()
@@ -249,10 +251,13 @@ class _InterpWorker:
         self.loaded = set()
         self.runs = 0
 
-    def _destroy(self) -> None:
+    def _destroy(self, now: bool = False) -> None:
         if self.iid is not None:
             iid, self.iid = self.iid, None
-            self.pool._retire(iid)
+            if now:
+                destroy_interpreter(iid)
+            else:
+                self.pool._retire(iid)
 
     def _main(self) -> None:
         # Never leave the shared queue without a consumer: if an interpreter cannot be
@@ -278,8 +283,14 @@ class _InterpWorker:
                 self.job = None
                 if self.abandoned:
                     break  # the supervisor already answered and replaced this worker
+                if resp.get("held_buffers"):
+                    # The task kept views of the host's buffers past its run: they go with
+                    # its interpreter, before the caller gets the result and reuses them.
+                    self._destroy(now=True)
                 job.finish(resp)
-                if self.runs >= self.recycle_at or resp.get("budget") or resp.get("recycle"):
+                if self.iid is None:
+                    self._try_create()
+                elif self.runs >= self.recycle_at or resp.get("budget") or resp.get("recycle"):
                     # After K runs (create/destroy leaks upstream, but so does a long-lived
                     # interpreter's heap) or after a budget trip that may have interrupted
                     # library code mid-update, start from a clean interpreter.

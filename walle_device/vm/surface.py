@@ -61,6 +61,7 @@ class _Walk:
             return
         self.seen.add(id(cls))
         self.add(dir(cls))
+        self.add(dir(type(cls)))  # the metaclass's methods are the class's too (ABC.register)
         for klass in cls.__mro__:
             d = vars(klass)
             slots = d.get("__slots__", ())
