@@ -4,13 +4,13 @@ interpreter, which receives `as_data()` marshal'ed when it boots and imports not
 ours).
 
 Everything here is an allow-list: an AST node type, a dunder name, a class-body definition,
-a module, a module member, a builtin or an audit event that is not listed is refused. The
-one rule that is not a list is "public attribute names" (not starting with "_"): the
-public surface of the allowed types is thousands of names and grows with every release of
-numpy or the stdlib, so it is allowed minus `BLOCKED_ATTRS` and `BLOCKED_ATTR_PREFIXES`
-(frames, code, generators' internals, raw addresses, file writers). What those names could
-still reach is held by the run-time layer (audit hook, restricted builtins and types), not
-by this list alone. See docs/task-authoring.md, "The sandbox".
+a module, a module member, a builtin, an audit event or an attribute name that is not
+listed is refused. Attribute names are `ATTRIBUTE_NAMES` (at the end of this file: the
+public surface of what the policy offers, computed from the rest of this file by
+`surface.py`, and reviewed as data) plus the names a task defines in its own source;
+`BLOCKED_ATTRS` and `BLOCKED_ATTR_PREFIXES` (frames, code, generators' internals, raw
+addresses, file writers) are refused whatever lists or defines them. See
+docs/task-authoring.md, "The sandbox".
 """
 
 from __future__ import annotations
