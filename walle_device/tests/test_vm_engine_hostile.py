@@ -53,6 +53,17 @@ CASES = {
         "return walle_engine.Tensor.empty('float32', [2**62, 4]).shape",
         MIS_SIZED,
     ),
+    "raster-huge-destination": (
+        "t = walle_engine.Tensor.empty('float32', [4])\n"
+        "return ops.raster([t], [(0, 0, 0, [1, 1, 4], [0, 0, 1], [0, 0, 1])], [2**62]).shape",
+        MIS_SIZED,
+    ),
+    # a float32 operand read as int64 (binary ops refuse mixed dtypes; select does not)
+    "select-mixed-dtypes": (
+        "c = np.array([True, False]).tensor\n"
+        "return repr(ops.select(c, np.array([1, 2], dtype='int64').tensor, np.zeros(2).tensor))",
+        "select reads an operand as another dtype (issue 12, engine class 2)",
+    ),
 }
 # Hostile entries the engine already refuses cleanly: kept as regression guards.
 REFUSED = {
