@@ -32,10 +32,7 @@ $(VENV)/.deps: pyproject.toml
 	touch $@
 
 $(VENV)/.engine: $(VENV)/.deps $(ENGINE_SRC)
-	@if [ -f engine/pyproject.toml ]; then \
-	  echo "building walle_engine (C++)"; \
-	  $(PIP) install --no-build-isolation ./engine; \
-	fi
+	@if [ -f engine/pyproject.toml ]; then $(PY) scripts/build-engine.py; fi
 	touch $@
 
 $(VENV)/.browser: scripts/ensure-browser.sh

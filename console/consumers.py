@@ -15,8 +15,9 @@ from accounts.choices import Role
 from accounts.models import App
 from accounts.permissions import has_role
 from releases.events import app_group, release_group
+from releases.gates import explain
 from releases.models import Release
-from releases.monitoring import deployment_counts, stage_breakdown
+from releases.monitoring import deployment_counts, running_now, stage_breakdown
 
 # Send at most one snapshot per window; the first update of a burst waits this long, so the
 # dashboard is never more than a fraction of a second behind a report.
@@ -43,6 +44,9 @@ def snapshot(release_id: int) -> dict | None:
         "counts": deployment_counts(release),
         # One grouped query; keeps the stage cards as live as the totals.
         "stages": stage_breakdown(release),
+        # What the current stage waits for (a few counts), as live as the counts.
+        "explain": explain(release),
+        "running": running_now(release),
     }
 
 

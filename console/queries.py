@@ -10,7 +10,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 
 from django.core.cache import cache
-from django.db.models import Count, Q, QuerySet, TextField
+from django.db.models import Count, Exists, OuterRef, Q, QuerySet, TextField
 from django.db.models.fields.json import KeyTextTransform, KeyTransform
 from django.db.models.functions import Cast
 
@@ -18,11 +18,22 @@ from accounts.models import App
 from devices.choices import GroupKind
 from devices.models import Device, DeviceGroup
 from releases import targeting
-from releases.choices import DeploymentState
-from releases.models import Deployment
+from releases.choices import DeploymentState, RunningState
+from releases.models import Deployment, RunningVersion
 
 PAGE_SIZE = 50
-FLEET_FILTERS = ("q", "model", "os", "region", "app_version", "tag", "online", "task", "version")
+FLEET_FILTERS = (
+    "q",
+    "model",
+    "os",
+    "region",
+    "app_version",
+    "tag",
+    "online",
+    "task",
+    "version",
+    "rolled_back",
+)
 
 
 @dataclass
@@ -40,7 +51,10 @@ def keyset_page(
     """Page `qs` by primary key. `desc` lists newest first (audit log, releases)."""
     asc_key, desc_key = ("-id", "id") if desc else ("id", "-id")
     nxt, prv = ("lt", "gt") if desc else ("gt", "lt")
-    if before and before.isdigit():
+    # A cursor is an id; anything else (or too large for the column) is ignored.
+    before = before if before and before.isdigit() and len(before) <= 18 else None
+    after = after if after and after.isdigit() and len(after) <= 18 else None
+    if before:
         rows = list(qs.filter(**{f"id__{prv}": int(before)}).order_by(desc_key)[: size + 1])
         has_more_back = len(rows) > size
         rows = rows[:size][::-1]
@@ -49,7 +63,7 @@ def keyset_page(
             after=rows[-1].id if rows else None,
             before=rows[0].id if rows and has_more_back else None,
         )
-    if after and after.isdigit():
+    if after:
         qs_page = qs.filter(**{f"id__{nxt}": int(after)})
     else:
         qs_page = qs
@@ -59,7 +73,7 @@ def keyset_page(
     return Page(
         rows=rows,
         after=rows[-1].id if rows and has_more else None,
-        before=rows[0].id if rows and after and after.isdigit() else None,
+        before=rows[0].id if rows and after else None,
     )
 
 
@@ -84,12 +98,20 @@ def filter_fleet(app: App, params) -> QuerySet:
     if online in ("yes", "no"):
         qs = qs.filter(online=online == "yes")
     if task := params.get("task", "").strip():
-        qs = qs.annotate(has_task=KeyTransform(task, "current")).filter(has_task__isnull=False)
+        # What the device runs is what its reports say; a device that never reported on a
+        # task (a pinned one, one from before reports were kept) falls back to its hello.
+        running = RunningVersion.objects.filter(device=OuterRef("pk"), task__name=task)
         version = params.get("version", "").strip()
-        if version.isdigit():
-            qs = qs.annotate(
-                task_version=KeyTextTransform("version", KeyTransform(task, "current"))
-            ).filter(task_version=version)
+        hello = KeyTransform(task, "current")
+        if version.isdigit() and len(version) <= 9:  # larger is no version number (or column)
+            qs = qs.annotate(hello_version=KeyTextTransform("version", hello)).filter(
+                Exists(running.filter(version__number=int(version)))
+                | (~Exists(running) & Q(hello_version=version))
+            )
+        else:
+            qs = qs.annotate(has_task=hello).filter(Exists(running) | Q(has_task__isnull=False))
+        if params.get("rolled_back", "") == "yes":
+            qs = qs.filter(Exists(running.filter(state=RunningState.ROLLED_BACK)))
     return qs
 
 
@@ -184,3 +206,38 @@ def counts_for_releases(release_ids: list[int]) -> dict[int, dict[str, int]]:
         out[row["release_id"]][row["state"]] = row["n"]
         out[row["release_id"]]["total"] += row["n"]
     return out
+
+
+def running_versions(device_ids: list[int]) -> dict[int, list[dict]]:
+    """What each of these devices runs per task, from its reports (one query for a page)."""
+    out: dict[int, list[dict]] = {i: [] for i in device_ids}
+    rows = (
+        RunningVersion.objects.filter(device_id__in=device_ids)
+        .select_related("task", "version", "previous_version", "rollback_to")
+        .order_by("task__name")
+    )
+    for r in rows:
+        out[r.device_id].append(
+            {
+                "task": r.task.name,
+                "task_id": r.task_id,
+                "version": r.version.number,
+                "state": r.state,
+                "previous": r.previous_version.number if r.previous_version else None,
+                "rollback_to": r.rollback_to.number if r.rollback_to else None,
+                "release": r.release_id,
+                "since": r.since,
+            }
+        )
+    return out
+
+
+def versions_of(device: Device, running: list[dict]) -> list[dict]:
+    """Running versions from reports, plus tasks the device only named in its hello."""
+    known = {r["task"] for r in running}
+    hello_only = [
+        {"task": name, "version": cur.get("version"), "state": "", "hello": True}
+        for name, cur in sorted((device.current or {}).items())
+        if name not in known and isinstance(cur, dict)
+    ]
+    return running + hello_only

@@ -1,7 +1,7 @@
 from django.contrib.staticfiles.urls import staticfiles_urlpatterns
 from django.urls import path
 
-from console.views import account, auth, fleet, releases, tasks
+from console.views import account, alerts, auth, data, fleet, releases, tasks
 
 app_name = "console"
 
@@ -20,6 +20,9 @@ urlpatterns = [
     path(A + "tasks/", tasks.task_list, name="tasks"),
     path(A + "tasks/<int:task_id>/", tasks.task_detail, name="task"),
     path(A + "tasks/<int:task_id>/upload/", tasks.version_upload, name="version-upload"),
+    path(A + "tasks/<int:task_id>/results/", data.results_page, name="task-results"),
+    path(A + "tasks/<int:task_id>/health/", data.health_page, name="task-health"),
+    path(A + "alerts/", alerts.alerts_page, name="alerts"),
     path(A + "fleet/", fleet.fleet, name="fleet"),
     path(A + "fleet/<str:uid>/", fleet.device_detail, name="device"),
     path(A + "groups/", fleet.group_list, name="groups"),

@@ -104,6 +104,8 @@ class RunStat(models.Model):
         constraints = [
             models.UniqueConstraint(fields=["device", "message_id"], name="uniq_run_stat_message")
         ]
+        # Run health and new-vs-control read one task over a time window.
+        indexes = [models.Index(fields=["task", "received_at"])]
 
     def __str__(self) -> str:
         return f"{self.device} {self.task} v{self.version}: {self.runs} runs"

@@ -51,3 +51,21 @@ DEPLOYMENT_ORDER = {
 class ErrorAction(models.TextChoices):
     PAUSE = "pause", "Pause the release"
     ROLLBACK = "rollback", "Roll back to the previous version"
+
+
+class RunningState(models.TextChoices):
+    """How a device runs the version its reports say it runs."""
+
+    ACTIVATED = "activated", "Activated"  # installed, its first run not reported yet
+    SUCCEEDED = "succeeded", "Running"  # activated and ran fine
+    FAILED = "failed", "Failing"  # activated, but its run failed
+    ROLLED_BACK = "rolled_back", "Rolled back"  # switched back to this version by a rollback
+
+
+class ReleaseEvent(models.TextChoices):
+    """Outcomes of a release that people subscribe to (alerts); see releases/events.py."""
+
+    PAUSED_BY_GATE = "release.paused_by_gate", "Paused by a gate"
+    FAILED = "release.failed", "Failed (rolled back or aborted)"
+    TIMED_OUT = "release.timed_out", "Devices timed out"
+    COMPLETED = "release.completed", "Completed"

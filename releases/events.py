@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 
 from django.db import transaction
+from django.dispatch import Signal
 
 log = logging.getLogger(__name__)
 
@@ -31,3 +32,19 @@ def _publish(release_id: int, app_id: int, kind: str) -> None:
 def release_changed(release_id: int, app_id: int, kind: str = "state") -> None:
     """Tell watchers, once the current transaction commits, that a release or its counts changed."""
     transaction.on_commit(lambda: _publish(release_id, app_id, kind))
+
+
+# Sent inside the transaction that decided an outcome people subscribe to (a ReleaseEvent):
+# receivers (the alerts app) write what they need in the same transaction, so an outcome and
+# its notifications commit together or not at all. Keyword arguments: release, event, detail.
+release_outcome = Signal()
+
+
+def release_event(release, event: str, **detail) -> None:
+    """Announce a release outcome (paused by a gate, failed, devices timed out, completed)."""
+    release_outcome.send(sender=type(release), release=release, event=event, detail=detail)
+
+
+# Sent by the rollout worker on every pass (`manage.py rolloutd`), so apps above releases can
+# do periodic work in the worker without releases importing them (alerts deliver their outbox).
+worker_tick = Signal()

@@ -5,7 +5,7 @@ from django.db import models
 
 from accounts.models import App
 from devices.models import Device
-from releases.choices import DeploymentState, ErrorAction, ReleaseState
+from releases.choices import DeploymentState, ErrorAction, ReleaseState, RunningState
 from tasks.models import Task, TaskVersion
 
 
@@ -142,3 +142,38 @@ class Pin(models.Model):
 
     def __str__(self) -> str:
         return f"{self.device} pinned to {self.version}"
+
+
+class RunningVersion(models.Model):
+    """The version of a task one device runs, as its own reports say (activated, succeeded,
+    rolled back), not as it said at its last hello: the fleet, its filters and the release pages
+    read this. One row per (device, task), kept by `releases/running.py`."""
+
+    device = models.ForeignKey(Device, on_delete=models.CASCADE, related_name="running")
+    task = models.ForeignKey(Task, on_delete=models.CASCADE, related_name="running")
+    version = models.ForeignKey(TaskVersion, on_delete=models.CASCADE, related_name="running")
+    state = models.CharField(max_length=16, choices=RunningState.choices)
+    # The release whose deployment report set this row.
+    release = models.ForeignKey(
+        Release, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    previous_version = models.ForeignKey(
+        TaskVersion, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    # A rollback was ordered: the device is expected to switch to this version; cleared by
+    # the report that says it did.
+    rollback_to = models.ForeignKey(
+        TaskVersion, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    since = models.DateTimeField(help_text="When the device reported this version first.")
+    updated_at = models.DateTimeField()
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["device", "task"], name="uniq_running_version")
+        ]
+        # The fleet's "runs version N" filter and the release pages count by version.
+        indexes = [models.Index(fields=["task", "version"])]
+
+    def __str__(self) -> str:
+        return f"{self.device_id} runs {self.version} ({self.state})"

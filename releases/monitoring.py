@@ -2,17 +2,37 @@
 
 from __future__ import annotations
 
-import statistics
-
 from django.db import connection
-from django.db.models import CharField, Count, F, Func, Value
+from django.db.models import CharField, Count, F, Func, QuerySet, Value
 from django.db.models.functions import TruncMinute
 
-from devices.models import RunStat
+from releases import compare, gates
 from releases.choices import DeploymentState
-from releases.models import Deployment, DeploymentEvent, Release
+from releases.models import Deployment, DeploymentEvent, Release, RunningVersion
+from walle_web.params import ParamError, whole_number
 
 FAILURE_STATES = (DeploymentState.FAILED, DeploymentState.TIMED_OUT)
+
+
+def filter_deployments(qs: QuerySet, state: str = "", stage: str = "") -> QuerySet:
+    """Narrow a release's deployments by state (one, or several comma separated) and stage
+    (1-based, as the console numbers stages)."""
+    if state:
+        states = [s.strip() for s in state.split(",") if s.strip()]
+        unknown = [s for s in states if s not in DeploymentState.values]
+        if unknown:
+            raise ParamError(
+                "state",
+                f"unknown deployment state {', '.join(unknown)}; use one or more of "
+                f"{', '.join(DeploymentState.values)} (comma separated)",
+            )
+        qs = qs.filter(state__in=states)
+    number = whole_number(
+        "stage", stage, minimum=1, maximum=1000, hint="stage is a stage number: 1 for the first"
+    )
+    if number is not None:
+        qs = qs.filter(stage=number - 1)
+    return qs
 
 
 def deployment_counts(release: Release) -> dict[str, int]:
@@ -108,48 +128,27 @@ def failure_reasons(release: Release, limit: int = 5, samples: int = 5) -> list[
     return result
 
 
-def _run_metrics(stats: list[RunStat]) -> dict:
-    runs = sum(s.runs for s in stats)
-    errors = sum(s.errors for s in stats)
-    p50s = [s.latency_ms_p50 for s in stats if s.latency_ms_p50 is not None]
-    p95s = [s.latency_ms_p95 for s in stats if s.latency_ms_p95 is not None]
+def running_now(release: Release) -> dict:
+    """What the release's devices run of its task now, from their reports."""
+    rows = (
+        RunningVersion.objects.filter(
+            task_id=release.task_id,
+            device_id__in=Deployment.objects.filter(release=release).values("device_id"),
+        )
+        .values("version__number", "state")
+        .annotate(n=Count("id"))
+        .order_by("-version__number", "state")
+    )
+    by_version = [
+        {"version": r["version__number"], "state": r["state"], "devices": r["n"]} for r in rows
+    ]
     return {
-        "devices": len({s.device_id for s in stats}),
-        "runs": runs,
-        "errors": errors,
-        "error_rate": errors / runs if runs else None,
-        # Medians of the devices' own percentiles: an estimate, exact percentiles need raw samples.
-        "latency_ms_p50": statistics.median(p50s) if p50s else None,
-        "latency_ms_p95": statistics.median(p95s) if p95s else None,
+        "version": release.version.number,
+        "on_version": sum(
+            r["devices"] for r in by_version if r["version"] == release.version.number
+        ),
+        "by_version": by_version,
     }
-
-
-def run_metrics(release: Release) -> dict:
-    """Task run metrics of devices on the new version next to an automatic control group:
-    devices of the same target that still run another version of the task."""
-    since = release.started_at or release.created_at
-    in_release = set(
-        release.deployments.filter(state=DeploymentState.SUCCEEDED).values_list(
-            "device_id", flat=True
-        )
-    )
-    new = list(
-        RunStat.objects.filter(
-            task=release.task.name,
-            version=release.version.number,
-            device_id__in=in_release,
-            received_at__gte=since,
-        )
-    )
-    from releases.services import targeted_devices
-
-    control_ids = {d.pk for d in targeted_devices(release.app_id, release.target)} - in_release
-    control = list(
-        RunStat.objects.filter(
-            task=release.task.name, device_id__in=control_ids, received_at__gte=since
-        ).exclude(version=release.version.number)
-    )
-    return {"new": _run_metrics(new), "control": _run_metrics(control)}
 
 
 def release_monitoring(release: Release) -> dict:
@@ -164,5 +163,8 @@ def release_monitoring(release: Release) -> dict:
         "stages": stage_breakdown(release),
         "time_series": time_series(release),
         "failure_reasons": failure_reasons(release),
-        "run_metrics": run_metrics(release),
+        # New version vs control, with sample sizes and verdicts (releases/compare.py).
+        "run_metrics": compare.new_vs_control(release),
+        "explain": gates.explain(release),
+        "running": running_now(release),
     }

@@ -10,6 +10,9 @@ STAGE_DEFAULTS: dict[str, Any] = {
     "error_gate": 0.2,  # share failed or timed out (of those finished) that trips the gate
     "min_finished": 5,  # the error gate is evaluated only once this many have finished
     "auto_advance": True,
+    # pause (or roll back, per on_error) when the new version runs significantly worse than
+    # the control group (releases/compare.py: error rate, or latency, at p < 0.01)
+    "stop_if_worse": False,
 }
 DELIVERY_DEFAULTS: dict[str, Any] = {
     "notify_rate": 0,  # devices per second; 0 = all at once
@@ -62,8 +65,9 @@ def normalize_stages(stages: object) -> tuple[list[dict], list[str]]:
         for key in ("soak_s", "min_finished"):
             if not isinstance(full[key], int) or isinstance(full[key], bool) or full[key] < 0:
                 errors.append(f"stage {i}: {key} must be a whole number >= 0")
-        if not isinstance(full["auto_advance"], bool):
-            errors.append(f"stage {i}: auto_advance must be true or false")
+        for key in ("auto_advance", "stop_if_worse"):
+            if not isinstance(full[key], bool):
+                errors.append(f"stage {i}: {key} must be true or false")
         result.append(full)
     if not errors and result[-1]["basis_points"] != 10_000:
         errors.append("the last stage must reach 10000 basis points (100% of the target)")

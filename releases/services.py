@@ -20,16 +20,17 @@ from django.utils import timezone
 from accounts.services import audit
 from devices.choices import GroupKind
 from devices.models import Device, DeviceGroup
-from releases import policy, targeting
+from releases import compare, policy, running, targeting
 from releases.choices import (
     ACTIVE_RELEASE_STATES,
     DEPLOYMENT_ORDER,
     FINAL_DEPLOYMENT_STATES,
     DeploymentState,
     ErrorAction,
+    ReleaseEvent,
     ReleaseState,
 )
-from releases.events import release_changed
+from releases.events import release_changed, release_event
 from releases.models import Deployment, DeploymentEvent, Pin, Release
 from tasks.models import Task, TaskVersion
 from tasks.storage import manifest_url
@@ -411,6 +412,7 @@ def abort_release(
         audit(
             release.app, by, "release.abort", "release", str(release.pk), {"reason": release.reason}
         )
+        release_event(release, ReleaseEvent.FAILED, outcome="aborted", reason=release.reason, by=by)
         release_changed(release.pk, release.app_id)
     return release
 
@@ -491,6 +493,7 @@ def rollback_release(
             ],
             ignore_conflicts=True,
         )
+        running.rollback_ordered(release, target_version)
         rollback = Release.objects.create(
             app=release.app,
             task=release.task,
@@ -524,6 +527,15 @@ def rollback_release(
                 "rollback": rollback.pk,
                 "reason": release.reason,
             },
+        )
+        release_event(
+            release,
+            ReleaseEvent.FAILED,
+            outcome="rolled_back",
+            reason=release.reason,
+            by=by,
+            rollback=rollback.pk,
+            to_version=target_version.number,
         )
         release_changed(release.pk, release.app_id)
         release_changed(rollback.pk, release.app_id)
@@ -617,6 +629,7 @@ def record_report(
             deployment.error_message = error[:2000]
             fields += ["error_code", "error_message"]
         deployment.save(update_fields=fields)
+        running.apply_running_version([running.Transition(deployment.pk, state)])
         release_changed(deployment.release_id, device.app_id, "deployment")
     if state == DeploymentState.FAILED:
         # The error gate must not wait for the next worker tick: every failure evaluates it.
@@ -671,11 +684,31 @@ def _apply_error_gate(release: Release, counts: dict[str, int]) -> str | None:
         f"({counts['failures']} of {counts['finished']} finished, gate {stage['error_gate']:.0%}); "
         f"top reason: {_top_failure(release)}"
     )
+    return _stop_by_gate(release, why)
+
+
+def _stop_by_gate(release: Release, why: str) -> str:
+    """A gate says stop: roll back if the release says so (and can), else pause."""
     if release.on_error == ErrorAction.ROLLBACK and previous_good_version(release) is not None:
         rollback_release(release, reason=why)
         return "rolled_back"
     pause_release(release, reason=why)
+    release_event(release, ReleaseEvent.PAUSED_BY_GATE, reason=why)
     return "paused"
+
+
+def _apply_compare_gate(release: Release) -> str | None:
+    """The optional gate of a stage: stop when the new version runs significantly worse than
+    the control group (releases/compare.py)."""
+    stage = release.stages[release.current_stage]
+    if not stage.get("stop_if_worse"):
+        return None
+    why = compare.worse_than_control(release)
+    if why is None:
+        return None
+    return _stop_by_gate(
+        release, f"stop-if-worse gate of stage {release.current_stage + 1} tripped: {why}"
+    )
 
 
 def check_error_gate(release_id: int) -> str | None:
@@ -746,11 +779,14 @@ def evaluate_release(release: Release, *, now: datetime | None = None) -> str:
                 ],
                 ignore_conflicts=True,
             )
+            release_event(
+                release, ReleaseEvent.TIMED_OUT, devices=len(expired), timeout_s=timeout_s
+            )
             release_changed(release.pk, release.app_id, "deployment")
         if release.state != ReleaseState.RUNNING:
             return "timeouts" if expired else "paused"
         counts = stage_counts(release)
-        if tripped := _apply_error_gate(release, counts):
+        if tripped := _apply_error_gate(release, counts) or _apply_compare_gate(release):
             return tripped
         stage = release.stages[release.current_stage]
         soaked = now >= (release.stage_started_at or now) + timedelta(seconds=stage["soak_s"])
@@ -774,6 +810,7 @@ def evaluate_release(release: Release, *, now: datetime | None = None) -> str:
                 str(release.pk),
                 {"succeeded_share": round(succeeded_share, 4)},
             )
+            release_event(release, ReleaseEvent.COMPLETED, succeeded_share=succeeded_share)
             release_changed(release.pk, release.app_id)
             return "completed"
         _admit_stage(release)  # devices enrolled since the stage began

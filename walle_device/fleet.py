@@ -12,6 +12,7 @@ from pathlib import Path
 
 import httpx
 
+from walle_device import identities
 from walle_device.bundles import BundleCache
 from walle_device.client import DeviceClient, Identity, enroll
 from walle_device.runner import VMRunner, shared_vm
@@ -54,6 +55,7 @@ def make_attrs(rng: random.Random) -> dict:
 class Fleet:
     devices: list[DeviceClient]
     http: httpx.AsyncClient
+    reused: int = 0  # devices an earlier start enrolled (from the identities file)
 
     def summary(self) -> dict:
         versions: Counter = Counter()
@@ -79,18 +81,28 @@ async def build_fleet(
     http: httpx.AsyncClient | None = None,
     concurrency: int = 32,
     vm: object | None = None,
+    identities_file: Path | None = None,
 ) -> Fleet:
-    """Enroll `n` simulated devices (concurrently, bounded) and return their clients."""
+    """Enroll `n` simulated devices (concurrently, bounded) and return their clients; with
+    `identities_file`, reuse the devices enrolled by an earlier start (and store new ones)."""
     http = http or httpx.AsyncClient(
         timeout=60, limits=httpx.Limits(max_connections=64, max_keepalive_connections=64)
     )
     rng = random.Random(seed)
     attrs_list = [make_attrs(rng) for _ in range(n)]
     gate = asyncio.Semaphore(concurrency)
+    stored: list[Identity | None] = (
+        list(identities.load(identities_file, server)[:n]) if identities_file else []
+    )
+    known = await identities.still_enrolled(http, stored) if stored else []
+    # A device the server forgot (its database was reset) enrolls again in its place.
+    stored = [i if ok else None for i, ok in zip(stored, known, strict=True)]
 
     async def one(i: int) -> DeviceClient:
-        async with gate:
-            identity = await enroll(http, server, enroll_key, attrs_list[i])
+        identity = stored[i] if i < len(stored) else None
+        if identity is None:
+            async with gate:
+                identity = await enroll(http, server, enroll_key, attrs_list[i])
         # One VM for the whole simulated fleet, tasks scoped per device (the process's
         # shared VM unless the caller passes one).
         runner = VMRunner(
@@ -106,7 +118,9 @@ async def build_fleet(
         )
 
     devices = await asyncio.gather(*(one(i) for i in range(n)))
-    return Fleet(devices=list(devices), http=http)
+    if identities_file:
+        identities.save(identities_file, [d.identity for d in devices])
+    return Fleet(devices=list(devices), http=http, reused=sum(1 for i in stored if i))
 
 
 async def run_fleet(
@@ -124,7 +138,14 @@ async def run_fleet(
     from walle_device.vm import TaskVM
 
     vm = TaskVM(process_workers=0)
-    fleet = await build_fleet(server, enroll_key, n, seed=seed, vm=vm)
+    fleet = await build_fleet(
+        server,
+        enroll_key,
+        n,
+        seed=seed,
+        vm=vm,
+        identities_file=state_root / "identities.json" if state_root is not None else None,
+    )
     if events_per_second and state_root is not None:
         # Each simulated device gets its own stream log and tunnel outbox, like a phone.
         for device in fleet.devices:
@@ -132,7 +153,8 @@ async def run_fleet(
             device.stream = Stream(state_dir=home / "stream")
             device.tunnel = Tunnel(home / "tunnel", device.identity.device_id)
     print(
-        f"fleet: {n} devices enrolled into {fleet.devices[0].identity.app if n else '-'}",
+        f"fleet: {n} devices of {fleet.devices[0].identity.app if n else '-'} "
+        f"({fleet.reused} from an earlier start, {n - fleet.reused} newly enrolled)",
         flush=True,
     )
     tasks = [asyncio.ensure_future(d.run(stop)) for d in fleet.devices]

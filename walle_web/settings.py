@@ -39,6 +39,7 @@ INSTALLED_APPS = [
     "tasks",
     "devices",
     "releases",
+    "alerts",
     "console",
 ]
 
@@ -168,3 +169,32 @@ LOGGING = {
     "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
     "root": {"handlers": ["console"], "level": env_str("WALLE_LOG_LEVEL", "WARNING")},
 }
+
+# Alerts (alerts/): links in alerts point at the console here; email goes through Django's
+# mailer (files under var/mail in the embedded default; SMTP with the WALLE_EMAIL_* settings).
+WALLE_PUBLIC_URL = env_str("WALLE_PUBLIC_URL", "http://127.0.0.1:8000")
+EMAIL_BACKEND_PATH = env_str(
+    "WALLE_EMAIL_BACKEND", "django.core.mail.backends.filebased.EmailBackend"
+)
+MAILERS = {
+    "default": {
+        "BACKEND": EMAIL_BACKEND_PATH,
+        "OPTIONS": (
+            {"file_path": str(VAR_DIR / "mail")}
+            if EMAIL_BACKEND_PATH.endswith("filebased.EmailBackend")
+            else {
+                "host": env_str("WALLE_EMAIL_HOST", "localhost"),
+                "port": env_int("WALLE_EMAIL_PORT", 25),
+                "username": env_str("WALLE_EMAIL_USER", ""),
+                "password": env_str("WALLE_EMAIL_PASSWORD", ""),
+                "use_tls": env_bool("WALLE_EMAIL_TLS", False),
+            }
+            if EMAIL_BACKEND_PATH.endswith("smtp.EmailBackend")
+            else {}
+        ),
+    }
+}
+DEFAULT_FROM_EMAIL = env_str("WALLE_EMAIL_FROM", "walle@localhost")
+# Webhooks to private or loopback addresses: allowed by default (one laptop, receivers on
+# localhost); turn off where alert configurers must not reach the internal network.
+WALLE_ALERT_PRIVATE_WEBHOOKS = env_bool("WALLE_ALERT_PRIVATE_WEBHOOKS", True)

@@ -4,6 +4,8 @@ from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 from rest_framework.routers import DefaultRouter
 
 from accounts.api.views import AppViewSet
+from alerts.api.views import AlertViewSet, ChannelViewSet, ErrorRateRuleViewSet
+from devices.api import data as data_views
 from devices.api.views import (
     DeviceViewSet,
     EnrollView,
@@ -25,6 +27,9 @@ router.register("results", ResultViewSet, basename="result")
 router.register("releases", ReleaseViewSet, basename="release")
 router.register("deployments", DeploymentViewSet, basename="deployment")
 router.register("pins", PinViewSet, basename="pin")
+router.register("alert-channels", ChannelViewSet, basename="alert-channel")
+router.register("alert-rules", ErrorRateRuleViewSet, basename="alert-rule")
+router.register("alerts", AlertViewSet, basename="alert")
 
 urlpatterns = [
     path("healthz", views.healthz, name="healthz"),
@@ -34,6 +39,8 @@ urlpatterns = [
     path("api/v1/devices/enroll/", EnrollView.as_view(), name="device-enroll"),
     path("api/v1/tunnel/", TunnelBatchView.as_view(), name="tunnel-batch"),
     path("api/v1/results/export/", ResultExportView.as_view(), name="results-export"),
+    path("api/v1/results/rate/", data_views.ResultRateView.as_view(), name="results-rate"),
+    path("api/v1/run-health/", data_views.RunHealthView.as_view(), name="run-health"),
     path("api/v1/", include(router.urls)),
     path("api/schema/", SpectacularAPIView.as_view(), name="schema"),
     path("api/docs/", SpectacularSwaggerView.as_view(url_name="schema"), name="api-docs"),

@@ -14,12 +14,19 @@ from django.views.decorators.http import require_POST
 from accounts.choices import Role
 from console.access import app_page, forbidden
 from console.groups import GroupError, save_group
-from console.queries import FLEET_FILTERS, filter_fleet, fleet_choices, keyset_page, match_summary
+from console.queries import (
+    FLEET_FILTERS,
+    filter_fleet,
+    fleet_choices,
+    keyset_page,
+    match_summary,
+    running_versions,
+    versions_of,
+)
 from console.views.base import page, read_json
 from devices.choices import GroupKind
 from devices.models import Device, DeviceGroup, RunStat
 from releases import models as release_models
-from releases.choices import DeploymentState
 from releases.models import DeploymentEvent
 from tasks.models import Task, TaskVersion
 
@@ -41,6 +48,9 @@ def fleet(request: HttpRequest, app) -> HttpResponse:
         "current",
     )
     result = keyset_page(qs, params.get("after"), params.get("before"))
+    running = running_versions([d.pk for d in result.rows])
+    for d in result.rows:
+        d.versions = versions_of(d, running[d.pk])
     filters = {k: params.get(k, "") for k in FLEET_FILTERS}
     query = urlencode({k: v for k, v in filters.items() if v})
     return page(
@@ -71,21 +81,14 @@ def device_detail(request: HttpRequest, app, uid: str) -> HttpResponse:
         events.setdefault(event.deployment_id, []).append(event)
     for d in deployments:
         d.history = events.get(d.pk, [])
-    # `device.current` is what the device said at its last hello; the newest succeeded
-    # deployment per task is what it runs since (reports arrive without a new hello).
-    deployed: dict[str, int] = {}
-    for d in deployments:
-        if d.state == DeploymentState.SUCCEEDED:
-            deployed.setdefault(d.release.task.name, d.release.version.number)
-    tasks = sorted(set(device.current) | set(deployed))
+    hello = device.current or {}
     versions_now = [
-        {
-            "task": name,
-            "hello": (device.current.get(name) or {}).get("version"),
-            "digest": (device.current.get(name) or {}).get("digest", ""),
-            "deployed": deployed.get(name),
-        }
-        for name in tasks
+        dict(
+            v,
+            hello_version=(hello.get(v["task"]) or {}).get("version"),
+            digest=(hello.get(v["task"]) or {}).get("digest", ""),
+        )
+        for v in versions_of(device, running_versions([device.pk])[device.pk])
     ]
     pin_model = getattr(release_models, "Pin", None)
     pins = (

@@ -12,7 +12,7 @@ from console.access import app_page
 from console.queries import counts_for_releases, keyset_page
 from console.views.base import page
 from devices.models import DeviceGroup
-from releases import monitoring
+from releases import compare, gates, monitoring, policy
 from releases.choices import ReleaseState
 from releases.models import Release
 from releases.targeting import TARGET_KEYS
@@ -91,6 +91,7 @@ def release_new(request: HttpRequest, app) -> HttpResponse:
                 "salt": secrets.token_hex(8),
                 "preselect": int(preselect) if preselect.isdigit() else None,
                 "target_keys": sorted(TARGET_KEYS),
+                "stage_defaults": policy.STAGE_DEFAULTS,
             },
             "nav": "releases",
         },
@@ -105,13 +106,20 @@ def release_dashboard(request: HttpRequest, app, release_id: int) -> HttpRespons
         pk=release_id,
     )
     versions = list(release.task.versions.order_by("-number").values("id", "number"))
+    explain = gates.explain(release)
+    stages = stages_with_counts(release)
+    for stage, why in zip(stages, explain["stages"], strict=False):
+        stage["why"] = why
     return page(
         request,
         "console/releases/dashboard.html",
         {
             "release": release,
             "counts": monitoring.deployment_counts(release),
-            "stages": stages_with_counts(release),
+            "stages": stages,
+            "explain": explain,
+            "running": monitoring.running_now(release),
+            "compare_labels": compare.labels(release, []),
             "failures": monitoring.failure_reasons(release),
             "actions": ACTIONS.get(release.state, []),
             "versions": versions,

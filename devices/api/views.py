@@ -23,6 +23,7 @@ from devices.api.serializers import (
 from devices.models import Device, Result
 from tasks.signing import public_key_b64
 from walle_device import protocol
+from walle_web.params import ParamError, whole_number
 
 
 class EnrollView(APIView):
@@ -134,7 +135,8 @@ class TunnelBatchView(APIView):
 
 
 class ResultExportView(APIView):
-    """Stream a task's results as JSON lines (`?as=jsonl`, default) or CSV (`?as=csv`)."""
+    """Stream a task's results as JSON lines (`?as=jsonl`, default) or CSV (`?as=csv`);
+    `?version=` and `?device=` (uid) narrow them."""
 
     @extend_schema(responses={200: str})
     def get(self, request):
@@ -147,11 +149,20 @@ class ResultExportView(APIView):
         fmt = params.get("as", "jsonl")
         if fmt not in ("jsonl", "csv"):
             raise exceptions.ValidationError({"as": "jsonl or csv"})
+        try:
+            version = whole_number("version", params.get("version"), minimum=1)
+        except ParamError as exc:
+            raise exceptions.ValidationError({"version": "a version number, e.g. 3"}) from exc
         rows = (
             Result.objects.filter(app=app, task=params["task"])
             .select_related("device")
             .order_by("id")
         )
+        # The results page exports what it shows: one version and/or one device.
+        if version is not None:
+            rows = rows.filter(version=version)
+        if device := params.get("device", "").strip():
+            rows = rows.filter(device__uid=device)
 
         def jsonl():
             for r in rows.iterator(chunk_size=2000):

@@ -50,18 +50,7 @@ Shape reduced_shape(const Shape& s, const std::vector<int64_t>& axes_in, bool ke
 
 namespace {
 
-// Broadcast iteration plan: output dims after merging, and each input's element strides
-// (0 on broadcast dims). The innermost merged dim is unit-stride or 0 for every input.
-struct Plan {
-  Shape dims;
-  std::vector<Shape> strides;
-  int64_t rows() const {
-    int64_t r = 1;
-    for (size_t i = 0; i + 1 < dims.size(); ++i) r *= dims[i];
-    return r;
-  }
-  int64_t inner() const { return dims.empty() ? 1 : dims.back(); }
-};
+using Plan = BroadcastPlan;
 
 Plan make_plan(const Shape& out, const std::vector<const Shape*>& ins) {
   const size_t r = out.size();
@@ -266,10 +255,12 @@ void unary(const KernelTable& kt, UnaryOp op, const View& x, const View& y, floa
   if (x.dtype == DType::i32) return unary_int<int32_t>(op, x, y, alpha, beta);
   if (x.dtype == DType::i64) return unary_int<int64_t>(op, x, y, alpha, beta);
   if (x.dtype != DType::f32) throw Error("unary op needs a numeric tensor");
-  const int64_t n = x.numel();
+  unary_f32(kt, op, x.ptr<float>(), y.ptr<float>(), x.numel(), alpha, beta);
+}
+
+void unary_f32(const KernelTable& kt, UnaryOp op, const float* X, float* Y, int64_t n,
+               float alpha, float beta) {
   const int T = num_threads();
-  const float* X = x.ptr<float>();
-  float* Y = y.ptr<float>();
   if (T > 1 && n >= (1 << 16)) {
     const int64_t chunks = 4 * T, per = ((n + chunks - 1) / chunks + 15) / 16 * 16;
     parallel_for((n + per - 1) / per, [&](int64_t i) {
@@ -290,11 +281,12 @@ void binary(const KernelTable& kt, BinaryOp op, const View& a, const View& b, co
     case DType::u8: u8_unsupported("binary op");
     case DType::f32: break;
   }
+  if (is_logical(op)) throw Error("logical ops need bool tensors");
   const Plan p = make_plan(y.shape, {&a.shape, &b.shape});
+  if (!is_compare(op)) return binary_f32(kt, op, p, a.ptr<float>(), b.ptr<float>(), y.ptr<float>());
   const int64_t sa = p.strides[0].back(), sb = p.strides[1].back();
   const float* A = a.ptr<float>();
   const float* B = b.ptr<float>();
-  if (is_logical(op)) throw Error("logical ops need bool tensors");
   if (is_compare(op)) {
     uint8_t* Y = y.ptr<uint8_t>();
     run_plan(p, 2, [&](const int64_t* off, int64_t yo, int64_t s, int64_t n) {
@@ -302,7 +294,15 @@ void binary(const KernelTable& kt, BinaryOp op, const View& a, const View& b, co
     });
     return;
   }
-  float* Y = y.ptr<float>();
+}
+
+BroadcastPlan plan_broadcast(const Shape& y, const Shape& a, const Shape& b) {
+  return make_plan(y, {&a, &b});
+}
+
+void binary_f32(const KernelTable& kt, BinaryOp op, const BroadcastPlan& p, const float* A,
+                const float* B, float* Y) {
+  const int64_t sa = p.strides[0].back(), sb = p.strides[1].back();
   run_plan(p, 2, [&](const int64_t* off, int64_t yo, int64_t s, int64_t n) {
     kt.f32_binary(op, A + off[0] + s * sa, sa, B + off[1] + s * sb, sb, Y + yo + s, n);
   });
@@ -403,46 +403,53 @@ void argmax(const View& x, int64_t axis, bool select_last, const View& y) {
   }
 }
 
-void matmul(const KernelTable& kt, int variant, const View& a, bool trans_a, const View& b,
-            bool trans_b, const View& y, const MatmulEpilogue& ep, const PackedMatrix* packed_a,
-            const PackedMatrix* packed_b) {
-  if (a.dtype != DType::f32 || b.dtype != DType::f32) throw Error("matmul needs float32 tensors");
-  const int ra = a.rank(), rb = b.rank();
-  const int64_t M = trans_a ? a.shape[ra - 1] : a.shape[ra - 2];
-  const int64_t K = trans_a ? a.shape[ra - 2] : a.shape[ra - 1];
-  const int64_t N = trans_b ? b.shape[rb - 2] : b.shape[rb - 1];
-  const Shape ba(a.shape.begin(), a.shape.end() - 2), bb(b.shape.begin(), b.shape.end() - 2);
+MatmulPlan plan_matmul(const Shape& as, bool trans_a, const Shape& bs, bool trans_b) {
+  MatmulPlan mp;
+  const int ra = int(as.size()), rb = int(bs.size());
+  mp.m = trans_a ? as[ra - 1] : as[ra - 2];
+  mp.k = trans_a ? as[ra - 2] : as[ra - 1];
+  mp.n = trans_b ? bs[rb - 2] : bs[rb - 1];
+  mp.trans_a = trans_a;
+  mp.trans_b = trans_b;
+  const Shape ba(as.begin(), as.end() - 2), bb(bs.begin(), bs.end() - 2);
   const Shape batch = broadcast_shapes(ba, bb);
   const int64_t nb = numel(batch);
   // Batch offsets of a and b for each output batch (broadcast over leading dims).
-  std::vector<int64_t> oa(nb), ob(nb);
-  {
-    const Plan p = make_plan(batch.empty() ? Shape{1} : batch, {&ba, &bb});
-    for (int64_t i = 0; i < nb; ++i) {
-      int64_t rem = i, x = 0, z = 0;
-      for (int d = int(p.dims.size()) - 1; d >= 0; --d) {
-        const int64_t k = rem % p.dims[d];
-        rem /= p.dims[d];
-        x += k * p.strides[0][d];
-        z += k * p.strides[1][d];
-      }
-      oa[i] = x;
-      ob[i] = z;
+  mp.oa.resize(nb);
+  mp.ob.resize(nb);
+  const Plan p = make_plan(batch.empty() ? Shape{1} : batch, {&ba, &bb});
+  for (int64_t i = 0; i < nb; ++i) {
+    int64_t rem = i, x = 0, z = 0;
+    for (int d = int(p.dims.size()) - 1; d >= 0; --d) {
+      const int64_t k = rem % p.dims[d];
+      rem /= p.dims[d];
+      x += k * p.strides[0][d];
+      z += k * p.strides[1][d];
     }
+    mp.oa[i] = x;
+    mp.ob[i] = z;
   }
+  return mp;
+}
+
+void matmul_f32(const KernelTable& kt, int variant, const MatmulPlan& mp, const float* A,
+                const float* B, float* Y, const MatmulEpilogue& ep, const PackedMatrix* packed_a,
+                const PackedMatrix* packed_b) {
+  const int64_t M = mp.m, N = mp.n, K = mp.k, nb = int64_t(mp.oa.size());
+  const bool trans_a = mp.trans_a, trans_b = mp.trans_b;
   auto call = [&](int64_t i, bool threads) {
     GemmCall g;
     g.m = M; g.n = N; g.k = K;
-    g.a = a.ptr<float>() + oa[i] * M * K;
+    g.a = A + mp.oa[i] * M * K;
     g.a_rs = trans_a ? 1 : K; g.a_cs = trans_a ? M : 1;
-    g.b = b.ptr<float>() + ob[i] * K * N;
+    g.b = B + mp.ob[i] * K * N;
     g.b_rs = trans_b ? 1 : N; g.b_cs = trans_b ? K : 1;
-    g.c = y.ptr<float>() + i * M * N;
+    g.c = Y + i * M * N;
     g.ldc = N;
     g.ep = ep;
     if (ep.addend) g.ep.addend = ep.addend + i * M * N;
-    if (packed_a) g.packed_a = packed_a->batch(packed_a->batches == 1 ? 0 : oa[i]);
-    if (packed_b) g.packed_b = packed_b->batch(packed_b->batches == 1 ? 0 : ob[i]);
+    if (packed_a) g.packed_a = packed_a->batch(packed_a->batches == 1 ? 0 : mp.oa[i]);
+    if (packed_b) g.packed_b = packed_b->batch(packed_b->batches == 1 ? 0 : mp.ob[i]);
     f32_gemm(kt, variant, g, threads);
   };
   const int T = num_threads();
@@ -451,6 +458,14 @@ void matmul(const KernelTable& kt, int variant, const View& a, bool trans_a, con
   } else {
     for (int64_t i = 0; i < nb; ++i) call(i, true);
   }
+}
+
+void matmul(const KernelTable& kt, int variant, const View& a, bool trans_a, const View& b,
+            bool trans_b, const View& y, const MatmulEpilogue& ep, const PackedMatrix* packed_a,
+            const PackedMatrix* packed_b) {
+  if (a.dtype != DType::f32 || b.dtype != DType::f32) throw Error("matmul needs float32 tensors");
+  matmul_f32(kt, variant, plan_matmul(a.shape, trans_a, b.shape, trans_b), a.ptr<float>(),
+             b.ptr<float>(), y.ptr<float>(), ep, packed_a, packed_b);
 }
 
 }  // namespace fast

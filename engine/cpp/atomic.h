@@ -79,7 +79,39 @@ struct MatmulEpilogue {
 
 struct PackedMatrix;  // gemm.h
 
+// Broadcast iteration plan: output dims after merging, and each input's element strides
+// (0 on broadcast dims). The innermost merged dim is unit-stride or 0 for every input.
+struct BroadcastPlan {
+  Shape dims;
+  std::vector<Shape> strides;
+  int64_t rows() const {
+    int64_t r = 1;
+    for (size_t i = 0; i + 1 < dims.size(); ++i) r *= dims[i];
+    return r;
+  }
+  int64_t inner() const { return dims.empty() ? 1 : dims.back(); }
+};
+
+// A batched matmul's shapes worked out once (the graph does it at load): M, N, K and
+// each output batch's offsets into a and b.
+struct MatmulPlan {
+  int64_t m = 0, n = 0, k = 0;
+  bool trans_a = false, trans_b = false;
+  std::vector<int64_t> oa, ob;
+};
+
 namespace fast {
+// Pre-planned forms used by the graph runtime, so a run does no shape work per step.
+BroadcastPlan plan_broadcast(const Shape& y, const Shape& a, const Shape& b);
+void binary_f32(const KernelTable& kt, BinaryOp op, const BroadcastPlan& p, const float* a,
+                const float* b, float* y);  // arithmetic ops (not compare/logical)
+void unary_f32(const KernelTable& kt, UnaryOp op, const float* x, float* y, int64_t n,
+               float alpha, float beta);
+MatmulPlan plan_matmul(const Shape& a, bool trans_a, const Shape& b, bool trans_b);
+void matmul_f32(const KernelTable& kt, int variant, const MatmulPlan& p, const float* a,
+                const float* b, float* y, const MatmulEpilogue& ep,
+                const PackedMatrix* packed_a, const PackedMatrix* packed_b);
+
 void unary(const KernelTable& kt, UnaryOp op, const View& x, const View& y, float alpha = 0,
            float beta = 0);
 void binary(const KernelTable& kt, BinaryOp op, const View& a, const View& b, const View& y);

@@ -10,6 +10,7 @@
 #include "gemm.h"
 #include "graph.h"
 #include "isa.h"
+#include "nchwc.h"
 #include "threadpool.h"
 
 namespace py = pybind11;
@@ -344,6 +345,28 @@ PYBIND11_MODULE(_core, m, py::mod_gil_not_used(), py::multiple_interpreters::per
       return std::nullopt;
     return from_spec(merged);
   });
+  m.def("conv2d_reference", [](const Tensor& x, const Tensor& w, std::optional<Tensor> bias,
+                               std::optional<Tensor> residual, std::vector<int64_t> s,
+                               std::vector<int64_t> p, std::vector<int64_t> d, int64_t group,
+                               double lo, double hi) {
+    // The convolution oracle (tests compare every conv kernel with it): NCHW, symmetric pads.
+    if (x.rank() != 4 || w.rank() != 4 || x.dtype != DType::f32 || w.dtype != DType::f32 ||
+        s.size() != 2 || p.size() != 2 || d.size() != 2 || group < 1 || x.dim(1) != w.dim(1) * group ||
+        w.dim(0) % group != 0)
+      throw Error("conv2d_reference needs float32 x [N, C, H, W], w [O, C/group, KH, KW], 2 strides, pads, dilations");
+    const int64_t oh = (x.dim(2) + 2 * p[0] - (w.dim(2) - 1) * d[0] - 1) / s[0] + 1;
+    const int64_t ow = (x.dim(3) + 2 * p[1] - (w.dim(3) - 1) * d[1] - 1) / s[1] + 1;
+    Tensor y = Tensor::empty(DType::f32, {x.dim(0), w.dim(0), oh, ow});
+    const View none;
+    if (bias && bias->numel() != w.dim(0)) throw Error("bias must have one value per output channel");
+    if (residual && residual->shape != y.shape) throw Error("residual must have the output shape");
+    py::gil_scoped_release nogil;
+    ref::conv2d(x, w, bias ? View(*bias) : none, residual ? View(*residual) : none, s[0], s[1], p[0],
+                p[1], d[0], d[1], group, float(lo), float(hi), y);
+    return y;
+  }, py::arg("x"), py::arg("w"), py::arg("bias") = py::none(), py::arg("residual") = py::none(),
+     py::arg("strides"), py::arg("pads"), py::arg("dilations"), py::arg("group") = 1,
+     py::arg("lo") = -INFINITY, py::arg("hi") = INFINITY);
   m.def("fma_peak_gflops", [](int reps) {
     py::gil_scoped_release nogil;
     return fma_peak_gflops(reps);

@@ -32,6 +32,16 @@ void pack_a_block(const float* a, int64_t rs, int64_t cs, int64_t m_total, int64
                   int64_t mc, int64_t k0, int64_t kc, int mr, float* out) {
   for (int64_t i0 = 0; i0 < mc; i0 += mr) {
     const int64_t rows = std::min<int64_t>(mr, m_total - (m0 + i0));
+    if (cs == 1 && rows == mr) {
+      // Row-major A (activations): read each row contiguously and scatter into the panel,
+      // which is L1-sized; reading column-wise would touch mr cache lines per k.
+      for (int64_t i = 0; i < mr; ++i) {
+        const float* src = a + (m0 + i0 + i) * rs + k0;
+        for (int64_t p = 0; p < kc; ++p) out[p * mr + i] = src[p];
+      }
+      out += kc * mr;
+      continue;
+    }
     for (int64_t p = 0; p < kc; ++p) {
       const float* src = a + (m0 + i0) * rs + (k0 + p) * cs;
       int64_t i = 0;

@@ -2,10 +2,12 @@
 
 #include <algorithm>
 #include <chrono>
+#include <cstdlib>
 #include <cstring>
 #include <set>
 
 #include "budget.h"
+#include "nchwc.h"
 #include "threadpool.h"
 
 namespace walle {
@@ -94,6 +96,25 @@ double Builder::const_scalar(int id) const {
   return 0;
 }
 
+int Builder::nchwc_block() const {
+  if (!m_.opts_.nchwc) return 0;
+  return kernels_for(std::min(current_isa(), m_.opts_.max_isa)).nchwc_block;
+}
+
+Shape Builder::logical_shape(int id) const {
+  const Slot& s = slot(id);
+  if (!s.nchwc) return s.shape;
+  return {s.shape[0], s.channels, s.shape[2], s.shape[3]};
+}
+
+void Builder::mark_nchwc(int id, int cb, int64_t channels) {
+  m_.slots_.at(id).nchwc = cb;
+  m_.slots_.at(id).channels = channels;
+}
+
+int Builder::to_plain(int id) { return m_.to_plain(id); }
+int Builder::to_nchwc(int id, int cb) { return m_.to_nchwc(id, cb); }
+
 int Builder::temp(DType t, const Shape& s) {
   Slot v;
   v.name = node_.name + ":" + std::to_string(m_.slots_.size());
@@ -150,6 +171,14 @@ const char* binary_name(BinaryOp op) {
 
 void Builder::unary(UnaryOp op, int x, int y, float alpha, float beta) {
   const KernelTable* kt = &this->kt();
+  if (dtype(x) == DType::f32) {  // pre-bound: no views or shape work per run
+    const int64_t n = numel(shape(x));
+    custom(std::string("unary:") + unary_name(op), {x}, {y}, [=](const ExecCtx& c) {
+      fast::unary_f32(*kt, op, static_cast<const float*>(c.ptr[x]), static_cast<float*>(c.ptr[y]),
+                      n, alpha, beta);
+    });
+    return;
+  }
   custom(std::string("unary:") + unary_name(op), {x}, {y}, [=](const ExecCtx& c) {
     fast::unary(*kt, op, c.view(x), c.view(y), alpha, beta);
   });
@@ -163,6 +192,16 @@ int Builder::unary(UnaryOp op, int x, float alpha, float beta) {
 
 void Builder::binary(BinaryOp op, int a, int b, int y) {
   const KernelTable* kt = &this->kt();
+  if (dtype(a) == DType::f32 && dtype(b) == DType::f32 && !is_compare(op) && !is_logical(op)) {
+    // Pre-bound: the broadcast plan is worked out here, once.
+    auto plan = std::make_shared<const BroadcastPlan>(
+        fast::plan_broadcast(shape(y), shape(a), shape(b)));
+    custom(std::string("binary:") + binary_name(op), {a, b}, {y}, [=](const ExecCtx& c) {
+      fast::binary_f32(*kt, op, *plan, static_cast<const float*>(c.ptr[a]),
+                       static_cast<const float*>(c.ptr[b]), static_cast<float*>(c.ptr[y]));
+    });
+    return;
+  }
   custom(std::string("binary:") + binary_name(op), {a, b}, {y}, [=](const ExecCtx& c) {
     fast::binary(*kt, op, c.view(a), c.view(b), c.view(y));
   });
@@ -262,8 +301,10 @@ void Builder::matmul(int a, int b, int y, const MatmulOpts& o) {
   const int addend = o.addend;
   const int bias = o.bias;
   const char axis = o.bias_axis;
-  const bool ta = o.trans_a, tb = o.trans_b;
   const float lo = o.lo, hi = o.hi;
+  if (dtype(a) != DType::f32 || dtype(b) != DType::f32) throw Error("matmul needs float32 tensors");
+  // Pre-bound: shapes, batch offsets and packed operands are settled here, once.
+  auto plan = std::make_shared<const MatmulPlan>(fast::plan_matmul(shape(a), o.trans_a, shape(b), o.trans_b));
   custom(std::string("matmul:") + uk.name, in, {y}, [=](const ExecCtx& c) {
     MatmulEpilogue ep;
     if (addend >= 0) ep.addend = static_cast<const float*>(c.ptr[addend]);
@@ -273,7 +314,9 @@ void Builder::matmul(int a, int b, int y, const MatmulOpts& o) {
     }
     ep.lo = lo;
     ep.hi = hi;
-    fast::matmul(*kt, variant, c.view(a), ta, c.view(b), tb, c.view(y), ep, pa.get(), pb.get());
+    fast::matmul_f32(*kt, variant, *plan, static_cast<const float*>(c.ptr[a]),
+                     static_cast<const float*>(c.ptr[b]), static_cast<float*>(c.ptr[y]), ep,
+                     pa.get(), pb.get());
   });
 }
 
@@ -305,15 +348,75 @@ void Builder::custom(const std::string& kind, const std::vector<int>& in,
   m_.steps_.push_back(std::move(s));
 }
 
+// ---- Layout ----------------------------------------------------------------------------
+
+namespace {
+
+// How a node meets NCHWc inputs: `plain` ops get NCHW copies; `elementwise` ops run on the
+// blocked storage as it is (padding channels stay finite: every op here maps finite
+// values to finite values, and convolutions give padding channels zero weights);
+// `native` ops (convolution, pooling) read the blocked layout themselves.
+enum class LayoutUse { plain, elementwise, native };
+
+const std::set<std::string>& nchwc_native_ops() {
+  static const std::set<std::string> s = {"Conv", "MaxPool", "AveragePool", "GlobalAveragePool",
+                                          "GlobalMaxPool"};
+  return s;
+}
+const std::set<std::string>& nchwc_elementwise_ops() {
+  static const std::set<std::string> s = {"Relu", "Clip", "LeakyRelu", "HardSigmoid",
+                                          "HardSwish", "Sigmoid", "Tanh", "Add", "Sub",
+                                          "Mul", "Max", "Min", "Sum"};
+  return s;
+}
+
+}  // namespace
+
+int Model::to_plain(int id) {
+  auto it = plain_of_.find(id);
+  if (it != plain_of_.end()) return it->second;
+  const Slot s = slots_[id];
+  Builder b(*this, layout_node_);
+  const int64_t n = s.shape[0], h = s.shape[2], w = s.shape[3];
+  if (h * w == 1 && s.channels % s.nchwc == 0) {  // [N, C/c, 1, 1, c] is [N, C, 1, 1]
+    const int y = b.alias(id, {n, s.channels, 1, 1});
+    plain_of_[id] = y;
+    return y;
+  }
+  const int y = b.raster({id}, from_nchwc_spec(n, s.channels, h * w, s.nchwc), s.dtype,
+                         {n, s.channels, h, w});
+  plain_of_[id] = y;
+  return y;
+}
+
+int Model::to_nchwc(int id, int cb) {
+  auto it = nchwc_of_.find(id);
+  if (it != nchwc_of_.end()) return it->second;
+  const Slot s = slots_[id];
+  if (s.shape.size() != 4) throw Error("NCHWc needs a 4-D value, got " + shape_str(s.shape));
+  Builder b(*this, layout_node_);
+  const int64_t n = s.shape[0], c = s.shape[1], hw = s.shape[2] * s.shape[3];
+  const int y = b.raster({id}, to_nchwc_spec(n, c, hw, cb), s.dtype, nchwc_shape(s.shape, cb));
+  b.mark_nchwc(y, cb, c);
+  nchwc_of_[id] = y;
+  return y;
+}
+
 // ---- Model -----------------------------------------------------------------------------
 
 Model::Model(const GraphDef& g, const ModelOptions& opts) : opts_(opts) {
+  if (const char* e = std::getenv("WALLE_ENGINE_NCHWC"); e && std::string(e) == "0")
+    opts_.nchwc = false;  // A/B switch for benchmarks
+  layout_node_.op = "Layout";
+  layout_node_.name = "layout";
   std::map<std::string, int> ids;
   for (const auto& in : g.inputs) {
     Slot s;
     s.name = in.name;
     s.dtype = in.dtype;
     s.shape = in.shape;
+    s.nchwc = in.nchwc;
+    s.channels = in.channels;
     s.kind = Slot::kInput;
     ids[in.name] = int(slots_.size());
     input_ids_.push_back(int(slots_.size()));
@@ -350,6 +453,32 @@ Model::Model(const GraphDef& g, const ModelOptions& opts) : opts_(opts) {
       while (slots_[root].alias_of >= 0) root = slots_[root].alias_of;
       if (slots_[root].kind != Slot::kConst) all_const = false;
     }
+    // Layout: which NCHWc inputs this node may see as they are (copied out of slots_,
+    // which grows when conversions are added).
+    LayoutUse use = LayoutUse::plain;
+    int blocked = -1;
+    for (int id : in)
+      if (id >= 0 && slots_[id].nchwc) blocked = id;
+    const int cb = blocked >= 0 ? slots_[blocked].nchwc : 0;
+    const int64_t channels = blocked >= 0 ? slots_[blocked].channels : 0;
+    if (blocked >= 0 && nchwc_native_ops().count(n.op)) {
+      use = LayoutUse::native;
+    } else if (blocked >= 0 && nchwc_elementwise_ops().count(n.op)) {
+      use = LayoutUse::elementwise;  // unless an input is neither blocked alike nor a scalar
+      for (int id : in) {
+        if (id < 0) continue;
+        const Slot& s = slots_[id];
+        int root = id;
+        while (slots_[root].alias_of >= 0) root = slots_[root].alias_of;
+        const bool scalar_const = numel(s.shape) == 1 && slots_[root].kind == Slot::kConst;
+        if (s.nchwc ? (s.shape != slots_[blocked].shape || s.channels != channels)
+                    : !scalar_const)
+          use = LayoutUse::plain;
+      }
+    }
+    if (blocked >= 0 && use == LayoutUse::plain)
+      for (int& id : in)
+        if (id >= 0 && slots_[id].nchwc) id = to_plain(id);
     const size_t first = steps_.size();
     Builder b(*this, n);
     b.in_ids = in;
@@ -362,6 +491,9 @@ Model::Model(const GraphDef& g, const ModelOptions& opts) : opts_(opts) {
         msg = n.op + " node '" + n.name + "': " + msg;
       throw Error(msg);
     }
+    if (use == LayoutUse::elementwise)
+      for (int o : outs)
+        if (slots_[o].nchwc == 0 && slots_[o].shape.size() == 5) b.mark_nchwc(o, cb, channels);
     if (all_const && steps_.size() > first) fold_constants(first, outs);
     for (size_t i = 0; i < n.outputs.size() && i < outs.size(); ++i)
       if (!n.outputs[i].empty()) ids[n.outputs[i]] = outs[i];
@@ -374,6 +506,7 @@ Model::Model(const GraphDef& g, const ModelOptions& opts) : opts_(opts) {
     auto f = ids.find(name);
     if (f == ids.end()) throw Error("graph output '" + name + "' is never produced");
     int id = f->second;
+    if (slots_[id].nchwc && !opts_.keep_nchwc_outputs) id = to_plain(id);
     const Slot& s = slots_[id];
     const bool owned = s.kind == Slot::kTemp && s.alias_of < 0 && !s.output &&
                        std::find(output_ids_.begin(), output_ids_.end(), id) == output_ids_.end();
@@ -396,6 +529,33 @@ Model::Model(const GraphDef& g, const ModelOptions& opts) : opts_(opts) {
   merge_rasters();
   finalize_rasters();
   plan_memory();
+  bind_slots();
+}
+
+void Model::bind_slots() {
+  bindings_.assign(slots_.size(), SlotBinding{});
+  std::map<int, int64_t> out_index, in_index;
+  for (size_t i = 0; i < output_ids_.size(); ++i) out_index[output_ids_[i]] = int64_t(i);
+  for (size_t i = 0; i < input_ids_.size(); ++i) in_index[input_ids_[i]] = int64_t(i);
+  for (size_t id = 0; id < slots_.size(); ++id) {
+    int r = int(id);
+    while (slots_[r].alias_of >= 0) r = slots_[r].alias_of;
+    const Slot& s = slots_[r];
+    SlotBinding& b = bindings_[id];
+    if (s.kind == Slot::kConst) {
+      b.kind = SlotBinding::kConst;
+      b.data = s.data.data;
+    } else if (s.output) {
+      b.kind = SlotBinding::kOutput;
+      b.index = out_index.at(r);
+    } else if (s.kind == Slot::kInput) {
+      b.kind = SlotBinding::kInput;
+      b.index = in_index.at(r);
+    } else if (s.arena_offset >= 0) {
+      b.kind = SlotBinding::kArena;
+      b.index = s.arena_offset;
+    }
+  }
 }
 
 void Model::fold_constants(size_t first, const std::vector<int>& outs) {
@@ -584,34 +744,35 @@ std::vector<Tensor> Model::run_timed(const std::vector<Tensor>& inputs,
       throw Error("input '" + s.name + "' must have shape " + shape_str(s.shape) + ", got " +
                   shape_str(inputs[i].shape));
   }
-  std::shared_ptr<void> arena;
+  std::unique_ptr<RunState> st;
   {
     std::lock_guard<std::mutex> g(arena_mutex_);
-    if (!free_arenas_.empty()) {
-      arena = free_arenas_.back();
-      free_arenas_.pop_back();
+    if (!free_states_.empty()) {
+      st = std::move(free_states_.back());
+      free_states_.pop_back();
     }
   }
-  if (!arena) arena = aligned_alloc_shared(arena_bytes_);
-  ExecCtx c;
-  c.slots = &slots_;
-  c.ptr.assign(slots_.size(), nullptr);
-  std::vector<Tensor> outs;
-  std::map<int, size_t> out_index;
-  for (int id : output_ids_) {
-    out_index[id] = outs.size();
-    outs.push_back(Tensor::empty(slots_[id].dtype, slots_[id].shape));
+  if (!st) {
+    st = std::make_unique<RunState>();
+    st->arena = aligned_alloc_shared(arena_bytes_);
+    st->ctx.slots = &slots_;
+    st->ctx.ptr.assign(slots_.size(), nullptr);
   }
-  for (size_t i = 0; i < inputs.size(); ++i) c.ptr[input_ids_[i]] = inputs[i].data;
-  char* base = static_cast<char*>(arena.get());
-  for (size_t id = 0; id < slots_.size(); ++id) {
-    int r = int(id);
-    while (slots_[r].alias_of >= 0) r = slots_[r].alias_of;
-    const Slot& s = slots_[r];
-    if (s.kind == Slot::kConst) c.ptr[id] = s.data.data;
-    else if (s.output) c.ptr[id] = outs[out_index.at(r)].data;
-    else if (s.kind == Slot::kInput) c.ptr[id] = c.ptr[r];
-    else if (s.arena_offset >= 0) c.ptr[id] = base + s.arena_offset;
+  ExecCtx& c = st->ctx;
+  std::vector<Tensor> outs;
+  outs.reserve(output_ids_.size());
+  for (int id : output_ids_) outs.push_back(Tensor::empty(slots_[id].dtype, slots_[id].shape));
+  char* base = static_cast<char*>(st->arena.get());
+  void** ptr = c.ptr.data();
+  for (size_t id = 0; id < bindings_.size(); ++id) {
+    const SlotBinding& b = bindings_[id];
+    switch (b.kind) {
+      case SlotBinding::kConst: ptr[id] = const_cast<void*>(b.data); break;
+      case SlotBinding::kInput: ptr[id] = inputs[b.index].data; break;
+      case SlotBinding::kOutput: ptr[id] = outs[b.index].data; break;
+      case SlotBinding::kArena: ptr[id] = base + b.index; break;
+      case SlotBinding::kNone: break;
+    }
   }
   if (step_seconds) {
     step_seconds->resize(steps_.size(), 0.0);
@@ -630,7 +791,7 @@ std::vector<Tensor> Model::run_timed(const std::vector<Tensor>& inputs,
   }
   {
     std::lock_guard<std::mutex> g(arena_mutex_);
-    free_arenas_.push_back(std::move(arena));
+    free_states_.push_back(std::move(st));
   }
   return outs;
 }

@@ -44,6 +44,9 @@ struct ValueInfo {
   std::string name;
   DType dtype;
   Shape shape;
+  // Search trials only: the value is NCHWc-blocked (shape is then the physical one).
+  int nchwc = 0;
+  int64_t channels = 0;
 };
 
 struct GraphDef {
@@ -62,6 +65,10 @@ struct Slot {
   int alias_of = -1;  // reshape views share their root's storage
   int64_t arena_offset = -1;
   bool output = false;  // allocated per run and handed to the caller
+  // NCHWc-blocked value (nchwc.h): `shape` is the physical [N, CB, H, W, nchwc] and
+  // `channels` the logical C. Only layout-aware ops ever see such a slot.
+  int nchwc = 0;
+  int64_t channels = 0;
   size_t nbytes() const { return size_t(numel(shape)) * dtype_size(dtype); }
 };
 
@@ -102,6 +109,8 @@ struct ModelOptions {
   int tune_top = 3;              // how many cost-model survivors are timed
   std::map<std::string, std::string> forced;  // op signature -> choice (search trials)
   Isa max_isa = Isa::avx512;
+  bool nchwc = true;              // keep convolution chains in the blocked layout
+  bool keep_nchwc_outputs = false;  // search trials: time the op, not a layout conversion
 };
 
 struct PlanEntry {
@@ -126,6 +135,13 @@ class Builder {
   std::vector<int64_t> const_ints(int id) const;
   double const_scalar(int id) const;
   const KernelTable& kt() const { return kernels_for(isa_); }
+  // The NCHWc block size of this model (0: the blocked layout is off or unavailable).
+  int nchwc_block() const;
+  // Logical shape: [N, C, H, W] for an NCHWc slot, else the shape.
+  Shape logical_shape(int id) const;
+  void mark_nchwc(int id, int cb, int64_t channels);
+  int to_plain(int id);             // the value in NCHW (one conversion, shared)
+  int to_nchwc(int id, int cb);     // the value in NCHWc (one conversion, shared)
   void use_isa(Isa i) { isa_ = i; }
   Isa isa() const { return isa_; }
 
@@ -204,13 +220,32 @@ class Model {
   void merge_rasters();
   void finalize_rasters();
   void plan_memory();
+  int to_plain(int id);
+  int to_nchwc(int id, int cb);
+  std::map<int, int> plain_of_, nchwc_of_;  // layout conversions made so far
+  NodeDef layout_node_;  // names the conversion steps
 
   std::vector<ValueInfo> inputs_, outputs_;
   std::vector<int> input_ids_, output_ids_;
   size_t arena_bytes_ = 0, unplanned_bytes_ = 0;
   int merged_rasters_ = 0;
+  // Where each slot's data lives in a run, worked out once after the memory plan so a run
+  // resolves pointers with one pass and no alias walks: a constant's data, an input or
+  // output by index, or an arena offset.
+  struct SlotBinding {
+    enum Kind : uint8_t { kNone, kConst, kInput, kOutput, kArena } kind = kNone;
+    int64_t index = 0;  // input / output number, or arena offset
+    const void* data = nullptr;
+  };
+  std::vector<SlotBinding> bindings_;
+  void bind_slots();
+  // A run's scratch: the arena and the pointer table, reused by later runs.
+  struct RunState {
+    std::shared_ptr<void> arena;
+    ExecCtx ctx;
+  };
   mutable std::mutex arena_mutex_;
-  mutable std::vector<std::shared_ptr<void>> free_arenas_;
+  mutable std::vector<std::unique_ptr<RunState>> free_states_;
   // Packed constant operands by (data, shape, 'a' or 'b', transposed, panel width): a
   // weight shared by many nodes (tied embeddings, a repeated block) is packed once. The
   // entry keeps the source alive, so its address cannot be reused by another constant.

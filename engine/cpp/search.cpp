@@ -135,7 +135,7 @@ Choice Builder::choose(const std::string& sig_in, std::vector<Candidate> cands) 
       const std::string name = "in" + std::to_string(i);
       n.inputs[i] = name;
       if (is_const(id)) g.constants[name] = const_data(id);
-      else g.inputs.push_back({name, dtype(id), shape(id)});
+      else g.inputs.push_back({name, dtype(id), shape(id), slot(id).nchwc, slot(id).channels});
     }
     for (size_t i = 0; i < n.outputs.size(); ++i)
       n.outputs[i] = n.outputs[i].empty() ? "" : "out" + std::to_string(i);
@@ -146,6 +146,9 @@ Choice Builder::choose(const std::string& sig_in, std::vector<Candidate> cands) 
     for (size_t i = 0; i < top; ++i) {
       ModelOptions o;
       o.tune = false;
+      o.nchwc = m_.opts_.nchwc;
+      o.max_isa = m_.opts_.max_isa;
+      o.keep_nchwc_outputs = true;
       o.forced[sig] = cands[i].choice.str();
       double dt = 1e30;
       try {

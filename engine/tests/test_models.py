@@ -146,23 +146,29 @@ def test_run_is_safe_from_several_threads(tmp_path: Path) -> None:
 
 
 def test_run_releases_the_gil(tmp_path: Path) -> None:
-    model = resnet(res=96, blocks=(2, 2), width=32, classes=10)
+    model = resnet(res=192, blocks=(2, 2), width=32, classes=10)
     m = convert_and_load(model, tmp_path, tune=False)
     feeds = random_feeds(model)
-    done = threading.Event()
-    ticks = 0
 
-    def work() -> None:
-        for _ in range(3):
-            m.run(feeds)
-        done.set()
+    def ticks_during_runs() -> int:
+        done = threading.Event()
+        ticks = 0
 
-    t = threading.Thread(target=work)
-    t.start()
-    while not done.is_set():  # only advances while run() has let go of the GIL
-        ticks += 1
-    t.join()
-    assert ticks > 1000
+        def work() -> None:
+            for _ in range(3):
+                m.run(feeds)
+            done.set()
+
+        t = threading.Thread(target=work)
+        t.start()
+        while not done.is_set():  # only advances while run() has let go of the GIL
+            ticks += 1
+        t.join()
+        return ticks
+
+    # A host busy with other jobs may not schedule this thread at all during one attempt
+    # (the runs take milliseconds): only a run that keeps the GIL fails every attempt.
+    assert any(ticks_during_runs() > 1000 for _ in range(5))
 
 
 def test_thread_count_setting_keeps_results(tmp_path: Path) -> None:
@@ -193,9 +199,8 @@ def test_plan_shows_a_choice_per_searched_op_and_the_cache_is_reused(tmp_path: P
     walle_engine.convert(model, path)
     first = walle_engine.load(path).plan()
     assert first and all(p["source"] in ("timed", "only", "cache") for p in first)
-    assert {p["choice"].split(":")[0] for p in first} >= {"dwdirect"} or any(
-        "im2col" in p["choice"] for p in first
-    )
+    algos = {p["choice"].split(":")[0] for p in first}
+    assert algos & {"dwdirect", "dwnchwc"}  # the depthwise conv got a depthwise kernel
     assert walle_engine.tuning_cache_path().exists()
     second = walle_engine.load(path).plan()
     assert all(p["source"] in ("cache", "only") for p in second)

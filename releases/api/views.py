@@ -11,7 +11,7 @@ from accounts.choices import Role
 from accounts.models import App
 from accounts.permissions import visible_apps
 from devices.models import Device
-from releases import monitoring, services
+from releases import compare, monitoring, services, timeline
 from releases.api.serializers import (
     DeploymentEventSerializer,
     DeploymentSerializer,
@@ -22,6 +22,8 @@ from releases.api.serializers import (
     RollbackSerializer,
 )
 from releases.models import Deployment, Pin, Release
+from walle_web.params import ParamError
+from walle_web.timerange import RangeError, TimeRange, parse_range
 
 
 def _conflict(exc: services.ReleaseError) -> Response:
@@ -45,6 +47,10 @@ class ReleaseViewSet(
         qs = Release.objects.filter(app__in=visible_apps(self.request.user)).select_related(
             "app", "task", "version"
         )
+        if self.action != "list":
+            # The list's filters narrow the list only: `?state=` of a release's device list
+            # (the deployments action) is a deployment state, not the release's.
+            return qs
         params = self.request.query_params
         if app := params.get("app"):
             qs = qs.filter(app__slug=app)
@@ -164,16 +170,45 @@ class ReleaseViewSet(
         """Counts per stage, per-minute transitions, top failure reasons, run metrics new vs control."""
         return Response(monitoring.release_monitoring(self.get_object()))
 
+    def _range(self, request, release: Release) -> TimeRange:
+        try:
+            return parse_range(
+                request.query_params,
+                default_since=release.started_at or release.created_at,
+                default_until=release.finished_at,
+            )
+        except RangeError as exc:
+            raise ValidationError({exc.param: [str(exc)]}) from None
+
+    @extend_schema(responses={200: dict})
+    @action(detail=True, methods=["get"])
+    def timeline(self, request, pk=None):
+        """Deployments by state over time and each stage's success share and error rate, rebuilt
+        from the history; `?since=&until=` (ISO, Unix seconds or `15m`/`1h` back) and `?step=`."""
+        release = self.get_object()
+        return Response(timeline.release_timeline(release, self._range(request, release)))
+
+    @extend_schema(responses={200: dict})
+    @action(detail=True, methods=["get"])
+    def compare(self, request, pk=None):
+        """New version vs control over one window: sample sizes, error rate and latency with
+        significance verdicts, and their series; `?since=&until=&step=` as for the timeline."""
+        release = self.get_object()
+        return Response(compare.new_vs_control(release, self._range(request, release)))
+
     @extend_schema(responses=DeploymentSerializer(many=True))
     @action(detail=True, methods=["get"])
     def deployments(self, request, pk=None):
-        """Per-device deployments of this release; `?state=` and `?stage=` filter."""
+        """Per-device deployments of this release; `?state=` (one state or several, comma
+        separated, e.g. `failed,timed_out`) and `?stage=` (1-based) filter."""
         release = self.get_object()
         qs = release.deployments.select_related("device").order_by("id")
-        if state := request.query_params.get("state"):
-            qs = qs.filter(state=state)
-        if stage := request.query_params.get("stage"):
-            qs = qs.filter(stage=int(stage) - 1) if stage.isdigit() else qs.none()
+        try:
+            qs = monitoring.filter_deployments(
+                qs, request.query_params.get("state", ""), request.query_params.get("stage", "")
+            )
+        except ParamError as exc:
+            raise ValidationError({exc.param: [str(exc)]}) from None
         page = self.paginate_queryset(qs)
         return self.get_paginated_response(DeploymentSerializer(page, many=True).data)
 

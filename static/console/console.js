@@ -61,7 +61,7 @@
     switcher.addEventListener("change", () => {
       if (!switcher.value) return;
       const section = switcher.dataset.section;
-      const sections = ["tasks", "releases", "fleet", "groups", "audit", "settings"];
+      const sections = ["tasks", "releases", "fleet", "groups", "alerts", "audit", "settings"];
       const path = "/apps/" + encodeURIComponent(switcher.value) + "/" + (sections.includes(section) ? section + "/" : "");
       window.location.assign(path);
     });

@@ -1,5 +1,6 @@
-/* Release dashboard: live counts over the console websocket (polling when it fails), charts,
-   failure reasons, the per-device table and the release actions. */
+/* Release dashboard: live counts over the console websocket (polling when it fails), why the
+   current stage waits, charts rebuilt from the server (deployments by state, success and
+   error rate per stage, new vs control), failure reasons, the per-device table, actions. */
 (function () {
   "use strict";
   const root = document.getElementById("dashboard");
@@ -12,8 +13,9 @@
   };
   const liveBox = document.getElementById("live-status");
   const resultBox = document.getElementById("action-result");
+  const rangeSel = document.getElementById("range");
   let lastCounts = null;
-  let lastState = null;
+  let lastState = (document.querySelector("#release-state .badge") || { className: "" }).className.replace(/.*state-/, "") || null;
 
   function setLive(mode, text) {
     liveBox.className = "live " + mode;
@@ -28,6 +30,7 @@
   if (startError) notify("error", "The release was created but not started: " + startError);
 
   /* ---- counts, state, progress ---- */
+  function inProgress(c) { return (c.notified || 0) + (c.downloading || 0) + (c.installed || 0); }
   function applySnapshot(snap) {
     const counts = snap.counts || {};
     for (const key of [...STATES, "total"]) {
@@ -39,15 +42,18 @@
         if (lastCounts) { const box = node.closest(".count"); box.classList.remove("flash"); void box.offsetWidth; box.classList.add("flash"); }
       }
     }
+    // The bar's segments are the tiles' numbers: every device of the total is in one of them.
     const total = counts.total || 0;
     const ok = counts.succeeded || 0, bad = (counts.failed || 0) + (counts.timed_out || 0);
-    const busy = (counts.notified || 0) + (counts.downloading || 0) + (counts.installed || 0);
+    const rolled = counts.rolled_back || 0, busy = inProgress(counts), pending = counts.pending || 0;
     const bar = document.getElementById("progress-bar");
     const pct = (n) => (total ? (100 * n) / total : 0) + "%";
     bar.querySelector(".ok").style.width = pct(ok);
     bar.querySelector(".bad").style.width = pct(bad);
+    bar.querySelector(".rolled").style.width = pct(rolled);
     bar.querySelector(".busy").style.width = pct(busy);
-    bar.setAttribute("aria-label", ok + " of " + total + " succeeded, " + bad + " failed, " + busy + " in progress");
+    bar.setAttribute("aria-label", ok + " of " + total + " succeeded, " + bad + " failed or timed out, " + rolled +
+      " rolled back, " + busy + " in progress, " + pending + " pending");
     if (snap.state && snap.state !== lastState) {
       const badge = document.querySelector("#release-state .badge");
       badge.className = "badge state-" + snap.state;
@@ -69,80 +75,181 @@
       });
     }
     if (snap.stages) renderStages(snap.stages);
+    if (snap.explain) renderExplain(snap.explain);
+    if (snap.running) renderRunning(snap.running);
     lastCounts = counts;
     sample(counts);
     scheduleDetails();
   }
 
-  /* ---- chart: deployments by state over time ---- */
-  const chartSeries = { t: [], succeeded: [], failed: [], progress: [], pending: [] };
-  let chart = null;
-  function chartData() { return [chartSeries.t, chartSeries.succeeded, chartSeries.failed, chartSeries.progress, chartSeries.pending]; }
-  function makeChart() {
-    const box = document.getElementById("chart-states");
-    if (!window.uPlot) { box.textContent = "Chart library failed to load; the counts above are live."; return; }
-    chart = new uPlot({
+  /* ---- why the current stage waits ---- */
+  function renderExplain(explain) {
+    document.getElementById("release-why").textContent = explain.summary || "";
+    (explain.stages || []).forEach((s) => {
+      const list = document.querySelector('#stages .stage[data-stage="' + s.index + '"] [data-stage-why]');
+      if (!list) return;
+      list.replaceChildren(...(s.conditions || []).map((c) => Walle.el("li", {
+        className: (c.met ? "met" : "unmet") + (c.blocking ? "" : " info"), "data-condition": c.name, text: c.text,
+      })));
+    });
+  }
+  function renderRunning(r) {
+    const box = document.getElementById("running-now");
+    if (!r || !r.by_version || !r.by_version.length) { box.textContent = ""; return; }
+    const others = {};
+    r.by_version.filter((x) => x.version !== r.version).forEach((x) => { others[x.version] = (others[x.version] || 0) + x.devices; });
+    const rest = Object.entries(others).map(([v, n]) => n + " on v" + v).join(", ");
+    box.textContent = r.on_version + " of this release's devices run v" + r.version + " now (as they reported)" + (rest ? "; " + rest : "");
+  }
+
+  /* ---- the time window of every chart ---- */
+  function rangeQuery() {
+    const v = rangeSel.value;
+    return v ? "?since=" + encodeURIComponent(v) : "";
+  }
+  let window_ = null; // {since, until} in seconds, from the last timeline answer
+  function xRange() {
+    if (!window_) { const now = Date.now() / 1000; return [now - 60, now]; }
+    const live = !lastState || ["running", "paused", "draft"].includes(lastState);
+    const until = live ? Math.max(window_.until, Date.now() / 1000) : window_.until;
+    return [window_.since, Math.max(until, window_.since + 60)];
+  }
+  function timeAxis() {
+    // Whole seconds: a window is at least a minute, so ticks never read ":11.250".
+    return { space: 70, values: (u, ticks) => ticks.map((t) => new Date(t * 1000).toLocaleTimeString([], { hour: "2-digit", minute: "2-digit", second: "2-digit" })) };
+  }
+  function makePlot(box, series, yAxis) {
+    if (!window.uPlot) { box.textContent = "Chart library failed to load; the numbers on this page are live."; return null; }
+    const plot = new uPlot({
       width: Math.max(280, box.clientWidth), height: 220,
-      scales: { x: { time: true } },
-      series: [
-        {},
-        { label: "succeeded", stroke: "#1f9d55", width: 2 },
-        { label: "failed + timed out", stroke: "#d64545", width: 2 },
-        { label: "in progress", stroke: "#3b82f6", width: 2 },
-        { label: "pending", stroke: "#98a2b3", width: 1 },
-      ],
-      axes: [{}, { size: 44 }],
-    }, chartData(), box);
-    window.addEventListener("resize", () => chart.setSize({ width: Math.max(280, box.clientWidth), height: 220 }));
+      scales: { x: { time: true, range: () => xRange() }, y: yAxis || {} },
+      series: [{}].concat(series),
+      axes: [timeAxis(), { size: 48 }],
+    }, [[], ...series.map(() => [])], box);
+    window.addEventListener("resize", () => plot.setSize({ width: Math.max(280, box.clientWidth), height: 220 }));
+    return plot;
+  }
+
+  /* ---- chart: deployments by state over time (server history + live samples) ---- */
+  const stateSeries = { t: [], succeeded: [], failed: [], in_progress: [], pending: [], rolled_back: [] };
+  const STATE_LINES = [
+    ["succeeded", "succeeded", "#1f9d55", 2], ["failed", "failed + timed out", "#d64545", 2],
+    ["in_progress", "in progress", "#3b82f6", 2], ["pending", "pending", "#98a2b3", 1], ["rolled_back", "rolled back", "#7e22ce", 1],
+  ];
+  const statesPlot = makePlot(document.getElementById("chart-states"),
+    STATE_LINES.map(([, label, stroke, width]) => ({ label: label, stroke: stroke, width: width })));
+  function drawStates() {
+    if (statesPlot) statesPlot.setData([stateSeries.t, ...STATE_LINES.map(([k]) => stateSeries[k])]);
+    // What the chart shows, readable from outside (browser tests, debugging).
+    const n = stateSeries.t.length;
+    root.dataset.chartPoints = n;
+    root.dataset.chartFirst = n ? stateSeries.t[0] : "";
+    root.dataset.chartLast = n ? JSON.stringify(Object.fromEntries(STATE_LINES.map(([k]) => [k, stateSeries[k][n - 1]]))) : "";
   }
   function sample(counts) {
+    if (!window_ || !stateSeries.t.length) return; // the server's history comes first
     const now = Date.now() / 1000;
-    const last = chartSeries.t.length ? chartSeries.t[chartSeries.t.length - 1] : 0;
-    const point = [counts.succeeded || 0, (counts.failed || 0) + (counts.timed_out || 0),
-      (counts.notified || 0) + (counts.downloading || 0) + (counts.installed || 0), counts.pending || 0];
-    if (now - last < 0.2 && chartSeries.t.length) {  // same instant: replace, keep x increasing
-      chartSeries.succeeded[chartSeries.succeeded.length - 1] = point[0];
-      chartSeries.failed[chartSeries.failed.length - 1] = point[1];
-      chartSeries.progress[chartSeries.progress.length - 1] = point[2];
-      chartSeries.pending[chartSeries.pending.length - 1] = point[3];
-    } else {
-      chartSeries.t.push(now); chartSeries.succeeded.push(point[0]); chartSeries.failed.push(point[1]);
-      chartSeries.progress.push(point[2]); chartSeries.pending.push(point[3]);
-    }
-    if (chart) chart.setData(chartData());
+    const last = stateSeries.t[stateSeries.t.length - 1];
+    if (now <= last) return;
+    const point = { succeeded: counts.succeeded || 0, failed: (counts.failed || 0) + (counts.timed_out || 0),
+      in_progress: inProgress(counts), pending: counts.pending || 0, rolled_back: counts.rolled_back || 0 };
+    stateSeries.t.push(now);
+    for (const [k] of STATE_LINES) stateSeries[k].push(point[k]);
+    drawStates();
   }
-  /* Seed the chart with the server's per-minute transitions, as cumulative "reached" counts.
-     Accepts rows [{minute, state, count}] (the monitoring API) or [{t, <state>: n}] (console). */
-  function seedFromSeries(series) {
-    if (!Array.isArray(series) || !series.length || seeded) return;
-    seeded = true;
-    const perMinute = new Map();
-    for (const row of series) {
-      const t = typeof row.t === "number" ? row.t : Date.parse(row.minute || row.t || row.at) / 1000;
-      if (!isFinite(t)) continue;
-      const bucket = perMinute.get(t) || {};
-      if (row.state !== undefined) bucket[row.state] = (bucket[row.state] || 0) + (row.count || 0);
-      else for (const k of STATES) bucket[k] = (bucket[k] || 0) + (row[k] || 0);
-      perMinute.set(t, bucket);
-    }
-    let ok = 0, bad = 0, started = 0;
-    // Minute buckets are plotted at their start; the current minute is left to the live samples.
-    const firstLive = Math.min(chartSeries.t.length ? chartSeries.t[0] : Infinity, Date.now() / 1000 - 60);
-    const past = { t: [], succeeded: [], failed: [], progress: [], pending: [] };
-    for (const t of [...perMinute.keys()].sort((a, b) => a - b)) {
-      const c = perMinute.get(t);
-      ok += c.succeeded || 0; bad += (c.failed || 0) + (c.timed_out || 0); started += c.downloading || 0;
-      if (t >= firstLive) break;
-      past.t.push(t); past.succeeded.push(ok); past.failed.push(bad);
-      past.progress.push(Math.max(0, started - ok - bad)); past.pending.push(null);
-    }
-    for (const k of Object.keys(chartSeries)) chartSeries[k] = past[k].concat(chartSeries[k]);
-    if (chart) chart.setData(chartData());
-  }
-  let seeded = false;
 
-  /* ---- details: failures, stages, metrics (every 5 s at most: the monitoring query
-     looks at the whole target) and the device table (every 2 s at most), after updates ---- */
+  /* ---- chart: success and error rate per stage ---- */
+  // Rates have gaps (nobody admitted or finished yet): join across them and mark the points.
+  const SPARSE = { spanGaps: true, points: { show: true, size: 5 } };
+  const STAGE_COLOURS = ["#2f5bea", "#0e9f6e", "#d9822b", "#7c3aed", "#db2777", "#0891b2"];
+  const nStages = document.querySelectorAll("#stages .stage").length || 1;
+  const ratesPlot = makePlot(document.getElementById("chart-rates"),
+    [...Array(nStages).keys()].flatMap((i) => [
+      { label: "stage " + (i + 1) + " success", stroke: STAGE_COLOURS[i % 6], width: 2, value: (u, v) => (v == null ? "—" : (100 * v).toFixed(0) + "%"), ...SPARSE },
+      { label: "stage " + (i + 1) + " errors", stroke: STAGE_COLOURS[i % 6], width: 1, dash: [5, 4], value: (u, v) => (v == null ? "—" : (100 * v).toFixed(0) + "%"), ...SPARSE },
+    ]), { range: [0, 1] });
+
+  let timelineSeq = 0;
+  async function loadTimeline() {
+    const mine = ++timelineSeq;
+    const res = await Walle.api("GET", root.dataset.api + "timeline/" + rangeQuery());
+    if (mine !== timelineSeq) return;
+    const note = document.getElementById("range-note");
+    if (!res.ok) { note.textContent = Walle.explainStatus(res, "The history"); return; }
+    const tl = res.data;
+    window_ = { since: Date.parse(tl.since) / 1000, until: Date.parse(tl.until) / 1000 };
+    note.textContent = "one point every " + (tl.step >= 60 ? tl.step / 60 + " min" : tl.step + " s");
+    stateSeries.t = tl.t.slice();
+    for (const [k] of STATE_LINES) stateSeries[k] = tl.states[k].slice();
+    drawStates();
+    if (ratesPlot) ratesPlot.setData([tl.t, ...tl.stages.flatMap((s) => [s.success_rate, s.error_rate])]);
+  }
+
+  /* ---- new version vs control ---- */
+  const pctText = (v) => (v == null ? "no data" : (100 * v).toFixed(2) + "%");
+  const msText = (v) => (v == null ? "no data" : Number(v).toFixed(1) + " ms");
+  const comparePlot = makePlot(document.getElementById("chart-compare"), [
+    { label: "new: error rate", stroke: "#2f5bea", width: 2, value: (u, v) => pctText(v), ...SPARSE },
+    { label: "control: error rate", stroke: "#98a2b3", width: 2, value: (u, v) => pctText(v), ...SPARSE },
+  ], { range: (u, min, max) => [0, Math.max(0.05, max || 0)] });
+  function renderCompare(m) {
+    const note = document.getElementById("chart-metrics-note");
+    const box = document.getElementById("chart-metrics");
+    if (!m || !m.new) { note.textContent = "No run metrics from devices yet (they arrive with run_stats reports)."; return; }
+    const labels = m.labels || { new: "new version", control: "control" };
+    if (labels.question) document.getElementById("compare-question").textContent = labels.question;
+    const rows = ["new", "control"].map((k) => {
+      const g = m[k] || {};
+      return Walle.el("tr", { "data-group": k }, [
+        Walle.el("td", { text: labels[k] }),
+        Walle.el("td", { className: "num", "data-field": "devices", text: String(g.devices || 0) }),
+        Walle.el("td", { className: "num", "data-field": "runs", text: String(g.runs || 0) }),
+        Walle.el("td", { className: "num", "data-field": "errors", text: String(g.errors || 0) }),
+        Walle.el("td", { className: "num", "data-field": "error_rate", text: g.error_rate == null ? "—" : (100 * g.error_rate).toFixed(2) + "%" }),
+        Walle.el("td", { className: "num", "data-field": "p50", text: g.latency_ms_p50 != null ? Number(g.latency_ms_p50).toFixed(1) : "—" }),
+        Walle.el("td", { className: "num", "data-field": "p95", text: g.latency_ms_p95 != null ? Number(g.latency_ms_p95).toFixed(1) : "—" }),
+      ]);
+    });
+    const head = ["", "Devices", "Runs", "Errors", "Error rate", "p50 ms", "p95 ms"].map((h, i) => Walle.el("th", { className: i ? "num" : "", text: h }));
+    const table = Walle.el("table", { className: "data", id: "metrics-table" }, [Walle.el("thead", {}, [Walle.el("tr", {}, head)]), Walle.el("tbody", {}, rows)]);
+    box.replaceChildren(compareBars(m, labels), table);
+    const v = m.verdicts || {};
+    const verdict = (name, what) => {
+      const x = v[name] || {};
+      return Walle.el("p", { className: "verdict verdict-" + (x.outcome || "none"), "data-verdict": name }, [
+        Walle.el("strong", { text: what + ": " }), Walle.el("span", { text: x.text || "—" }),
+        Walle.el("span", { className: "muted small", text: x.test ? " (" + x.test + ")" : "" }),
+      ]);
+    };
+    document.getElementById("verdicts").replaceChildren(verdict("error_rate", "Error rate"), verdict("latency", "Latency"));
+    note.textContent = "Runs reported by targeted devices over the same window: on " + labels.new +
+      ", and on " + labels.control + " (devices not yet on the new version)." + (m.truncated ? " Only the newest reports were read." : "");
+    if (comparePlot && m.series) comparePlot.setData([m.series.t, m.series.new.error_rate, m.series.control.error_rate]);
+  }
+  function compareBars(m, labels) {
+    const n = m.new || {}, c = m.control || {};
+    const rows = [
+      ["Error rate", n.error_rate, c.error_rate, pctText],
+      ["Latency p50", n.latency_ms_p50, c.latency_ms_p50, msText],
+      ["Latency p95", n.latency_ms_p95, c.latency_ms_p95, msText],
+    ];
+    return Walle.el("div", { className: "compare" }, rows.map(([label, a, b, fmt]) => {
+      const max = Math.max(a || 0, b || 0) || 1;
+      const bar = (v, cls, who) => Walle.el("div", { className: "cmp-row" }, [
+        Walle.el("span", { className: "cmp-who", text: who }),
+        Walle.el("span", { className: "cmp-track" }, [Walle.el("span", { className: "cmp-fill " + cls, style: "width:" + (v == null ? 0 : (100 * v) / max) + "%" })]),
+        Walle.el("span", { className: "cmp-val", text: fmt(v) }),
+      ]);
+      return Walle.el("div", { className: "cmp" }, [Walle.el("div", { className: "cmp-label", text: label }), bar(a, "new", "new"), bar(b, "control", "control")]);
+    }));
+  }
+  async function loadCompare() {
+    const res = await Walle.api("GET", root.dataset.api + "compare/" + rangeQuery());
+    if (res.ok) renderCompare(res.data);
+    else document.getElementById("chart-metrics-note").textContent = Walle.explainStatus(res, "The comparison");
+  }
+
+  /* ---- details: failures, stages, why (every 5 s at most), the device table (2 s) ---- */
   function throttle(fn, ms) {
     let timer = null, last = 0;
     return function () {
@@ -151,20 +258,19 @@
     };
   }
   const scheduleMonitoring = throttle(() => loadDetails(), 5000);
+  const scheduleCharts = throttle(() => { loadTimeline(); loadCompare(); }, 15000);
   const scheduleTable = throttle(() => loadDeployments(), 2000);
-  function scheduleDetails() { scheduleMonitoring(); scheduleTable(); }
+  function scheduleDetails() { scheduleMonitoring(); scheduleTable(); scheduleCharts(); }
   const deviceUrl = (uid) => root.dataset.deviceUrl.replace("UID", encodeURIComponent(uid));
 
   function renderFailures(failures) {
     const box = document.getElementById("failures");
     if (!failures || !failures.length) { box.replaceChildren(Walle.el("p", { className: "empty", text: "No failures so far." })); return; }
     const rows = failures.map((f) => {
-      const code = f.error_code || f.code || f.reason || "(no code)";
-      const devices = f.devices || f.sample_devices || f.samples || [];
-      const links = devices.map((d) => { const uid = typeof d === "string" ? d : d.uid || d.device; return Walle.el("a", { href: deviceUrl(uid), text: uid + " " }); });
+      const links = (f.sample_devices || []).map((uid) => Walle.el("a", { href: deviceUrl(uid), text: uid + " " }));
       return Walle.el("tr", {}, [
-        Walle.el("td", {}, [Walle.el("code", { text: code }), Walle.el("div", { className: "small muted", text: (f.model ? f.model + ": " : "") + (f.message || "").slice(0, 140) })]),
-        Walle.el("td", { className: "num", text: String(f.count || f.n || 0) }),
+        Walle.el("td", {}, [Walle.el("code", { text: f.error_code || "(no code)" }), Walle.el("div", { className: "small muted", text: (f.model ? f.model + ": " : "") + (f.message || "").slice(0, 140) })]),
+        Walle.el("td", { className: "num", text: String(f.count || 0) }),
         Walle.el("td", { className: "small" }, links),
       ]);
     });
@@ -177,55 +283,13 @@
   function renderStages(stages) {
     if (!Array.isArray(stages)) return;
     stages.forEach((s, i) => {
-      const li = document.querySelector('#stages .stage[data-stage="' + (s.index !== undefined ? s.index : i) + '"]');
-      if (!li || typeof s !== "object") return;
-      const c = s.counts || s;
-      const set = (sel, v) => { const n = li.querySelector(sel); if (n && v !== undefined) n.textContent = v; };
-      set("[data-stage-total]", c.total);
-      set("[data-stage-ok]", c.succeeded);
-      set("[data-stage-failed]", c.failed !== undefined ? c.failed + (s.counts && c.timed_out ? c.timed_out : 0) : undefined);
+      const li = document.querySelector('#stages .stage[data-stage="' + i + '"]');
+      if (!li || !s.counts) return;
+      const c = s.counts;
+      li.querySelector("[data-stage-total]").textContent = c.total;
+      li.querySelector("[data-stage-ok]").textContent = c.succeeded;
+      li.querySelector("[data-stage-failed]").textContent = (c.failed || 0) + (c.timed_out || 0);
     });
-  }
-  function renderMetrics(m) {
-    const note = document.getElementById("chart-metrics-note");
-    const box = document.getElementById("chart-metrics");
-    const groups = m && (m.new || m.control) ? m : null;
-    if (!groups) { note.textContent = "No run metrics from devices yet (they arrive with run_stats reports)."; return; }
-    const rows = ["new", "control"].map((k) => {
-      const g = groups[k] || {};
-      const rate = g.error_rate !== undefined ? g.error_rate : g.runs ? (g.errors || 0) / g.runs : null;
-      return Walle.el("tr", {}, [
-        Walle.el("td", { text: k === "new" ? "new version" : "control (old version)" }),
-        Walle.el("td", { className: "num", text: g.devices !== undefined ? String(g.devices) : "—" }),
-        Walle.el("td", { className: "num", text: g.runs !== undefined ? String(g.runs) : "—" }),
-        Walle.el("td", { className: "num", text: rate === null ? "—" : (100 * rate).toFixed(2) + "%" }),
-        Walle.el("td", { className: "num", text: g.latency_ms_p50 != null ? Number(g.latency_ms_p50).toFixed(1) : "—" }),
-        Walle.el("td", { className: "num", text: g.latency_ms_p95 != null ? Number(g.latency_ms_p95).toFixed(1) : "—" }),
-      ]);
-    });
-    const head = ["", "Devices", "Runs", "Error rate", "p50 ms", "p95 ms"].map((h, i) => Walle.el("th", { className: i ? "num" : "", text: h }));
-    const table = Walle.el("table", { className: "data", id: "metrics-table" }, [Walle.el("thead", {}, [Walle.el("tr", {}, head)]), Walle.el("tbody", {}, rows)]);
-    box.replaceChildren(compareBars(groups), table);
-    note.textContent = "Task runs reported by devices on the new version, next to targeted devices still on the old one (the control group).";
-  }
-  /* Side-by-side bars: error rate and latency, new version vs control. */
-  function compareBars(groups) {
-    const n = groups.new || {}, c = groups.control || {};
-    const rate = (g) => (g.error_rate != null ? g.error_rate : g.runs ? (g.errors || 0) / g.runs : null);
-    const rows = [
-      ["Error rate", rate(n), rate(c), (v) => (100 * v).toFixed(2) + "%"],
-      ["Latency p50", n.latency_ms_p50, c.latency_ms_p50, (v) => Number(v).toFixed(1) + " ms"],
-      ["Latency p95", n.latency_ms_p95, c.latency_ms_p95, (v) => Number(v).toFixed(1) + " ms"],
-    ];
-    return Walle.el("div", { className: "compare" }, rows.map(([label, a, b, fmt]) => {
-      const max = Math.max(a || 0, b || 0) || 1;
-      const bar = (v, cls, who) => Walle.el("div", { className: "cmp-row" }, [
-        Walle.el("span", { className: "cmp-who", text: who }),
-        Walle.el("span", { className: "cmp-track" }, [Walle.el("span", { className: "cmp-fill " + cls, style: "width:" + (v == null ? 0 : (100 * v) / max) + "%" })]),
-        Walle.el("span", { className: "cmp-val", text: v == null ? "no data" : fmt(v) }),
-      ]);
-      return Walle.el("div", { className: "cmp" }, [Walle.el("div", { className: "cmp-label", text: label }), bar(a, "new", "new"), bar(b, "control", "control")]);
-    }));
   }
 
   async function loadDetails() {
@@ -234,29 +298,42 @@
       const m = res.data;
       renderFailures(m.failure_reasons);
       renderStages(m.stages);
-      seedFromSeries(m.time_series);
-      renderMetrics(m.run_metrics);
+      if (m.explain) renderExplain(m.explain);
+      if (m.running) renderRunning(m.running);
       return;
     }
     document.getElementById("chart-metrics-note").textContent =
-      "Run metrics and failure reasons come from the release monitoring API, which did not answer (" +
+      "Failure reasons come from the release monitoring API, which did not answer (" +
       Walle.explainStatus(res, "It") + "). The counts above are still live.";
   }
 
-  /* ---- per-device table ---- */
+  /* ---- per-device table: the same numbers as the tiles, filtered by state and stage ---- */
   let depOffset = 0;
   const PAGE = 20;
+  const stateSel = document.getElementById("dep-state");
+  const stageSel = document.getElementById("dep-stage");
+  let tableSeq = 0;
   async function loadDeployments() {
-    const state = document.getElementById("dep-state").value;
-    const stageSel = document.getElementById("dep-stage");
+    const mine = ++tableSeq;
+    const state = stateSel.value;
     const stage = stageSel ? stageSel.value : "";
     const url = root.dataset.api + "deployments/?limit=" + PAGE + "&offset=" + depOffset +
-      (state ? "&state=" + state : "") + (stage ? "&stage=" + stage : "");
+      (state ? "&state=" + encodeURIComponent(state) : "") + (stage ? "&stage=" + stage : "");
     const res = await Walle.api("GET", url);
+    if (mine !== tableSeq) return; // a newer filter answered first
     const tbody = document.querySelector("#deployments tbody");
-    if (!res.ok) { tbody.replaceChildren(Walle.el("tr", {}, [Walle.el("td", { colspan: "5", className: "field-error", text: Walle.explainStatus(res, "The device list") })])); return; }
+    const countLine = document.getElementById("dep-count");
+    if (!res.ok) {
+      countLine.textContent = "";
+      tbody.replaceChildren(Walle.el("tr", {}, [Walle.el("td", { colspan: "5", className: "field-error", text: Walle.explainStatus(res, "The device list") })]));
+      return;
+    }
     const rows = res.data.results || [];
-    if (!rows.length) { tbody.replaceChildren(Walle.el("tr", {}, [Walle.el("td", { colspan: "5", className: "muted", text: state ? "No device in this state." : "No device has been admitted yet." })])); }
+    const n = res.data.count || 0;
+    countLine.textContent = n + " device" + (n === 1 ? "" : "s") + (state || stage ? " match" : " in this release") +
+      (n > PAGE ? " (showing " + (depOffset + 1) + "–" + Math.min(n, depOffset + PAGE) + ")" : "");
+    countLine.dataset.total = n;
+    if (!rows.length) { tbody.replaceChildren(Walle.el("tr", {}, [Walle.el("td", { colspan: "5", className: "muted", text: state || stage ? "No device matches these filters." : "No device has been admitted yet." })])); }
     else tbody.replaceChildren(...rows.map((d) => Walle.el("tr", {}, [
       Walle.el("td", {}, [Walle.el("a", { href: deviceUrl(d.device) }, [Walle.el("code", { text: d.device })])]),
       Walle.el("td", { text: String(d.stage + 1) }),
@@ -267,11 +344,18 @@
     document.getElementById("dep-prev").hidden = depOffset === 0;
     document.getElementById("dep-next").hidden = !res.data.next;
   }
-  document.getElementById("dep-state").addEventListener("change", () => { depOffset = 0; loadDeployments(); });
-  const stageFilter = document.getElementById("dep-stage");
-  if (stageFilter) stageFilter.addEventListener("change", () => { depOffset = 0; loadDeployments(); });
+  stateSel.addEventListener("change", () => { depOffset = 0; loadDeployments(); });
+  if (stageSel) stageSel.addEventListener("change", () => { depOffset = 0; loadDeployments(); });
+  document.querySelectorAll("#counts [data-filter-state]").forEach((tile) => tile.addEventListener("click", () => {
+    stateSel.value = tile.dataset.filterState;
+    if (stageSel) stageSel.value = "";
+    depOffset = 0;
+    loadDeployments();
+    document.getElementById("deployments").scrollIntoView({ block: "nearest" });
+  }));
   document.getElementById("dep-prev").addEventListener("click", () => { depOffset = Math.max(0, depOffset - PAGE); loadDeployments(); });
   document.getElementById("dep-next").addEventListener("click", () => { depOffset += PAGE; loadDeployments(); });
+  rangeSel.addEventListener("change", () => { loadTimeline(); loadCompare(); });
 
   /* ---- live updates: websocket first, polling as the fallback ---- */
   let socket = null, pollTimer = null, retry = 0;
@@ -350,7 +434,10 @@
   }));
   if (dialog) dialog.addEventListener("close", () => { if (dialog.returnValue === "ok") act(document.getElementById("confirm-ok").dataset.pending); });
 
-  makeChart();
+  loadTimeline();
+  loadCompare();
+  // Quiet periods bring no snapshot: the charts still follow the clock (and new run stats).
+  setInterval(() => { if (!document.hidden && ["running", "paused"].includes(lastState)) scheduleCharts(); }, 30000);
   loadDetails();
   loadDeployments();
   if ("WebSocket" in window) connect(); else startPolling();

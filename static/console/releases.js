@@ -18,6 +18,7 @@
     set("stage", r.current_stage + 1);
     set("succeeded", c.succeeded || 0);
     set("failed", (c.failed || 0) + (c.timed_out || 0));
+    set("rolled_back", c.rolled_back || 0);
     set("total", c.total || 0);
     if (cell("bar")) cell("bar").querySelector(".ok").style.width = (c.total ? (100 * (c.succeeded || 0)) / c.total : 0) + "%";
   }

@@ -9,6 +9,7 @@
   let step = 1;
   let emptyTargetOk = false;
   let preview = null; // {total, stages: [...]} or null
+  const DEFAULTS = data.stage_defaults; // releases/policy.py STAGE_DEFAULTS
 
   /* ---- step 1: version ---- */
   const taskSel = $("w-task"), versionSel = $("w-version");
@@ -39,6 +40,7 @@
 
   /* ---- step 3: stages ---- */
   const tbody = $("stages").querySelector("tbody");
+  const asPercent = (share) => +(100 * share).toFixed(2); // 0.95 -> 95, not 94.99999999999999
   function stageRow(s) {
     const tr = document.createElement("tr");
     const cell = (name, value, attrs) => {
@@ -49,13 +51,15 @@
       Walle.el("td", { className: "stage-no" }),
       cell("percent", s.basis_points / 100, { min: "0.01", max: "100", step: "0.01", "aria-label": "Share of target in percent", required: "" }),
       cell("soak_min", s.soak_s ? s.soak_s / 60 : "", { min: "0", step: "0.5", placeholder: "0", "aria-label": "Minimum soak in minutes" }),
-      cell("success", s.success_gate !== undefined ? s.success_gate * 100 : 95, { min: "0", max: "100", step: "1", "aria-label": "Success gate percent" }),
-      cell("error", s.error_gate !== undefined ? s.error_gate * 100 : 20, { min: "0", max: "100", step: "0.5", "aria-label": "Error gate percent" }),
-      cell("min_finished", s.min_finished !== undefined ? s.min_finished : 5, { min: "0", step: "1", "aria-label": "Minimum finished devices before the error gate applies" }),
+      cell("success", asPercent(s.success_gate !== undefined ? s.success_gate : DEFAULTS.success_gate), { min: "0", max: "100", step: "1", "aria-label": "Success gate percent" }),
+      cell("error", asPercent(s.error_gate !== undefined ? s.error_gate : DEFAULTS.error_gate), { min: "0", max: "100", step: "0.5", "aria-label": "Error gate percent" }),
+      cell("min_finished", s.min_finished !== undefined ? s.min_finished : DEFAULTS.min_finished, { min: "0", step: "1", "aria-label": "Minimum finished devices before the error gate applies" }),
     );
     const auto = Walle.el("input", { type: "checkbox", "data-field": "auto", "aria-label": "Advance automatically" });
     auto.checked = s.auto_advance !== false;
-    tr.append(Walle.el("td", {}, [auto]), Walle.el("td", { className: "num", "data-preview": "" , text: "…"}));
+    const worse = Walle.el("input", { type: "checkbox", "data-field": "worse", "aria-label": "Stop if the new version is significantly worse than control" });
+    worse.checked = s.stop_if_worse === true;
+    tr.append(Walle.el("td", {}, [auto]), Walle.el("td", {}, [worse]), Walle.el("td", { className: "num", "data-preview": "", text: "…" }));
     const remove = Walle.el("button", { type: "button", className: "small", text: "Remove", "aria-label": "Remove stage" });
     remove.addEventListener("click", () => { if (tbody.rows.length > 1) { tr.remove(); renumber(); refreshPreview(); } });
     tr.append(Walle.el("td", {}, [remove]));
@@ -70,6 +74,7 @@
   form.querySelectorAll("[data-preset]").forEach((b) => b.addEventListener("click", () => setStages(b.dataset.preset.split(",").map(Number))));
   $("add-stage").addEventListener("click", () => { tbody.append(stageRow({ basis_points: 10000 })); renumber(); refreshPreview(); });
   tbody.addEventListener("input", () => refreshPreview());
+  tbody.addEventListener("change", () => showStageWarnings());
 
   function num(input) { const v = input.value.trim(); return v === "" ? null : Number(v); }
   function stages() {
@@ -81,6 +86,7 @@
       const bad = num(f("error")); if (bad !== null) stage.error_gate = bad / 100;
       const min = num(f("min_finished")); if (min !== null) stage.min_finished = Math.round(min);
       stage.auto_advance = f("auto").checked;
+      if (f("worse").checked) stage.stop_if_worse = true;
       return stage;
     });
   }
@@ -117,7 +123,44 @@
       const cell = r.querySelector("[data-preview]");
       cell.textContent = preview && preview.stages && preview.stages[i] !== undefined ? preview.stages[i] : "—";
     });
+    showStageWarnings();
   }, 300);
+
+  /* ---- what a stage's gates can and cannot do with the devices it holds now ---- */
+  function stageWarnings() {
+    if (!preview || !preview.stages) return [];
+    const list = stages();
+    const out = [];
+    list.forEach((s, i) => {
+      // A stage's gates count the devices it admits: its share minus the previous stage's.
+      const own = (preview.stages[i] || 0) - (i ? preview.stages[i - 1] || 0 : 0);
+      const minFinished = s.min_finished !== undefined ? s.min_finished : DEFAULTS.min_finished;
+      const gate = s.success_gate !== undefined ? s.success_gate : DEFAULTS.success_gate;
+      const name = "Stage " + (i + 1) + " (" + s.basis_points / 100 + "%)";
+      if (own === 0 && preview.total > 0) {
+        out.push(name + " reaches no device now: it passes its gates at once and proves nothing. Raise its share.");
+        return;
+      }
+      if (own > 0 && own < minFinished) {
+        out.push(name + " holds " + own + " device" + (own === 1 ? "" : "s") + " now, fewer than its min finished (" + minFinished +
+          "): it can never reach " + minFinished + " finished, so its error gate judges those " + own + " alone (" +
+          (own === 1 ? "a single failure stops the release" : "one failure is " + Math.round(100 / own) + "%") +
+          "). Raise the share or lower min finished.");
+      }
+      if (own > 0 && Math.floor(own * (1 - gate) + 1e-9) === 0 && gate > 0) {
+        out.push(name + ": with " + own + " device" + (own === 1 ? "" : "s") + " and a " + Math.round(gate * 100) +
+          "% success gate, any one failure or offline device keeps it from advancing on its own.");
+      }
+    });
+    return out;
+  }
+  function showStageWarnings() {
+    const lines = stageWarnings();
+    const box = $("stage-warnings");
+    box.replaceChildren(...lines.map((l) => Walle.el("div", { text: l })));
+    box.hidden = !lines.length;
+    return lines;
+  }
   setStages([100, 2000, 10000]);
   editor.fire();
 
@@ -200,9 +243,23 @@
       ...row("Target", Object.keys(b.target).length ? JSON.stringify(b.target) : "every device of " + data.app),
       ...row("Devices now", preview ? String(preview.total) : "unknown"),
       ...row("Stages", stageText),
-      ...row("Error gate trips", b.error_action === "rollback" ? "roll back" : "pause"),
+      ...row("Error gate trips", b.on_error === "rollback" ? "roll back" : "pause"),
       ...row("Start", startText),
     );
+    const pct = (v, d) => Math.round(100 * (v !== undefined ? v : d)) + "%";
+    $("review-stages").querySelector("tbody").replaceChildren(...b.stages.map((s, i) => Walle.el("tr", {}, [
+      Walle.el("td", { text: String(i + 1) }),
+      Walle.el("td", { text: s.basis_points / 100 + "%" }),
+      Walle.el("td", { className: "num", text: preview && preview.stages ? String(preview.stages[i]) : "?" }),
+      Walle.el("td", { text: s.soak_s ? s.soak_s / 60 + " min" : "none" }),
+      Walle.el("td", { text: "≥ " + pct(s.success_gate, DEFAULTS.success_gate) + " succeeded" }),
+      Walle.el("td", { text: "stop above " + pct(s.error_gate, DEFAULTS.error_gate) + " failed, after " +
+        (s.min_finished !== undefined ? s.min_finished : DEFAULTS.min_finished) + " finished" + (s.stop_if_worse ? "; stop if worse than control" : "") }),
+      Walle.el("td", { text: s.auto_advance ? "automatic" : "by an operator" }),
+    ])));
+    const warnings = stageWarnings();
+    $("review-warnings").replaceChildren(...warnings.map((l) => Walle.el("div", { text: l })));
+    $("review-warnings").hidden = !warnings.length;
     $("review-json").textContent = JSON.stringify(b, null, 2);
     $("w-submit").textContent = $("w-start").value === "now" ? "Create and start release" : "Create release";
   }

@@ -7,33 +7,19 @@ docs/screenshots/ by hand)."""
 
 from __future__ import annotations
 
-import asyncio
 import io
 import json
 import re
-import threading
 import time
 import zipfile
-from pathlib import Path
 
 import httpx
 import pytest
 
-from tests.live import ROOT, live_server
-from walle_device.fleet import build_fleet
+from tests.browser.conftest import SHOTS, BackgroundFleet, shot
 
 pytestmark = pytest.mark.e2e
 
-CHROMIUM = Path("/usr/bin/chromium")
-CHROMIUM_ARGS = [
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--no-first-run",
-]
-SHOTS = ROOT / "test-artifacts" / "screenshots"
 FLEET = 10
 TASK_V1 = (
     b"def run(ctx):\n    ctx.upload({'model': ctx.device['model'], 'v': 1})\n    return 'ok'\n"
@@ -46,73 +32,6 @@ TASK_V2 = (
     b"    ctx.upload({'model': ctx.device['model'], 'v': 2})\n"
     b"    return 'ok v2'\n"
 )
-
-
-class BackgroundFleet:
-    """Simulated devices on their own asyncio loop in a thread, so the test can drive a browser."""
-
-    def __init__(self, server: str, enroll_key: str, n: int) -> None:
-        self.server, self.enroll_key, self.n = server, enroll_key, n
-        self.ready = threading.Event()
-        self.error: BaseException | None = None
-        self.thread = threading.Thread(target=self._run, daemon=True)
-
-    def _run(self) -> None:
-        try:
-            asyncio.run(self._main())
-        except BaseException as exc:  # surfaced by start()
-            self.error = exc
-            self.ready.set()
-
-    async def _main(self) -> None:
-        self.loop = asyncio.get_running_loop()
-        self.stop = asyncio.Event()
-        fleet = await build_fleet(self.server, self.enroll_key, self.n, seed=11)
-        runners = [asyncio.ensure_future(d.run(self.stop)) for d in fleet.devices]
-        await asyncio.wait_for(asyncio.gather(*(d.connected.wait() for d in fleet.devices)), 60)
-        self.devices = fleet.devices
-        self.ready.set()
-        await self.stop.wait()
-        await asyncio.gather(*runners, return_exceptions=True)
-        await fleet.http.aclose()
-
-    def start(self) -> None:
-        self.thread.start()
-        assert self.ready.wait(90), "the simulated fleet did not connect"
-        if self.error:
-            raise self.error
-
-    def close(self) -> None:
-        if getattr(self, "loop", None) and self.loop.is_running():
-            self.loop.call_soon_threadsafe(self.stop.set)
-        self.thread.join(20)
-
-
-@pytest.fixture
-def browser():
-    if not CHROMIUM.exists():
-        reason = f"{CHROMIUM} is not installed (scripts/ensure-browser.sh installs it)"
-        print(f"skipping the browser test: {reason}")
-        pytest.skip(reason)
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as pw:
-        browser = pw.chromium.launch(
-            executable_path=str(CHROMIUM), headless=True, args=CHROMIUM_ARGS
-        )
-        yield browser
-        browser.close()
-
-
-@pytest.fixture
-def server(tmp_path):
-    with live_server(tmp_path, worker=True) as srv:
-        yield srv
-
-
-def shot(page, name: str) -> None:
-    SHOTS.mkdir(parents=True, exist_ok=True)
-    page.screenshot(path=str(SHOTS / f"{name}.png"), full_page=True)
 
 
 def endpoint_missing(api: httpx.Client, path: str) -> bool:
@@ -181,6 +100,43 @@ def upload_through_page(
     page.fill("#notes", notes)
     page.wait_for_selector(f"#filelist li >> text={picked[0]['name']}")
     return page
+
+
+def expected_stage_warnings(
+    cumulative: list[int], percents: list[int], *, min_finished: int, success_gate: float
+) -> list[tuple[str, str]]:
+    """(stage name, fragment) of each warning the wizard must show for these preview counts."""
+    out = []
+    for i, (n, percent) in enumerate(zip(cumulative, percents, strict=True)):
+        own = n - (cumulative[i - 1] if i else 0)
+        name = f"Stage {i + 1} ({percent}%)"
+        if own == 0 and cumulative[-1] > 0:
+            out.append((name, "reaches no device now"))
+            continue
+        if 0 < own < min_finished:
+            out.append(
+                (
+                    name,
+                    f"holds {own} device{'s' * (own != 1)} now, fewer than its min finished ({min_finished})",
+                )
+            )
+        if own > 0 and int(own * (1 - success_gate) + 1e-9) == 0:
+            out.append((name, "any one failure or offline device keeps it from advancing"))
+    return out
+
+
+def expect_device_rows(page, uids: set[str]) -> None:
+    """The dashboard's device table lists exactly these devices, and its count says so."""
+    page.wait_for_function(
+        "want => { const rows = [...document.querySelectorAll('#deployments tbody tr code')]"
+        ".map(c => c.textContent).sort(); return JSON.stringify(rows) === JSON.stringify(want); }",
+        arg=sorted(uids),
+    )
+    if uids:
+        count = page.locator("#dep-count").inner_text()
+        assert count.startswith(f"{len(uids)} device"), count
+    else:
+        page.wait_for_selector("#deployments tbody td:has-text('No device matches')")
 
 
 def test_a_product_team_releases_and_rolls_back_through_the_console(server, browser):
@@ -264,11 +220,36 @@ def test_a_product_team_releases_and_rolls_back_through_the_console(server, brow
             "() => [...document.querySelectorAll('#stages [data-preview]')].at(-1).textContent"
             f" === '{FLEET}'"
         )
+        # The wizard warns about stages whose gates cannot work with the devices they hold
+        # now: computed here from the preview of the same salt, not read from the page.
+        salt = json.loads(page.locator("#wizard-data").text_content())["salt"]
+        preview = api.post(
+            "/api/v1/releases/preview/",
+            json={
+                "version": v2["id"],
+                "stages": [{"basis_points": 5000}, {"basis_points": 10000}],
+                "salt": salt,
+            },
+        ).json()["stages"]
+        expected = expected_stage_warnings(preview, [50, 100], min_finished=5, success_gate=0.95)
+        if expected:
+            page.wait_for_selector("#stage-warnings:not([hidden])")
+        warnings = page.locator("#stage-warnings div").all_inner_texts()
+        assert len(warnings) == len(expected), (warnings, expected)
+        for line, (name, fragment) in zip(warnings, expected, strict=True):
+            assert line.startswith(name) and fragment in line, (line, name, fragment)
         shot(page, "wizard-stages")
         page.click("#w-next")
         page.fill("#w-timeout", "120")
         page.click("#w-next")
         page.check("#w-confirm")
+        # The review shows every stage's gates, as they will be sent.
+        gates = page.locator("#review-stages tbody tr").all_inner_texts()
+        assert len(gates) == 2
+        assert (
+            "≥ 95% succeeded" in gates[0] and "stop above 50% failed, after 5 finished" in gates[0]
+        )
+        assert "by an operator" in gates[0] and "automatic" in gates[1]
         shot(page, "wizard-review")
         page.click("#w-submit")
         page.wait_for_url(re.compile(rf"/apps/{app}/releases/\d+/$"))
@@ -313,7 +294,37 @@ def test_a_product_team_releases_and_rolls_back_through_the_console(server, brow
         page.wait_for_selector(f"#deployments tbody tr >> nth={FLEET - 1}")
         if count_on_page(page, "failed"):
             page.wait_for_selector("#failures code:has-text('run_failed')")
+        # The state filter lists the deployments in that state (it answered 404 before):
+        # the expected devices come from the API's unfiltered list.
+        listed = api.get(f"/api/v1/releases/{release_id}/deployments/?limit=100").json()["results"]
+        by_state: dict[str, set[str]] = {}
+        for d in listed:
+            by_state.setdefault(d["state"], set()).add(d["device"])
+        failures = by_state.get("failed", set()) | by_state.get("timed_out", set())
+        page.select_option("#dep-state", "failed,timed_out")
+        expect_device_rows(page, failures)
+        assert count_on_page(page, "failed") + count_on_page(page, "timed_out") == len(failures)
+        page.click('#counts [data-filter-state="succeeded"]')  # a tile filters the list too
+        expect_device_rows(page, by_state.get("succeeded", set()))
+        assert page.locator("#dep-state").input_value() == "succeeded"
+        assert count_on_page(page, "succeeded") == len(by_state.get("succeeded", set()))
+        page.select_option("#dep-state", "")
+        expect_device_rows(page, {d["device"] for d in listed})
         shot(page, "dashboard")
+        # Which devices had v2 active (reported installed): a rollback switches them back.
+        had_v2 = {
+            d["device"]
+            for d in listed
+            if any(
+                e["state"] == "installed"
+                for e in api.get(f"/api/v1/deployments/{d['id']}/history/").json()
+            )
+        }
+        left_v2 = {
+            d["device"]
+            for d in listed
+            if d["state"] in ("succeeded", "notified", "downloading", "installed")
+        }
 
         # Roll back to v1: a new release, and every device switches back.
         page.click('#actions [data-action="rollback"]')
@@ -332,6 +343,23 @@ def test_a_product_team_releases_and_rolls_back_through_the_console(server, brow
         )
         shot(page, "dashboard-rollback")
         assert rollback_id != release_id
+
+        # The rollback shows where people look: on the release it undid (its devices left
+        # v2), and on the fleet, where every device that had v2 active now says so.
+        page.goto(f"{base}/apps/{app}/releases/{release_id}/")
+        page.wait_for_function(
+            "n => document.querySelector('[data-count=rolled_back]').textContent === String(n)",
+            arg=len(left_v2),
+        )
+        page.goto(f"{base}/apps/{app}/fleet/?task=item-features&rolled_back=yes")
+        rolled = set(page.locator("#devices tbody tr td:first-child code").all_inner_texts())
+        assert rolled == had_v2, (rolled, had_v2)
+        for cell in page.locator('#devices [data-running="item-features"]').all_inner_texts():
+            assert cell.startswith("item-features v1") and "rolled back from v2" in cell.lower()
+        page.goto(f"{base}/apps/{app}/fleet/?task=item-features&version=2")
+        assert page.locator("#devices tbody tr").count() == 0
+        page.goto(f"{base}/apps/{app}/fleet/?task=item-features&version=1")
+        assert page.locator("#devices tbody tr").count() == FLEET
 
         # Without websockets (a proxy that drops them) the dashboard says so and polls.
         polling = context.new_page()

@@ -62,6 +62,40 @@ inline int64_t dwconv_scratch_floats(const DwConvArgs& a) {
   return dwconv_padded_h(a) * dwconv_padded_w(a) + 64;
 }
 
+// Direct convolution in the blocked channel layout NCHWc (c = the vector width: 16 on
+// AVX-512, 8 on AVX2). One image: x is [ICB][H][W][cbi] (cbi = c), or a plain NCHW
+// [C][H][W] image when cbi = 1 (first layers with 3 input channels); y and res are
+// [OCB][OH][OW][c]. Weights are packed at load as [OCB/ot][ICB][KH][KW][cbi][ot][c], ot =
+// the output blocks of one register tile (ocb_tile); depthwise weights as
+// [CB][KH][KW][c]. Padding needs no copy: each output row and border column visits only
+// the in-image taps. Epilogue: + bias, + res, clamp to [lo, hi].
+struct ConvNchwcArgs {
+  const float* x; const float* w; const float* bias; const float* res; float* y;
+  int64_t icb, cbi;       // input channel blocks; channels per input block
+  int64_t x_block;        // floats between input blocks (cbi * h * w_in)
+  int64_t h, w_in, oh, ow, kh, kw, sh, sw, ph, pw, dh, dw;
+  float lo, hi;
+  int ocb_tile;           // output blocks per register tile: 1, 2 or 4
+};
+
+// Max / average pooling in NCHWc over one image's channel blocks [cb0, cb1).
+struct PoolNchwcArgs {
+  const float* x; float* y;
+  int64_t h, w_in, oh, ow, kh, kw, sh, sw, ph, pw, dh, dw;
+  int is_max, count_include_pad;
+  int64_t pad_h_end, pad_w_end;  // end pads, for count_include_pad
+};
+
+// Winograd F(2x2, 3x3) transforms in NCHWc for the tiles [t0, t1) of one image (tile t
+// covers output rows 2 (t / tw) + {0, 1} and columns 2 (t % tw) + {0, 1}):
+//   in:  v[16][CB][t1 - t0][c] = B^T d B of each 4x4 input patch d (zero outside)
+//   out: y = clamp(A^T m A + bias + res) from m[16][OB][t1 - t0][c]
+struct WinogradNchwcArgs {
+  const float* x; float* v; const float* m; const float* bias; const float* res; float* y;
+  int64_t cblocks, oblocks, h, w_in, oh, ow, ph, pw, tw, t0, t1;
+  float lo, hi;
+};
+
 struct KernelTable {
   const char* isa;
   int vector_floats;  // floats per SIMD register, used by the cost model
@@ -80,8 +114,23 @@ struct KernelTable {
   void (*f32_bias_clamp)(float* y, int64_t ldy, int64_t m, int64_t n, const float* bias_m,
                          const float* bias_n, float lo, float hi);
   void (*f32_dwconv)(const DwConvArgs& a);
-  GemmMicroKernel gemm[2];
+  // Register-tiled kernels, then one for a single row of A (batch-1 MLP layers, GEMV):
+  // that one has no B reuse to exploit and instead keeps independent FMA chains over k.
+  GemmMicroKernel gemm[3];
   int gemm_count;
+  // NCHWc kernels; nchwc_block = 0 (and null pointers) where the level has none.
+  int nchwc_block;
+  // Output blocks [ob0, ob1) (multiples of ocb_tile) x output rows [oy0, oy1).
+  void (*f32_conv_nchwc)(const ConvNchwcArgs& a, int64_t ob0, int64_t ob1, int64_t oy0,
+                         int64_t oy1);
+  // Depthwise: channel blocks [cb0, cb1) x rows [oy0, oy1); icb = channel blocks.
+  void (*f32_dwconv_nchwc)(const ConvNchwcArgs& a, int64_t cb0, int64_t cb1, int64_t oy0,
+                           int64_t oy1);
+  void (*f32_pool_nchwc)(const PoolNchwcArgs& a, int64_t cb0, int64_t cb1);
+  void (*f32_winograd_in_nchwc)(const WinogradNchwcArgs& a);
+  void (*f32_winograd_out_nchwc)(const WinogradNchwcArgs& a);
+  const char* conv_nchwc_name;  // e.g. f32_conv_nchw16c_avx512
+  const char* dwconv_nchwc_name;
 };
 
 enum class Isa : int32_t { scalar = 0, avx2 = 1, avx512 = 2 };

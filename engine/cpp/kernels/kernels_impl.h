@@ -236,52 +236,63 @@ void f32_select(const uint8_t* c, int64_t sc, const float* a, int64_t sa, const 
   }
 }
 
+// One contiguous row: 16 independent partial accumulators let the loop vectorise without
+// -ffast-math reassociation; OP (0 sum, 1 max, 2 min, 3 prod) is a template argument so
+// the loop body has no branch. NaN propagates through max/min like numpy and
+// onnxruntime: a float check lane (v * 0 is NaN for NaN and inf) rides in the same pass,
+// and only a row that trips it is scanned again.
+template <int OP>
+inline float reduce_row(const float* __restrict x, int64_t r) {
+  const float init = OP == 1 ? -INFINITY : OP == 2 ? INFINITY : OP == 3 ? 1.0f : 0.0f;
+  float acc[16], chk[16];
+  for (int j = 0; j < 16; ++j) {
+    acc[j] = init;
+    chk[j] = 0.0f;
+  }
+  int64_t i = 0;
+  for (; i + 16 <= r; i += 16)
+    for (int j = 0; j < 16; ++j) {
+      const float v = x[i + j];
+      if (OP == 1) acc[j] = fmax_(acc[j], v);
+      else if (OP == 2) acc[j] = fmin_(acc[j], v);
+      else if (OP == 3) acc[j] *= v;
+      else acc[j] += v;
+      if (OP == 1 || OP == 2) chk[j] += v * 0.0f;
+    }
+  float t = init, c = 0.0f;
+  for (int j = 0; j < 16; ++j) {
+    if (OP == 1) t = fmax_(t, acc[j]);
+    else if (OP == 2) t = fmin_(t, acc[j]);
+    else if (OP == 3) t *= acc[j];
+    else t += acc[j];
+    c += chk[j];
+  }
+  for (; i < r; ++i) {
+    const float v = x[i];
+    if (OP == 1) t = fmax_(t, v);
+    else if (OP == 2) t = fmin_(t, v);
+    else if (OP == 3) t *= v;
+    else t += v;
+    c += v * 0.0f;
+  }
+  if ((OP == 1 || OP == 2) && c != c)
+    for (int64_t k = 0; k < r; ++k)
+      if (x[k] != x[k]) return x[k];
+  return t;
+}
+
 void f32_reduce(ReduceOp op, const float* x, float* y, int64_t outer, int64_t r, int64_t inner) {
   for (int64_t o = 0; o < outer; ++o) {
     const float* xo = x + o * r * inner;
     float* yo = y + o * inner;
     if (inner == 1) {
-      // Contiguous row: independent partial accumulators let the loop vectorise without
-      // -ffast-math reassociation.
-      float acc[16];
-      float init = op == ReduceOp::max ? -INFINITY
-                 : op == ReduceOp::min ? INFINITY
-                 : op == ReduceOp::prod ? 1.0f : 0.0f;
-      for (int j = 0; j < 16; ++j) acc[j] = init;
-      int64_t i = 0;
-      for (; i + 16 <= r; i += 16) {
-        for (int j = 0; j < 16; ++j) {
-          float v = xo[i + j];
-          switch (op) {
-            case ReduceOp::max: acc[j] = fmax_(acc[j], v); break;
-            case ReduceOp::min: acc[j] = fmin_(acc[j], v); break;
-            case ReduceOp::prod: acc[j] *= v; break;
-            default: acc[j] += v; break;
-          }
-        }
+      float t;
+      switch (op) {
+        case ReduceOp::max: t = reduce_row<1>(xo, r); break;
+        case ReduceOp::min: t = reduce_row<2>(xo, r); break;
+        case ReduceOp::prod: t = reduce_row<3>(xo, r); break;
+        default: t = reduce_row<0>(xo, r); break;
       }
-      float t = init;
-      for (int j = 0; j < 16; ++j) {
-        switch (op) {
-          case ReduceOp::max: t = fmax_(t, acc[j]); break;
-          case ReduceOp::min: t = fmin_(t, acc[j]); break;
-          case ReduceOp::prod: t *= acc[j]; break;
-          default: t += acc[j]; break;
-        }
-      }
-      for (; i < r; ++i) {
-        float v = xo[i];
-        switch (op) {
-          case ReduceOp::max: t = fmax_(t, v); break;
-          case ReduceOp::min: t = fmin_(t, v); break;
-          case ReduceOp::prod: t *= v; break;
-          default: t += v; break;
-        }
-      }
-      // NaN propagates through max/min like numpy and onnxruntime.
-      if (op == ReduceOp::max || op == ReduceOp::min)
-        for (int64_t k = 0; k < r; ++k)
-          if (xo[k] != xo[k]) { t = xo[k]; break; }
       yo[0] = op == ReduceOp::mean ? t / float(r) : t;
       continue;
     }

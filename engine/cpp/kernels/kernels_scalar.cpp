@@ -29,8 +29,9 @@ const KernelTable& kernels_scalar() {
       "scalar", 4,
       scalar::f32_unary, scalar::f32_binary, scalar::f32_compare, scalar::f32_select,
       scalar::f32_reduce, scalar::f32_bias_clamp, scalar::f32_dwconv,
-      {{"f32_gemm_4x8_scalar", 4, 8, scalar::f32_gemm_4x8_scalar}, {nullptr, 0, 0, nullptr}},
-      1};
+      {{"f32_gemm_4x8_scalar", 4, 8, scalar::f32_gemm_4x8_scalar}, {nullptr, 0, 0, nullptr}, {nullptr, 0, 0, nullptr}},
+      1,
+      0, nullptr, nullptr, nullptr, nullptr, nullptr, nullptr, nullptr};
   return t;
 }
 

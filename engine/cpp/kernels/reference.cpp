@@ -1,6 +1,7 @@
 // The oracle. Every atomic op written the obvious way: one multi-index loop per output
 // element, double accumulation, libm for transcendentals. It defines behaviour; every
 // fast kernel is tested against it (engine/tests/test_atomic.py). Speed is a non-goal.
+#include <algorithm>
 #include <cmath>
 #include <cstring>
 #include <limits>
@@ -263,3 +264,38 @@ void raster(const RasterSpec& spec, const std::vector<View>& inputs, const View&
 
 }  // namespace ref
 }  // namespace walle
+
+#include "nchwc.h"
+
+namespace walle::ref {
+
+void conv2d(const View& x, const View& w, const View& bias, const View& residual, int64_t sh,
+            int64_t sw, int64_t ph, int64_t pw, int64_t dh, int64_t dw, int64_t group, float lo,
+            float hi, const View& y) {
+  const int64_t N = x.shape[0], C = x.shape[1], H = x.shape[2], W = x.shape[3];
+  const int64_t O = w.shape[0], Cg = w.shape[1], KH = w.shape[2], KW = w.shape[3];
+  const int64_t OH = y.shape[2], OW = y.shape[3], Og = O / group;
+  const float* X = x.ptr<float>();
+  const float* Wt = w.ptr<float>();
+  float* Y = y.ptr<float>();
+  for (int64_t n = 0; n < N; ++n)
+    for (int64_t o = 0; o < O; ++o)
+      for (int64_t i = 0; i < OH; ++i)
+        for (int64_t j = 0; j < OW; ++j) {
+          double s = bias.data ? bias.ptr<float>()[o] : 0.0;
+          const int64_t g = o / Og;
+          for (int64_t c = 0; c < Cg; ++c)
+            for (int64_t p = 0; p < KH; ++p)
+              for (int64_t q = 0; q < KW; ++q) {
+                const int64_t yy = i * sh - ph + p * dh, xx = j * sw - pw + q * dw;
+                if (yy < 0 || yy >= H || xx < 0 || xx >= W) continue;
+                s += double(X[((n * C + g * Cg + c) * H + yy) * W + xx]) *
+                     Wt[((o * Cg + c) * KH + p) * KW + q];
+              }
+          const int64_t yi = ((n * O + o) * OH + i) * OW + j;
+          if (residual.data) s += residual.ptr<float>()[yi];
+          Y[yi] = float(std::min<double>(std::max<double>(s, lo), hi));
+        }
+}
+
+}  // namespace walle::ref

@@ -111,7 +111,9 @@ inline double gemm_cost(const KernelTable& kt, int variant, int64_t m, int64_t n
   const bool direct = variant >= kt.gemm_count && !b_prepacked;
   const double peak = double(kt.vector_floats) * 2 * 2 * 3.0e9;
   auto fill = [](int64_t x, int t) { return double(x) / double((x + t - 1) / t * t); };
-  const double util = std::max(1e-3, fill(m, uk.mr) * fill(n, uk.nr));
+  // A single-row kernel loads a B vector per FMA: at best half the FMA rate.
+  const double reuse = uk.mr >= 4 ? 1.0 : 0.5;
+  const double util = std::max(1e-3, fill(m, uk.mr) * fill(n, uk.nr) * reuse);
   // Packing B costs a pass over it; reading it unpacked instead costs one strided pass
   // per 144-row block of A, and more TLB misses (the 1.1).
   const double b_bytes = double(k * n) * 4.0;

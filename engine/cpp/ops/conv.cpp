@@ -9,6 +9,15 @@
 //            raster region per filter tap — then batched GEMM per group:
 //            y[n, g] = W[g][Cout/g, Cg*kh*kw] . col[n, g]
 //   dwdirect depthwise (groups == Cin == Cout): the direct kernel f32_dwconv
+//   nchwc    direct convolution in the blocked layout NCHWc (nchwc.h): x[n][C/c][H][W][c]
+//            -> y[n][O/c][OH][OW][c], c = 16 (AVX-512) or 8 (AVX2); a register tile of
+//            output pixels x output blocks accumulates over all (c, p, q) and stores once
+//            with bias, residual and clamp. A plain NCHW input with few channels (the
+//            image) is read as it is. Output stays blocked for the next op.
+//   dwnchwc  depthwise convolution in NCHWc: one vector FMA per tap and c channels
+//   wnchwc   Winograd F(2x2, 3x3) in NCHWc (3x3, stride 1): the tile transforms are
+//            vector additions over channel blocks, the 16 products are NCHWc 1x1
+//            GEMMs over chunks of tiles kept in L2 (nchwc.cpp: winograd_nchwc)
 //   winograd F(2x2, 3x3) for 3x3 stride-1 undilated single-group convs:
 //            Y = A^T [ (G g G^T) . (B^T d B) ] A per 4x4 input tile d / 2x2 output tile,
 //            as atomic ops: a raster gathers tiles into D[n, 16, C, T]; one GEMM with the
@@ -19,6 +28,8 @@
 // a Relu/Clip (activation_min/max) run in the GEMM epilogue, in that order.
 #include "ops/common.h"
 #include <sstream>
+
+#include "nchwc.h"
 #include <vector>
 
 #include "threadpool.h"
@@ -32,14 +43,14 @@ struct ConvGeom {
 
 ConvGeom geometry(Builder& b, int x, int wt) {
   const auto& nd = b.node();
-  Shape xs = b.shape(x), ws = b.shape(wt);
+  Shape xs = b.logical_shape(x), ws = b.shape(wt);
   if (xs.size() == 3) { xs.insert(xs.begin() + 2, 1); ws.insert(ws.begin() + 2, 1); }
   if (xs.size() != 4) throw Error("Conv supports 1-D and 2-D convolution only");
   ConvGeom g{};
   g.n = xs[0]; g.c = xs[1]; g.h = xs[2]; g.w = xs[3];
   g.oc = ws[0]; g.kh = ws[2]; g.kw = ws[3];
   g.g = nd.get_int("group", 1);
-  const bool one_d = b.shape(x).size() == 3;
+  const bool one_d = b.logical_shape(x).size() == 3;
   auto two = [&](const std::vector<int64_t>& v, int64_t d) -> std::pair<int64_t, int64_t> {
     if (v.empty()) return {d, d};
     return one_d ? std::pair<int64_t, int64_t>{1, v[0]} : std::pair<int64_t, int64_t>{v[0], v[1]};
@@ -69,7 +80,7 @@ ConvGeom geometry(Builder& b, int x, int wt) {
   g.oh = (g.h + g.ph + pb_h - ((g.kh - 1) * g.dh + 1)) / g.sh + 1;
   g.ow = (g.w + g.pw + pb_w - ((g.kw - 1) * g.dw + 1)) / g.sw + 1;
   if (g.c != ws[1] * g.g)
-    throw Error("Conv weight " + shape_str(b.shape(wt)) + " does not match input channels " +
+    throw Error("Conv weight " + shape_str(ws) + " does not match input channels " +
                 std::to_string(g.c) + " with group " + std::to_string(g.g));
   if (g.oh <= 0 || g.ow <= 0) throw Error("Conv output would be empty");
   return g;
@@ -159,37 +170,188 @@ int winograd(Builder& b, int x, int wt, int bias, const ConvGeom& g, const Shape
   return y;
 }
 
+// The residual input of a blocked convolution, in the output's NCHWc layout (-1: none).
+int blocked_residual(Builder& b, int residual, int cb, const Shape& out) {
+  if (residual < 0) return -1;
+  const int res = b.slot(residual).nchwc == cb ? residual : b.to_nchwc(residual, cb);
+  if (b.shape(res) != out) throw Error("Conv residual does not match the output shape");
+  return res;
+}
+
+// The NCHWc implementation (see the header comment); variant = tile index (0, 1, 2 for
+// 1, 2, 4 output blocks per register tile) + 3 * thread split (0 by blocks, 1 by rows).
+int conv_nchwc_steps(Builder& b, int x, int wt, int bias, int residual, const ConvGeom& g,
+                     bool depthwise, int variant, float lo, float hi) {
+  const int cb = b.nchwc_block();
+  const int tile = depthwise ? 1 : 1 << (variant % 3);
+  const int split = variant / 3;
+  int xin = x, cbi = cb;
+  if (!b.slot(x).nchwc) {
+    if (!depthwise && g.c < cb) cbi = 1;  // read the plain image directly
+    else xin = b.to_nchwc(x, cb);
+  }
+  const Tensor w = b.const_data(wt);
+  const int wp = b.add_const(depthwise ? pack_dwconv_weights_nchwc(w.ptr<float>(), g.c, g.kh, g.kw, cb)
+                                       : pack_conv_weights_nchwc(w.ptr<float>(), g.oc, g.c, g.kh,
+                                                                 g.kw, cb, cbi, tile));
+  const int bp = b.add_const(
+      pad_channels_nchwc(bias >= 0 ? b.const_data(bias).ptr<float>() : nullptr, g.oc, cb));
+  const Shape out = nchwc_shape({g.n, g.oc, g.oh, g.ow}, cb);
+  const int res = blocked_residual(b, residual, cb, out);
+  const int y = b.temp(DType::f32, out);
+  b.mark_nchwc(y, cb, g.oc);
+  ConvNchwcArgs a{};
+  a.icb = depthwise ? nchwc_blocks(g.c, cb) : nchwc_blocks(g.c, cbi);
+  a.cbi = depthwise ? cb : cbi;
+  a.h = g.h; a.w_in = g.w; a.oh = g.oh; a.ow = g.ow; a.kh = g.kh; a.kw = g.kw;
+  a.sh = g.sh; a.sw = g.sw; a.ph = g.ph; a.pw = g.pw; a.dh = g.dh; a.dw = g.dw;
+  // A 1x1, stride-1, unpadded convolution has no rows to respect: one long row tiles best.
+  if (g.kh == 1 && g.kw == 1 && g.sh == 1 && g.sw == 1 && g.ph == 0 && g.pw == 0) {
+    a.w_in = a.ow = g.h * g.w;
+    a.h = a.oh = 1;
+  }
+  a.x_block = a.cbi * a.h * a.w_in;
+  a.lo = lo;
+  a.hi = hi;
+  a.ocb_tile = tile;
+  const int64_t x_image = a.icb * a.x_block, ocb = nchwc_blocks(g.oc, cb);
+  const int64_t y_image = ocb * cb * g.oh * g.ow, n = g.n;
+  const KernelTable* kt = &b.kt();
+  std::vector<int> ins = {xin, wp, bp};
+  if (res >= 0) ins.push_back(res);
+  b.custom(std::string("conv:") + (depthwise ? kt->dwconv_nchwc_name : kt->conv_nchwc_name), ins,
+           {y}, [=](const ExecCtx& c) {
+             ConvNchwcArgs args = a;
+             args.x = static_cast<const float*>(c.ptr[xin]);
+             args.w = static_cast<const float*>(c.ptr[wp]);
+             args.bias = static_cast<const float*>(c.ptr[bp]);
+             args.res = res >= 0 ? static_cast<const float*>(c.ptr[res]) : nullptr;
+             args.y = static_cast<float*>(c.ptr[y]);
+             conv_nchwc(*kt, args, n, ocb, x_image, y_image, depthwise, split);
+           });
+  return y;
+}
+
+int winograd_nchwc_steps(Builder& b, int x, int wt, int bias, int residual, const ConvGeom& g,
+                         int variant, float lo, float hi) {
+  const int cb = b.nchwc_block();
+  const int tile = 1 << (variant % 3);
+  const int xin = b.slot(x).nchwc ? x : b.to_nchwc(x, cb);
+  const Tensor w = b.const_data(wt);
+  int64_t u_stride = 0;
+  const int up = b.add_const(pack_winograd_weights_nchwc(w.ptr<float>(), g.oc, g.c, cb, tile, &u_stride));
+  const int bp = b.add_const(
+      pad_channels_nchwc(bias >= 0 ? b.const_data(bias).ptr<float>() : nullptr, g.oc, cb));
+  const Shape out = nchwc_shape({g.n, g.oc, g.oh, g.ow}, cb);
+  const int res = blocked_residual(b, residual, cb, out);
+  const int y = b.temp(DType::f32, out);
+  b.mark_nchwc(y, cb, g.oc);
+  WinogradNchwcArgs a{};
+  a.cblocks = nchwc_blocks(g.c, cb);
+  a.oblocks = nchwc_blocks(g.oc, cb);
+  a.h = g.h; a.w_in = g.w; a.oh = g.oh; a.ow = g.ow; a.ph = g.ph; a.pw = g.pw;
+  a.tw = (g.ow + 1) / 2;
+  a.lo = lo;
+  a.hi = hi;
+  const int64_t x_image = a.cblocks * cb * g.h * g.w, y_image = a.oblocks * cb * g.oh * g.ow;
+  const int64_t n = g.n;
+  const KernelTable* kt = &b.kt();
+  std::vector<int> ins = {xin, up, bp};
+  if (res >= 0) ins.push_back(res);
+  b.custom("conv:f32_conv3x3_winograd2x2_nchw" + std::to_string(cb) + "c_" + kt->isa, ins, {y},
+           [=](const ExecCtx& c) {
+             WinogradNchwcArgs args = a;
+             args.x = static_cast<const float*>(c.ptr[xin]);
+             args.bias = static_cast<const float*>(c.ptr[bp]);
+             args.res = res >= 0 ? static_cast<const float*>(c.ptr[res]) : nullptr;
+             args.y = static_cast<float*>(c.ptr[y]);
+             winograd_nchwc(*kt, args, static_cast<const float*>(c.ptr[up]), u_stride, tile, n,
+                            x_image, y_image);
+           });
+  return y;
+}
+
 std::vector<int> Conv(Builder& b, const std::vector<int>& in) {
-  const int x = in[0], wt = in[1], bias = opt(in, 2), residual = opt(in, 3);
+  int x = in[0], residual = opt(in, 3);
+  const int wt = in[1], bias = opt(in, 2);
   if (b.dtype(x) != DType::f32) throw Error("Conv supports float32 only");
   const ConvGeom g = geometry(b, x, wt);
   const auto& nd = b.node();
   const float lo = float(nd.get_float("activation_min", -INFINITY));
   const float hi = float(nd.get_float("activation_max", INFINITY));
-  const Shape out_shape = b.shape(x).size() == 3 ? Shape{g.n, g.oc, g.ow}
-                                                  : Shape{g.n, g.oc, g.oh, g.ow};
+  const Shape out_shape = b.logical_shape(x).size() == 3 ? Shape{g.n, g.oc, g.ow}
+                                                          : Shape{g.n, g.oc, g.oh, g.ow};
   const int64_t ohw = g.oh * g.ow, cg = g.c / g.g, ocg = g.oc / g.g, kk = g.kh * g.kw;
   const bool is1x1 = g.kh == 1 && g.kw == 1 && g.sh == 1 && g.sw == 1 && g.ph == 0 &&
                      g.pw == 0 && g.g == 1 && g.oh == g.h && g.ow == g.w;
   const bool depthwise = g.g == g.c && g.oc == g.c;
   const bool wconst = b.is_const(wt);
+  const bool x_blocked = b.slot(x).nchwc != 0;
+  // Plain implementations read NCHW: a blocked input costs them one conversion.
+  const double unblock = x_blocked ? double(g.n * g.c * g.h * g.w) * 8.0 / 20e9 : 0.0;
 
   std::vector<Candidate> cands;
-  if (is1x1)
+  const int cb = b.nchwc_block();
+  const bool nchwc_ok = cb > 0 && out_shape.size() == 4 && wconst && (g.g == 1 || depthwise) &&
+                        !b.is_const(x) && (bias < 0 || b.is_const(bias));
+  if (nchwc_ok) {
+    Isa isa = Isa::scalar;
+    for (Isa i : supported_isas())
+      if (kernels_for(i).nchwc_block == cb) isa = i;
+    const double peak = double(cb) * 2 * 2 * 3.0e9;
+    const int64_t ocp = nchwc_blocks(g.oc, cb) * cb;
+    const bool block_in = !x_blocked && (depthwise || g.c >= cb);
+    const double convert = block_in ? double(g.n * g.c * g.h * g.w) * 8.0 / 20e9 : 0.0;
+    const int splits = num_threads() > 1 ? 2 : 1;
+    for (int split = 0; split < splits; ++split) {
+      if (depthwise) {
+        // Loads, not FMAs, bound it: one input and one weight vector per FMA.
+        cands.push_back({Choice{"dwnchwc", isa, 3 * split},
+                         2.0 * g.n * ocp * ohw * kk / (peak * 0.35) + convert});
+        continue;
+      }
+      const int64_t icp = g.c >= cb ? nchwc_blocks(g.c, cb) * cb : g.c;
+      const double flops = 2.0 * g.n * ocp * ohw * kk * icp;
+      const int64_t ocb = ocp / cb;
+      for (int t = 0; t < 3; ++t) {
+        const int tile = 1 << t;
+        if (ocb % tile) continue;
+        // A one-block tile loads a weight vector per FMA-pair: load-bound.
+        const double eff = tile == 1 ? 0.55 : 0.85;
+        cands.push_back({Choice{"nchwc", isa, t + 3 * split}, flops / (peak * eff) + convert});
+        if (g.kh == 3 && g.kw == 3 && g.sh == 1 && g.sw == 1 && g.dh == 1 && g.dw == 1 &&
+            split == 0 && g.c >= cb) {
+          // 16 products of [tiles x C] x [C x O] instead of 9 per output pixel x 4 pixels,
+          // plus the transforms (a few vector adds per transformed value).
+          const double tl = double(((g.oh + 1) / 2) * ((g.ow + 1) / 2));
+          const double wflops = 2.0 * g.n * 16 * tl * icp * ocp;
+          const double moves = g.n * 16.0 * tl * (icp + ocp) * 4 * 2 / 40e9;
+          cands.push_back({Choice{"wnchwc", isa, t}, wflops / (peak * eff) + moves + convert});
+        }
+      }
+    }
+  }
+  // The layout plan: once a value is blocked, the convolutions reading it stay blocked
+  // (a plain algorithm would have to convert it back and forth); the search then picks
+  // the register tile and thread split. Where the input is plain (the image, or after an
+  // op that needs NCHW) the blocked kernels compete with the plain algorithms below,
+  // paying for the conversion they need.
+  const bool plain_algos = !(nchwc_ok && x_blocked);
+  if (is1x1 && plain_algos)
     add_gemm_candidates(cands, "gemm1x1", false, [&](const KernelTable& kt, int v) {
-      return double(g.n) * gemm_cost(kt, v, g.oc, ohw, g.c, false);
+      return double(g.n) * gemm_cost(kt, v, g.oc, ohw, g.c, false) + unblock;
     });
-  if (depthwise && wconst) {
+  if (depthwise && wconst && plain_algos) {
     for (Isa isa : supported_isas()) {
       const KernelTable& kt = kernels_for(isa);
       const double peak = double(kt.vector_floats) * 2 * 2 * 3.0e9;
       const double eff = g.sw == 1 ? 0.2 : 0.08;  // loads, not FMAs, bound this kernel
       cands.push_back({Choice{"dwdirect", isa, 0},
-                       2.0 * g.n * g.c * ohw * kk / (peak * eff)});
+                       2.0 * g.n * g.c * ohw * kk / (peak * eff) + unblock});
     }
   }
   const bool wino_ok = g.kh == 3 && g.kw == 3 && g.sh == 1 && g.sw == 1 && g.dh == 1 &&
-                       g.dw == 1 && g.g == 1 && wconst && g.c >= 8 && g.oc >= 8;
+                       g.dw == 1 && g.g == 1 && wconst && g.c >= 8 && g.oc >= 8 && plain_algos;
   const int64_t tiles = ((g.oh + 1) / 2) * ((g.ow + 1) / 2);
   if (wino_ok)
     add_gemm_candidates(cands, "winograd", false, [&](const KernelTable& kt, int v) {
@@ -197,18 +359,25 @@ std::vector<int> Conv(Builder& b, const std::vector<int>& in) {
       return double(g.n) * (16 * gemm_cost(kt, v, g.oc, tiles, g.c, false) +
                             gemm_cost(kt, 0, 16, g.c * tiles, 16, true) +
                             gemm_cost(kt, 0, 4, g.oc * tiles, 16, true)) +
-             moves;
+             moves + unblock;
     });
-  add_gemm_candidates(cands, "im2col", false, [&](const KernelTable& kt, int v) {
+  if (plain_algos)
+    add_gemm_candidates(cands, "im2col", false, [&](const KernelTable& kt, int v) {
     const double copy = double(g.n * g.c * kk * ohw) * 8.0 / 20e9;
-    return double(g.n * g.g) * gemm_cost(kt, v, ocg, ohw, cg * kk, false) + copy;
+    return double(g.n * g.g) * gemm_cost(kt, v, ocg, ohw, cg * kk, false) + copy + unblock;
   });
   std::ostringstream sig;
   sig << "Conv|n" << g.n << "c" << g.c << "h" << g.h << "w" << g.w << "o" << g.oc << "k"
       << g.kh << "x" << g.kw << "s" << g.sh << "x" << g.sw << "p" << g.ph << "x" << g.pw << "d"
-      << g.dh << "x" << g.dw << "g" << g.g;
+      << g.dh << "x" << g.dw << "g" << g.g << "|x" << (x_blocked ? "nchwc" : "nchw") << cb;
   const Choice ch = b.choose(sig.str(), cands);
   b.use_isa(ch.isa);
+  if (ch.algo == "wnchwc") return {winograd_nchwc_steps(b, x, wt, bias, residual, g, ch.gemm_variant, lo, hi)};
+  if (ch.algo == "nchwc" || ch.algo == "dwnchwc")
+    return {conv_nchwc_steps(b, x, wt, bias, residual, g, ch.algo == "dwnchwc", ch.gemm_variant,
+                             lo, hi)};
+  if (x_blocked) x = b.to_plain(x);
+  if (residual >= 0 && b.slot(residual).nchwc) residual = b.to_plain(residual);
 
   // With a residual the clamp must follow the addition: kernels that cannot add it in
   // their epilogue run unclamped, then add, then clamp.

@@ -19,6 +19,8 @@
 //   Sum/Mean/Max/Min(xs) = left fold of the binary op (Mean scaled by 1/n)
 #include <cstring>
 
+#include <cmath>
+
 #include "ops/common.h"
 
 namespace walle::ops {
@@ -166,6 +168,15 @@ std::vector<int> Binary(Builder& b, const std::vector<int>& in) {
   }
   if (op == BinaryOp::mod && b.dtype(x) == DType::f32 && !b.node().get_int("fmod", 0))
     throw Error("float Mod with fmod=0 is not supported");
+  // x / c for a constant scalar c (attention scales, GELU's 1/sqrt(2)) as x * (1/c):
+  // a multiply pass instead of a divide pass (within an ulp of the quotient).
+  if (op == BinaryOp::div && b.dtype(x) == DType::f32 && b.dtype(y) == DType::f32 &&
+      b.is_const(y) && numel(b.shape(y)) == 1 && !b.is_const(x) &&
+      b.shape(x).size() >= b.shape(y).size()) {
+    const double c = b.const_scalar(y);
+    if (c != 0.0 && std::isfinite(1.0 / c))
+      return {b.unary(UnaryOp::affine, x, float(1.0 / c), 0.0f)};
+  }
   return {b.binary(op, x, y)};
 }
 

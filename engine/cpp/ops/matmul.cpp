@@ -1,7 +1,8 @@
 // MatMul and Gemm.
 //
-//   MatMul(A, B[, bias]) = batched matmul with numpy broadcasting (+ bias[N], fused from
-//                          a following Add by the converter); 1-D operands are
+//   MatMul(A, B[, bias[, r]]) = batched matmul with numpy broadcasting (+ bias[N], + a
+//                          residual r, then a Relu/Clip clamp: all fused from following
+//                          nodes by the converter, all in the GEMM epilogue); 1-D operands are
 //                          promoted ([K] -> [1, K] or [K, 1]) and the unit dim removed.
 //                          With a 2-D B, A's batch dims fold into M: one big GEMM.
 //   Gemm(A, B, C)        = alpha * op(A) op(B) + beta * C
@@ -60,6 +61,18 @@ std::vector<int> MatMul(Builder& b, const std::vector<int>& in) {
     o.bias = bias;
     o.bias_axis = 'n';
   }
+  const auto& nd = b.node();
+  const float lo = float(nd.get_float("activation_min", -INFINITY));
+  const float hi = float(nd.get_float("activation_max", INFINITY));
+  // A residual of the output's shape is added in the epilogue, before the clamp; one that
+  // broadcasts is added after, and then the clamp has to wait for it.
+  const int residual = opt(in, 3);
+  const bool fuse_res = residual >= 0 && b.shape(residual) == final_shape;
+  if (residual < 0 || fuse_res) {
+    o.lo = lo;
+    o.hi = hi;
+  }
+  if (fuse_res) o.addend = residual;
   int y;
   if (nb == 1 && sw.size() == 2) {
     y = b.temp(DType::f32, {gm, N});
@@ -68,7 +81,12 @@ std::vector<int> MatMul(Builder& b, const std::vector<int>& in) {
     y = b.temp(DType::f32, out);
     b.matmul(a, w, y, o);
   }
-  return {b.alias(y, final_shape)};
+  int r = b.alias(y, final_shape);
+  if (residual >= 0 && !fuse_res) {
+    r = b.binary(BinaryOp::add, r, residual);
+    if (lo > -INFINITY || hi < INFINITY) b.unary(UnaryOp::clip, r, r, lo, hi);
+  }
+  return {r};
 }
 
 std::vector<int> Gemm(Builder& b, const std::vector<int>& in) {

@@ -8,7 +8,10 @@
 //
 // Decomposition: a raster gathers every tap into col[n, c, p*kw + q, i*OW + j] (filled
 // with -inf or 0 where the tap falls outside), then one reduction over the tap axis.
+// An NCHWc input (between convolutions) is pooled in place by f32_pool_nchwc instead,
+// and stays blocked; global pools of one reduce to [N, C/c, 1, 1, c], which is NCHW.
 #include "ops/common.h"
+#include "nchwc.h"
 
 namespace walle::ops {
 namespace {
@@ -19,7 +22,7 @@ std::vector<int> Pool(Builder& b, const std::vector<int>& in) {
   if (nd.outputs.size() > 1 && !nd.outputs[1].empty())
     throw Error("MaxPool with an Indices output is not supported");
   const int x = in[0];
-  Shape xs = b.shape(x);
+  Shape xs = b.logical_shape(x);
   const bool one_d = xs.size() == 3;
   if (one_d) xs.insert(xs.begin() + 2, 1);
   if (xs.size() != 4) throw Error(nd.op + " supports 1-D and 2-D pooling only");
@@ -56,6 +59,33 @@ std::vector<int> Pool(Builder& b, const std::vector<int>& in) {
   };
   const int64_t OH = out_len(H, kh, sh, dh, ph, qh), OW = out_len(W, kw, sw, dw, pw, qw);
   const int64_t kk = kh * kw, ohw = OH * OW;
+
+  if (b.slot(x).nchwc) {
+    const int cb = b.slot(x).nchwc;
+    const int64_t blocks = nchwc_blocks(C, cb);
+    PoolNchwcArgs a{};
+    a.h = H; a.w_in = W; a.oh = OH; a.ow = OW; a.kh = kh; a.kw = kw;
+    a.sh = sh; a.sw = sw; a.ph = ph; a.pw = pw; a.dh = dh; a.dw = dw;
+    a.is_max = is_max;
+    a.count_include_pad = int(nd.get_int("count_include_pad", 0));
+    a.pad_h_end = qh;
+    a.pad_w_end = qw;
+    Isa isa = b.isa();
+    for (Isa i : supported_isas())
+      if (kernels_for(i).nchwc_block == cb) isa = i;
+    b.use_isa(isa);
+    const KernelTable* kt = &b.kt();
+    const int y = b.temp(DType::f32, nchwc_shape({N, C, OH, OW}, cb));
+    b.mark_nchwc(y, cb, C);
+    b.custom(std::string("pool:f32_pool_nchw") + std::to_string(cb) + "c_" + kt->isa, {x}, {y},
+             [=](const ExecCtx& c) {
+               PoolNchwcArgs args = a;
+               args.x = static_cast<const float*>(c.ptr[x]);
+               args.y = static_cast<float*>(c.ptr[y]);
+               pool_nchwc(*kt, args, N, blocks);
+             });
+    return {y};
+  }
 
   RasterSpec spec;
   spec.has_fill = true;
@@ -100,6 +130,14 @@ std::vector<int> Pool(Builder& b, const std::vector<int>& in) {
 }
 
 std::vector<int> GlobalPool(Builder& b, const std::vector<int>& in) {
+  const ReduceOp op0 = b.node().op == "GlobalMaxPool" ? ReduceOp::max : ReduceOp::mean;
+  if (const Slot& s = b.slot(in[0]); s.nchwc) {
+    const int cb = s.nchwc;
+    const int64_t c = s.channels;
+    const int y = b.reduce(op0, in[0], {2, 3}, true);
+    b.mark_nchwc(y, cb, c);
+    return {b.to_plain(y)};
+  }
   const int r = b.slot(in[0]).shape.size();
   std::vector<int64_t> axes;
   for (int d = 2; d < r; ++d) axes.push_back(d);

@@ -23,8 +23,9 @@ std::vector<int> Softmax(Builder& b, const std::vector<int>& in) {
   // e = exp(d); s = sum(e)
   const int e = b.unary(UnaryOp::exp, d);
   const int s = b.reduce(ReduceOp::sum, e, axes, true);
-  if (nd.op == "Softmax") {
-    b.binary(BinaryOp::div, e, s, e);
+  if (nd.op == "Softmax") {  // e * (1 / s): one divide per row, not per element
+    b.unary(UnaryOp::reciprocal, s, s);
+    b.binary(BinaryOp::mul, e, s, e);
     return {e};
   }
   // d - log(s)

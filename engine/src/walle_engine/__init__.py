@@ -30,6 +30,7 @@ from walle_engine._core import (
 from walle_engine._model import (
     Budget,
     Model,
+    Profile,
     TensorInfo,
     budget,
     export_profile,
@@ -43,6 +44,7 @@ __all__ = [
     "Budget",
     "ConversionReport",
     "Model",
+    "Profile",
     "Tensor",
     "TensorInfo",
     "UnsupportedModelError",

@@ -87,6 +87,19 @@ def tuning_records() -> list[tuple[str, str, str, float]]: ...
 def tuning_add(records: Sequence[tuple[str, str, str, float]]) -> None: ...
 def tuning_clear() -> None: ...
 def fma_peak_gflops(reps: int = 3) -> float: ...
+def conv2d_reference(
+    x: Tensor,
+    w: Tensor,
+    bias: Tensor | None = None,
+    residual: Tensor | None = None,
+    *,
+    strides: Sequence[int],
+    pads: Sequence[int],
+    dilations: Sequence[int],
+    group: int = 1,
+    lo: float = ...,
+    hi: float = ...,
+) -> Tensor: ...
 
 class Account:
     @property

@@ -17,6 +17,7 @@ from walle_engine._format import ModelFile
 __all__ = [
     "Budget",
     "Model",
+    "Profile",
     "TensorInfo",
     "budget",
     "export_profile",
@@ -110,6 +111,35 @@ def _tensor(x: Any) -> _core.Tensor:
         return wnp.asarray(x).tensor
 
 
+@dataclass(frozen=True)
+class Profile:
+    """Per-step times of a model run; ``by_op`` sums them per op type (the step's atomic
+    op and kernel, e.g. ``conv:f32_conv_nchw16c_avx512`` or ``binary:add``)."""
+
+    steps: list[tuple[str, float]]  # ("node: op type", seconds), in execution order
+
+    @property
+    def total(self) -> float:
+        return sum(s for _, s in self.steps)
+
+    @property
+    def by_op(self) -> list[tuple[str, int, float]]:
+        """(op type, steps, seconds), slowest first."""
+        acc: dict[str, list[float]] = {}
+        for name, s in self.steps:
+            acc.setdefault(name.split(": ", 1)[-1], []).append(s)
+        return sorted(((k, len(v), sum(v)) for k, v in acc.items()), key=lambda r: -r[2])
+
+    def table(self, top: int | None = None) -> str:
+        """The per-op-type table as text: op type, steps, milliseconds, share."""
+        total = self.total or 1.0
+        lines = [f"{'op type':44} {'steps':>5} {'ms':>9} {'share':>6}"]
+        for op, n, s in self.by_op[:top]:
+            lines.append(f"{op:44} {n:5d} {s * 1e3:9.3f} {100 * s / total:5.1f}%")
+        lines.append(f"{'total':44} {len(self.steps):5d} {self.total * 1e3:9.3f} 100.0%")
+        return "\n".join(lines)
+
+
 class Budget:
     """What ``budget()`` yields: the task's account (memory, shared by every run of the
     task) and this run's cancel token."""
@@ -158,6 +188,10 @@ class Model:
         self._source = source  # keeps the memory-mapped constants alive
         self.inputs = [TensorInfo(n, d, tuple(s)) for n, d, s in core.inputs]
         self.outputs = [TensorInfo(n, d, tuple(s)) for n, d, s in core.outputs]
+        self._output_names = [o.name for o in self.outputs]
+        self._fast_inputs: list[tuple[str, Any, tuple[int, ...]]] | None = None
+        self._ndarray: Any = None
+        self._asarray: Any = None
 
     def run(self, feeds: Mapping[str, Any]) -> dict[str, Any]:
         """Run on ``{input name: array}``.
@@ -166,6 +200,29 @@ class Model:
         arrays, so models run where numpy cannot load (isolated sub-interpreters). Inputs
         may also be ``walle_engine.np`` arrays, engine ``Tensor`` objects or anything with
         the buffer protocol; nothing is copied when an input is already C-contiguous."""
+        # Fast path for the common call (every input a C-contiguous numpy array of the
+        # right dtype and shape): a handful of attribute checks, so a small model's run
+        # is not dominated by Python (dtype names, for one, cost microseconds to format).
+        fast = self._fast_inputs
+        if fast is not None and len(feeds) == len(fast):
+            args = []
+            for name, dtype, shape in fast:
+                x = feeds.get(name)
+                if (
+                    type(x) is not self._ndarray
+                    or x.dtype != dtype
+                    or x.shape != shape
+                    or not x.flags.c_contiguous
+                ):
+                    break
+                args.append(_core.Tensor(x))
+            else:
+                outs = self._core.run(args)
+                asarray = self._asarray
+                return {name: asarray(t) for name, t in zip(self._output_names, outs, strict=True)}
+        return self._run_checked(feeds)
+
+    def _run_checked(self, feeds: Mapping[str, Any]) -> dict[str, Any]:
         expected = {i.name for i in self.inputs}
         unknown = sorted(set(feeds) - expected)
         if unknown:
@@ -180,6 +237,7 @@ class Model:
             x = feeds[info.name]
             if type(x).__module__ == "numpy":
                 as_numpy = True
+                self._enable_fast_path()
                 if str(x.dtype) != info.dtype:  # before wrapping: float64 has no tensor type
                     raise ValueError(
                         f"input {info.name!r} must be {info.dtype}, got {x.dtype}: "
@@ -207,13 +265,25 @@ class Model:
             wrap = wnp.asarray
         return {info.name: wrap(t) for info, t in zip(self.outputs, outs, strict=True)}
 
+    def _enable_fast_path(self) -> None:
+        """Prepare the numpy fast path of ``run`` (numpy is imported only once a caller
+        has passed a numpy array, so sub-interpreters without numpy never load it)."""
+        if self._fast_inputs is not None:
+            return
+        import numpy as np
+
+        self._ndarray = np.ndarray
+        self._asarray = np.asarray
+        self._fast_inputs = [(i.name, np.dtype(i.dtype), i.shape) for i in self.inputs]
+
     def plan(self) -> list[dict[str, Any]]:
         """The implementation chosen for every searched op, and why (cache/timed/model)."""
         return self._core.plan()
 
-    def profile(self, feeds: Mapping[str, Any], reps: int = 10) -> list[tuple[str, float]]:
-        """Seconds per atomic step (fastest of ``reps`` runs): where the time goes."""
-        return self._core.profile([_tensor(feeds[i.name]) for i in self.inputs], reps)
+    def profile(self, feeds: Mapping[str, Any], reps: int = 10) -> Profile:
+        """Where the time goes: seconds per atomic step (fastest of ``reps`` runs), and
+        per op type (``by_op``, ``table()``) so the next bottleneck is obvious."""
+        return Profile(self._core.profile([_tensor(feeds[i.name]) for i in self.inputs], reps))
 
     def steps(self) -> list[str]:
         """The atomic steps the graph was decomposed into, in execution order."""

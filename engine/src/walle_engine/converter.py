@@ -417,7 +417,11 @@ def _node_specs(
     specs = _fuse_activations(specs, consts, outputs, report)
     specs = _fuse_residuals(specs, consts, outputs, report)
     specs = _fuse_activations(specs, consts, outputs, report)
-    return _fuse_matmul_bias(specs, consts, outputs, report)
+    specs = _fuse_matmul_bias(specs, consts, outputs, report)
+    # Linear layers now carry their bias: a residual Add and an activation after them ride
+    # in the GEMM epilogue too (transformer blocks: x + W h + b).
+    specs = _fuse_residuals(specs, consts, outputs, report)
+    return _fuse_activations(specs, consts, outputs, report)
 
 
 def _uses(specs: Sequence[Spec]) -> Counter[str]:
@@ -430,7 +434,8 @@ def _fuse_activations(
     outputs: Sequence[str],
     report: ConversionReport,
 ) -> list[Spec]:
-    """Relu/Clip after a Conv or Gemm becomes that op's epilogue clamp (activation_min/max)."""
+    """Relu/Clip after a Conv, Gemm or MatMul becomes that op's epilogue clamp
+    (activation_min/max)."""
     uses = _uses(specs)
     producer = {o: i for i, (_, _, _, outs, _) in enumerate(specs) for o in outs}
     out = list(specs)
@@ -442,7 +447,7 @@ def _fuse_activations(
             continue
         pop, pname, pins, _, pattrs = out[p]
         if (
-            pop in ("Conv", "Gemm")
+            pop in ("Conv", "Gemm", "MatMul")
             and uses[ins[0]] == 1
             and ins[0] not in outputs
             and "activation_min" not in pattrs
@@ -461,8 +466,10 @@ def _fuse_residuals(
     outputs: Sequence[str],
     report: ConversionReport,
 ) -> list[Spec]:
-    """Conv -> Add(conv, r) becomes Conv(x, w, b, r): the residual is added in the GEMM
-    epilogue. The fused Conv moves to the Add's position, where r is known to exist."""
+    """Conv -> Add(conv, r) becomes Conv(x, w, b, r), and MatMul(a, w[, bias]) -> Add(mm, r)
+    becomes MatMul(a, w, bias, r): the residual is added in the GEMM epilogue (the engine
+    adds it explicitly if r broadcasts). The fused node moves to the Add's position, where
+    r is known to exist."""
     uses = _uses(specs)
     producer = {o: i for i, (_, _, _, outs, _) in enumerate(specs) for o in outs}
     out: list[Spec | None] = list(specs)
@@ -477,14 +484,14 @@ def _fuse_residuals(
                 continue
             pop, pname, pins, _, pattrs = prev
             if (
-                pop == "Conv"
+                pop in ("Conv", "MatMul")
                 and uses[ins[k]] == 1
                 and ins[k] not in outputs
                 and "activation_min" not in pattrs
                 and len(pins) <= 3
             ):
                 fused_ins = [*pins, *[""] * (3 - len(pins)), other]
-                out[i] = ("Conv", pname, fused_ins, [outs[0]], pattrs)
+                out[i] = (pop, pname, fused_ins, [outs[0]], pattrs)
                 out[p] = None
                 report.fused_residuals += 1
                 break

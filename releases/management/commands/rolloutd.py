@@ -12,6 +12,7 @@ import time
 from django.core.management.base import BaseCommand
 from django.db import close_old_connections
 
+from releases.events import worker_tick
 from releases.models import Release
 from releases.services import due_releases, evaluate_release
 
@@ -42,6 +43,7 @@ class Command(BaseCommand):
             time.sleep(opts["not_before"] - time.time())
         while not stopping:
             close_old_connections()
+            worker_tick.send(sender=self.__class__)
             for release_id in due_releases():
                 outcome = evaluate_release(Release(pk=release_id))
                 if outcome not in ("idle", "waiting", "paused", "finishing"):

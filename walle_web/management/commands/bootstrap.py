@@ -41,7 +41,10 @@ class Command(BaseCommand):
                 {
                     "app": app.slug,
                     "user": user.username,
-                    "password": opts["password"] if created else None,
+                    # Said again on every run while it is still the one bootstrap set.
+                    "password": opts["password"]
+                    if created or user.check_password(opts["password"])
+                    else None,
                     "token": token.key,
                     "enroll_key": enroll_key,
                 }

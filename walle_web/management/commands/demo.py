@@ -39,6 +39,15 @@ def run(ctx):
 '''
 
 
+# page-stats runs at the end of every page visit, so both versions keep reporting run stats
+# while v2 rolls out: the dashboard's new-vs-control has a control group to compare with.
+PAGE_STATS_TRIGGER = {
+    "steps": [{"kind": "page_enter"}, {"kind": "page_exit"}],
+    "key": "visit",
+    "window": {"type": "session"},
+}
+
+
 def item_views_trigger() -> dict:
     from walle_device.stream.workload import page_names
 
@@ -76,14 +85,14 @@ class Command(BaseCommand):
                 task,
                 files={"main.py": DEMO_V1.encode()},
                 entry_point="main.py",
-                config={"params": {"top": 3}},
+                config={"params": {"top": 3}, "trigger": PAGE_STATS_TRIGGER},
                 notes="first version",
             )
             create_version(
                 task,
                 files={"main.py": DEMO_V2.encode()},
                 entry_point="main.py",
-                config={"params": {"top": 5}},
+                config={"params": {"top": 5}, "trigger": PAGE_STATS_TRIGGER},
                 notes="top five",
             )
             start_release(create_release(v1, name="page-stats v1 to everyone"))
