@@ -1416,6 +1416,10 @@ class Guest:
             resp["guest_ms"] = (time.perf_counter() - t0) * 1000
             return marshal.dumps(resp)
         except BaseException as e:  # a bug here must not take the worker down
+            try:  # this thread must not keep charging the engine to the failed run's task
+                self.unbind_engine()
+            except BaseException:
+                pass
             return marshal.dumps(
                 {
                     "ok": False,

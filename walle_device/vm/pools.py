@@ -80,8 +80,9 @@ import _interpreters  # registers the buffer type so host buffers can be shared 
 # nested in a tuple a million times deep, the deallocation of a deque of deques, the next()
 # of a map over a map ...): with the default 8 MiB a task nesting ~10^5 such objects crashed
 # the process. Measured here, each level of those costs 30-190 bytes of stack and at least
-# as much memory, so a stack as large as the default memory budget (address space, touched
-# only as deep as a task recurses) holds any nesting a task can build within its budget.
+# as much memory, so a stack twice the default memory budget of 1 GiB (address space,
+# touched only as deep as a task recurses; a quarter of RAM on a smaller machine) holds any
+# nesting a task can build within that budget.
 WORKER_STACK_BYTES = max(
     64 << 20, min(2 << 30, os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE") // 4)
 )
