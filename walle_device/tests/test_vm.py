@@ -153,14 +153,14 @@ def test_uploads_logs_and_print_come_back_with_the_result(vm: TaskVM) -> None:
             ctx.log.warning("careful")
             print("from print")
             for e in ctx.window:
-                ctx.upload({"event": e["id"], "blob": b"raw"})
+                ctx.upload({"event": e["id"], "blob": "raw"})
             return "{:>4}|".format(len(ctx.window))
     """,
     )
     r = vm.run("talky", window=[{"id": "a", "ts": 1.0}, {"id": "b", "ts": 2.0}])
     assert r.ok, r
     assert r.output == "   2|"
-    assert r.uploads == [{"event": "a", "blob": b"raw"}, {"event": "b", "blob": b"raw"}]
+    assert r.uploads == [{"event": "a", "blob": "raw"}, {"event": "b", "blob": "raw"}]
     assert r.logs == ["INFO seen 2", "WARNING careful", "PRINT from print"]
 
 
@@ -625,13 +625,21 @@ def test_numpy_is_refused_in_an_isolated_interpreter(vm: TaskVM) -> None:
 
 def test_numpy_file_functions_are_hidden(vm: TaskVM) -> None:
     pytest.importorskip("numpy")
+    # The attribute allow-list leaves numpy's file functions out: refused at load ...
+    with pytest.raises(SandboxViolation, match="attribute 'load' is not allowed"):
+        vm.load(
+            "np-load",
+            "import numpy as np\ndef run(ctx):\n    return np.load('/etc/passwd')\n",
+            config={"requires": ["numpy"]},
+        )
+    # ... and the module proxy at run time, whatever name the task used to ask for it.
     vm.load(
         "np-load",
-        "import numpy as np\ndef run(ctx):\n    return np.load('/etc/passwd')\n",
+        "import numpy as np\ndef run(ctx):\n    return getattr(np, 'lo' + 'ad')('/etc/passwd')\n",
         config={"requires": ["numpy"]},
     )
     r = vm.run("np-load")
-    assert r.error_type == "SandboxViolation" and "not available in tasks" in r.message
+    assert r.error_type == "SandboxViolation", r
 
 
 def test_a_worker_stuck_in_c_is_abandoned_and_replaced() -> None:

@@ -620,17 +620,21 @@ def test_non_normalised_strings_reach_nothing(vm: TaskVM, host: HostCheck) -> No
 )
 def test_the_checker_and_the_guest_apply_one_attribute_rule(name: str) -> None:
     guest.P.update(policy.as_data())
-    assert sandbox.attr_allowed(name) == guest.attr_allowed(name)
-    if name.startswith("_") and name not in policy.READABLE_DUNDERS | policy.SAFE_PRIVATE:
-        assert not sandbox.attr_allowed(name)
-    if name.startswith(policy.BLOCKED_ATTR_PREFIXES) or name in policy.BLOCKED_ATTRS:
-        assert not sandbox.attr_allowed(name)
+    own = frozenset({"run", "ctx", "mine"})  # what the probe task below defines
+    for names in (frozenset(), own):
+        assert sandbox.attr_allowed(name, names) == guest.attr_allowed(name, names)
+        if name.startswith("_") and name not in policy.READABLE_DUNDERS | policy.SAFE_PRIVATE:
+            assert not sandbox.attr_allowed(name, names)
+        if name.startswith(policy.BLOCKED_ATTR_PREFIXES) or name in policy.BLOCKED_ATTRS:
+            assert not sandbox.attr_allowed(name, names)
+        if not name.startswith("_") and name not in policy.ATTRIBUTE_NAMES | names:
+            assert not sandbox.attr_allowed(name, names)  # an allow-list: unlisted is refused
     tree_ok = True
     try:
-        sandbox.check_source(f"def run(ctx):\n    return ctx.{name}\n", "<t>")
+        sandbox.check_source(f"def run(ctx):\n    mine = 1\n    return ctx.{name}\n", "<t>")
     except SandboxViolation:
         tree_ok = False
-    assert tree_ok == sandbox.attr_allowed(name)
+    assert tree_ok == sandbox.attr_allowed(name, own)
 
 
 @settings(max_examples=200, deadline=None)
@@ -687,6 +691,12 @@ FORGED = {
     "tensor-bad-item": marshal.dumps({"ok": True, "tensors": {"t": "handle"}}),
     "peak-negative": marshal.dumps({"ok": False, "engine_peak_bytes": -1}),
     "huge-wire": b"\x00" * (64 << 20),
+    # str() and JSON refuse such ints: the device could not report the result.
+    "huge-int-output": marshal.dumps({"ok": True, "output": [1, 10**5000]}),
+    "bytes-upload": marshal.dumps({"ok": True, "uploads": [{"blob": b"raw"}]}),
+    "nan-upload": marshal.dumps({"ok": True, "uploads": [[float("nan")]]}),
+    # Keys whose hashes all collide would make the host's dict building quadratic.
+    "colliding-keys": marshal.dumps({"ok": True, "output": {i << 61: 0 for i in range(1, 9)}}),
 }
 
 
@@ -992,3 +1002,319 @@ def test_the_suite_covers_every_class_with_several_variants() -> None:
     ]
     assert all(len(g) >= 5 for g in groups)
     assert sum(map(len, groups)) >= 300
+
+
+# --------------------------------------------------------------------------- format gadgets
+# str.format reads attributes by name; every path to CPython's own method must end at the
+# sandbox's formatter, decided on what the lookup returned, not on how it was spelled.
+FORMAT_PATHS = {
+    "subclass-unbound": "class S(str):\n    pass\nreturn S.format('{0.__class__}', 1)",
+    "subclass-getattr": "class S(str):\n    pass\nreturn getattr(S, 'format')('{0.__class__}', 1)",
+    "subclass-map": "class S(str):\n    pass\nreturn S.format_map('{x.__class__}', {'x': 1})",
+    "super-method": "class S(str):\n    def format(self, *a):\n        return super().format(*a)\n"
+    "return S('{0.__class__}').format(1)",
+    "super-type": "class S(str):\n    pass\nreturn super(S, S).format('{0.__class__}', 1)",
+    "bound-stashed": "f = '{0.__closure__}'.format\nreturn [f][0](ctx.upload)",
+    "bound-in-map": "return list(map('{0.__class__}'.format, [1]))",
+    "str-type": "return str.format('{0.__globals__}', run)",
+    "dtype-str-subclass": "from walle_engine import np\nreturn type(np.float32).format('{0.__class__}', 1)",
+}
+
+
+@pytest.mark.parametrize("case", sorted(FORMAT_PATHS))
+def test_every_path_to_str_format_is_the_sandboxs_formatter(
+    vm: TaskVM, host: HostCheck, case: str
+) -> None:
+    outcome = attack(vm, host, body(FORMAT_PATHS[case]))
+    assert refused(outcome), outcome.text
+    assert "cell" not in outcome.text and "class 'int'" not in outcome.text
+
+
+# --------------------------------------------------------------------------- shared objects
+# Everything a module proxy hands out is shared by every task of the interpreter; a store on
+# it, or one that stdlib code forwards to it (typing's aliases set attributes on their origin
+# class), would plant code that another task's run calls.
+SHARED_STORES = {
+    "typing-alias-origin": "import typing\ntyping.Counter.most_common = len",
+    "typing-subscripted": "import typing\ntyping.Counter[str].most_common = len",
+    "typing-abc-alias": "import typing\nsetattr(typing.Mapping, 'get', len)",
+    "module-function": "import json\njson.dumps.cache = {}",
+    "engine-dtype": "from walle_engine import np\nnp.float32.upper = lambda: 'x'",
+    "guest-function": "import time\ntime.sleep.x = 1",
+    "partial-object": "import functools\nfunctools.partial(abs).x = 1",
+    "stdlib-instance": "import datetime\ndatetime.UTC.x = 1",
+    "dataclass-shared": "import dataclasses, fractions\ndataclasses.dataclass(fractions.Fraction)",
+    "namedtuple-spoofed-module": "import collections\n"
+    "P = collections.namedtuple('P', 'x', module='collections')\nP.y = 1",
+    "abc-register": "import collections.abc\ncollections.abc.Sequence.register(dict)",
+}
+
+
+@pytest.mark.parametrize("case", sorted(SHARED_STORES))
+def test_shared_objects_are_read_only(vm: TaskVM, host: HostCheck, case: str) -> None:
+    outcome = attack(vm, host, body(SHARED_STORES[case] + "\nreturn 1"))
+    assert refused(outcome), outcome.text
+    probe = "import collections, collections.abc\ndef run(ctx):\n" + (
+        "    return [collections.Counter('aab').most_common(1), isinstance({}, collections.abc.Sequence)]\n"
+    )
+    vm.load("probe-shared", probe)
+    assert vm.run("probe-shared").output == [[("a", 2)], False]
+
+
+def test_own_objects_still_take_attributes(vm: TaskVM, host: HostCheck) -> None:
+    outcome = attack(
+        vm,
+        host,
+        """
+        import collections.abc
+        class Box:
+            pass
+        class Seq(collections.abc.Sequence):
+            def __len__(self):
+                return 0
+            def __getitem__(self, i):
+                raise IndexError(i)
+        class Plain:
+            pass
+        def run(ctx):
+            b = Box()
+            b.v = 1
+            Box.kind = "box"
+            def f():
+                return 1
+            f.cache = {}
+            e = ValueError("x")
+            e.code = 7
+            collections.abc.Sequence.register(Plain)
+            return [b.v, Box.kind, f.cache, e.code, isinstance(Plain(), collections.abc.Sequence)]
+        """,
+    )
+    assert outcome.result is not None and outcome.result.output == [1, "box", {}, 7, True]
+
+
+@pytest.mark.parametrize(
+    "store",
+    [
+        "import typing\ntyping.Counter.most_common = len",
+        "import collections\ncollections.Counter.most_common = len",
+        "import collections.abc\ncollections.abc.Sequence.register(dict)",
+        "import fractions\nsetattr(fractions.Fraction, 'limit_denominator', len)",
+    ],
+)
+def test_the_run_time_layer_restores_shared_classes_without_the_checker(
+    vm: TaskVM, host: HostCheck, store: str
+) -> None:
+    # CPython raises no audit event for a class attribute store: the guest compares every
+    # shared class with its snapshot after each run instead, and replaces the interpreter.
+    with mock.patch("walle_device.vm.vm.compile_task", _unchecked_compile):
+        outcome = attack(vm, host, body(store + "\nreturn 1"))
+    assert outcome.result is not None and not outcome.result.ok, outcome.text
+    assert outcome.result.error_type == "SandboxViolation", outcome.text
+    probe = "import collections, collections.abc, fractions\ndef run(ctx):\n" + (
+        "    return [collections.Counter('aab').most_common(1), "
+        "isinstance({}, collections.abc.Sequence), fractions.Fraction(1, 3).limit_denominator(2)"
+        " == fractions.Fraction(1, 2)]\n"
+    )
+    for _ in range(3):  # every worker
+        vm.load("probe-classes", probe)
+        assert vm.run("probe-classes").output == [[("a", 2)], False, True]
+
+
+def test_random_state_is_per_task(vm: TaskVM, host: HostCheck) -> None:
+    # One task seeding the shared generator would make another's draws predictable.
+    vm.load("draws", "import random\ndef run(ctx):\n    return random.getrandbits(64)\n")
+    seeded = (
+        "import random\ndef run(ctx):\n    random.seed(42)\n    return random.getrandbits(64)\n"
+    )
+    outcome = attack(vm, host, seeded)
+    assert outcome.result is not None and outcome.result.ok
+    fixed = outcome.result.output
+    draws = set()
+    for _ in range(6):
+        attack(vm, host, seeded)
+        draws.add(vm.run("draws").output)
+    assert fixed not in draws and len(draws) == 6
+
+
+# --------------------------------------------------------------------------- task code after the budget
+# Formatting an exception may call task code: its own __str__, or what a builtin exception
+# formats (OSError's filename, SyntaxError's msg, a str subclass as ExceptionGroup's message).
+# It runs under the budget and the audit gate, never after: the run ends within its budget
+# instead of leaving its worker stuck, and the error keeps its type.
+LOOP_CLASS = "class Loop(str):\n    def __str__(self):\n        while True:\n            pass\n" + (
+    "    def __repr__(self):\n        while True:\n            pass\n"
+)
+LATE_CODE = {
+    "oserror-filename": ("OSError", "raise OSError(5, 'io', Loop('f'))"),
+    "syntaxerror-msg": ("SyntaxError", "e = SyntaxError('x')\ne.msg = Loop('m')\nraise e"),
+    "group-message": ("ExceptionGroup", "raise ExceptionGroup(Loop('m'), [ValueError(1)])"),
+    "keyerror-repr": ("KeyError", "raise KeyError(Loop('k'))"),
+    "own-str": (
+        "Own",
+        "class Own(Exception):\n    def __str__(self):\n        while True:\n"
+        "            pass\nraise Own('kept')",
+    ),
+    "huge-int-arg": ("ValueError", "raise ValueError(10 ** 5000)"),
+    "state-delete-object": ("TypeError", "ctx.state.delete(Loop('k'))\nreturn 1"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(LATE_CODE))
+@pytest.mark.parametrize("isolation", ["interpreter", "process"])
+def test_no_task_code_runs_after_the_budget(
+    vm: TaskVM, host: HostCheck, case: str, isolation: str
+) -> None:
+    error_type, code = LATE_CODE[case]
+    before = vm.stats()
+    outcome = attack(
+        vm, host, LOOP_CLASS + body(code), config={"timeout_s": 0.5, "isolation": isolation}
+    )
+    r = outcome.result
+    assert r is not None and r.error_type == error_type, outcome.text
+    # Not stuck: a run that does not stop is answered as TaskTimeout, its worker abandoned
+    # (interpreter) or killed (process).
+    assert not r.timed_out
+    assert vm.stats()["abandoned_workers"] == before["abandoned_workers"], "a worker got stuck"
+
+
+def test_tracebacks_are_bounded(vm: TaskVM, host: HostCheck) -> None:
+    # Two functions recursing into each other on one long line: formatting every frame of
+    # it (with column carets, which re-parse each line) would run long after the budget.
+    long_expr = ", ".join(["n"] * 20000)
+    source = f"def f(n):\n    return g(n) + len([{long_expr}])\ndef g(n):\n    return f(n)\n"
+    outcome = attack(vm, host, source + body("return f(0)"))
+    r = outcome.result
+    assert r is not None and r.error_type == "RecursionError", outcome.text
+    assert r.traceback.count("File ") <= 30 and len(r.traceback) < 20_000
+
+
+# --------------------------------------------------------------------------- data the host receives
+HOST_DATA = {
+    "huge-int-output": ("return [1, 10 ** 5000]", "ValueError"),
+    "huge-int-state": ("ctx.state.set('k', 10 ** 5000)\nreturn 1", "ValueError"),
+    "huge-int-upload": ("ctx.upload(10 ** 20000)\nreturn 1", "ValueError"),
+    "bytes-upload": ("ctx.upload({'blob': b'raw'})\nreturn 1", "TypeError"),
+    "nan-upload": ("ctx.upload([float('nan')])\nreturn 1", "ValueError"),
+    "inf-key-upload": ("ctx.upload({float('inf'): 1})\nreturn 1", "ValueError"),
+    "colliding-keys": ("P = 2 ** 61 - 1\nreturn {i * P: 0 for i in range(1, 50)}", "ValueError"),
+    "incr-huge": (
+        "class A:\n    def __radd__(self, o):\n        return 10 ** 5000\n"
+        "ctx.state.incr('a', A())\nreturn 1",
+        "ValueError",
+    ),
+}
+
+
+@pytest.mark.parametrize("case", sorted(HOST_DATA))
+def test_what_the_host_receives_is_reportable(vm: TaskVM, host: HostCheck, case: str) -> None:
+    code, error_type = HOST_DATA[case]
+    outcome = attack(vm, host, body(code))
+    r = outcome.result
+    assert r is not None and r.error_type == error_type, outcome.text
+    repr(r)  # the device formats and sends what it gets
+    json.dumps([r.output, r.uploads, r.message])
+
+
+# --------------------------------------------------------------------------- host buffers
+def test_a_host_buffer_does_not_outlive_the_run(vm: TaskVM, host: HostCheck) -> None:
+    # A task that keeps a view of ctx.buffers (or an array or tensor over it) would read what
+    # the host puts in that memory later, and keep the host from resizing it: its
+    # interpreter is replaced instead.
+    vm.load(
+        "keeper",
+        "from walle_engine import np\nKEEP = []\ndef run(ctx):\n"
+        "    KEEP.extend([ctx.buffers['b'][1:], np.asarray(ctx.buffers['b'])])\n"
+        "    return len(KEEP)\n",
+    )
+    frame = bytearray(b"frame-1")
+    for _ in range(4):
+        r = vm.run("keeper", buffers={"b": frame})
+        assert r.ok and r.output == 2, r  # never a previous run's view
+        assert any("kept a reference to ctx.buffers" in line for line in r.logs)
+    frame.extend(b" and more")  # BufferError while any view is alive
+    assert host.vm.run("probe").output == 45
+
+
+# --------------------------------------------------------------------------- C recursion
+# CPython 3.13 counts rather than measures C recursion, and some of its C code does not
+# count at all. Nesting 400k of these crashed the device process with the default 8 MiB
+# thread stack; the VM's workers have a stack the memory budget cannot exhaust. In a child
+# process, so that a regression is a failed test, not a dead test runner.
+NESTED = {
+    "map-next": "g = iter([1])\nfor i in range(N):\n    g = map(abs, g)\nreturn list(g)",
+    "zip-next": "g = [1]\nfor i in range(N):\n    g = zip(g)\nreturn len(list(g))",
+    "filter-next": "g = [1]\nfor i in range(N):\n    g = filter(None, g)\nreturn list(g)",
+    "enumerate-next": "g = [1]\nfor i in range(N):\n    g = enumerate(g)\nreturn len(list(g))",
+    "chain-via-type": "import collections\nC = type(collections.Counter('a').elements())\n"
+    "g = [1]\nfor i in range(N):\n    g = C(g)\nreturn list(g)",
+    "tuple-hash": "t = ()\nfor i in range(N):\n    t = (t,)\nreturn hash(t) and 1",
+    "deque-dealloc": "import collections\nd = collections.deque()\nfor i in range(N):\n"
+    "    d = collections.deque([d])\nreturn 1",
+    "cmp-to-key-dealloc": "import functools\nc = lambda a, b: 0\nfor i in range(N):\n"
+    "    c = functools.cmp_to_key(c)\nreturn 1",
+    "generator-close": "g = iter([1])\nfor i in range(N):\n    g = (x for x in g)\nnext(g)\nreturn 1",
+}
+NESTED_DEVICE = """
+import json, sys
+from walle_device.vm import TaskVM
+if __name__ == "__main__":
+    cases = json.loads(sys.argv[1])
+    with TaskVM(1, process_workers=0) as vm:
+        for name, code in cases.items():
+            vm.load(name, code, config={"timeout_s": 60, "max_memory_mb": 4096})
+            r = vm.run(name)
+            print(json.dumps([name, r.ok, r.error_type]), flush=True)
+"""
+
+
+def test_deep_nesting_in_c_does_not_crash_the_device(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    cases = {n: "N = 400_000\n" + body(c) for n, c in NESTED.items()}
+    script = tmp_path / "device.py"
+    script.write_text(NESTED_DEVICE)
+    proc = subprocess.run(
+        [sys.executable, str(script), json.dumps(cases)],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        cwd=Path(__file__).resolve().parents[2],
+    )
+    done = [json.loads(line)[0] for line in proc.stdout.splitlines()]
+    assert proc.returncode == 0, (done, proc.stderr[-2000:])
+    assert done == list(cases)
+
+
+# --------------------------------------------------------------------------- the checker's edges
+def test_a_source_the_parser_cannot_hold_is_a_refusal(vm: TaskVM) -> None:
+    # "Parser stack overflowed" is a MemoryError from ast.parse; load() raises only
+    # SandboxViolation or ValueError.
+    for source in ("x = " + "-" * 300_000 + "1\n", "x = " + "(" * 300_000 + ")" * 300_000):
+        with pytest.raises(SandboxViolation, match=r"nested too deeply|syntax error"):
+            vm.load("deep", source)
+
+
+def test_the_check_command_refuses_cleanly(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    (tmp_path / "latin1.py").write_bytes(b"x = '\xff'\n")
+    (tmp_path / "deep.py").write_text("x = " + "-" * 300_000 + "1\n")
+    (tmp_path / "ok.py").write_text("import helper\ndef run(ctx):\n    return helper.f()\n")
+    (tmp_path / "helper.py").write_text("def f():\n    return 1\n")
+    cmd = [sys.executable, "-m", "walle_device.vm", "check"]
+    for name, extra, rc in (
+        ("latin1.py", [], 1),
+        ("deep.py", [], 1),
+        ("missing.py", [], 1),
+        ("ok.py", ["--file", f"helper.py={tmp_path / 'helper.py'}"], 0),
+    ):
+        p = subprocess.run([*cmd, str(tmp_path / name), *extra], capture_output=True, text=True)
+        assert p.returncode == rc, (name, p.stdout, p.stderr)
+        assert "Traceback" not in p.stderr, p.stderr
+
+
+def test_the_suite_covers_the_classes_found_after_issue_12() -> None:
+    groups = [FORMAT_PATHS, SHARED_STORES, LATE_CODE, HOST_DATA, NESTED]
+    assert all(len(g) >= 5 for g in groups)

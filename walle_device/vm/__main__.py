@@ -29,6 +29,10 @@ def main(argv: list[str] | None = None) -> int:
     sub = ap.add_subparsers(dest="cmd", required=True)
     check = sub.add_parser("check", help="run the sandbox's load-time check only")
     check.add_argument("script")
+    check.add_argument("--config", help="task config (its 'requires' matters): JSON or a file")
+    check.add_argument(
+        "--file", action="append", default=[], metavar="NAME=PATH", help="a bundle file"
+    )
     run = sub.add_parser("run", help="run the task in the VM and print each RunResult")
     run.add_argument("script")
     run.add_argument("--inputs", help="JSON object, or a file holding one")
@@ -44,22 +48,36 @@ def main(argv: list[str] | None = None) -> int:
     run.add_argument("--runs", type=int, default=1)
     args = ap.parse_args(argv)
 
-    source = Path(args.script).read_text()
+    try:
+        source = Path(args.script).read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as e:
+        print(f"refused: cannot read {args.script}: {e}", file=sys.stderr)
+        return 1
+    try:
+        files = {}
+        for spec in args.file:
+            name, _, path = spec.partition("=")
+            files[name] = Path(path).read_bytes()
+        config = _json_arg(args.config) or {}
+        inputs, window = (
+            (_json_arg(args.inputs), _json_arg(args.window)) if args.cmd == "run" else (None, None)
+        )
+        requires = frozenset(config.get("requires") or ())
+    except (OSError, ValueError, TypeError, AttributeError) as e:
+        print(f"refused: bad --file/--config/--inputs/--window: {e}", file=sys.stderr)
+        return 1
     if args.cmd == "check":
         try:
-            compile_task(Path(args.script).stem, source, {})
+            compile_task(Path(args.script).stem, source, files, requires)
         except SandboxViolation as e:
             print(f"refused: {e}", file=sys.stderr)
             return 1
         print("ok")
         return 0
 
-    files = {}
-    for spec in args.file:
-        name, _, path = spec.partition("=")
-        files[name] = Path(path).read_bytes()
-    config = _json_arg(args.config) or {}
-    process_workers = 1 if config.get("isolation") == "process" or config.get("requires") else 0
+    process_workers = int(
+        config.get("isolation") == "process" or bool(config.get("requires"))
+    ) or int(bool(config.get("os_wall")))
     with TaskVM(1, process_workers=process_workers) as vm:
         try:
             vm.load(Path(args.script).stem, source, files, config)
@@ -68,9 +86,7 @@ def main(argv: list[str] | None = None) -> int:
             return 1
         ok = True
         for _ in range(args.runs):
-            r = vm.run(
-                Path(args.script).stem, _json_arg(args.inputs), window=_json_arg(args.window)
-            )
+            r = vm.run(Path(args.script).stem, inputs, window=window)
             ok = ok and r.ok
             shown = {k: v for k, v in r.__dict__.items() if v not in (None, "", [])}
             print(json.dumps(shown, indent=1, default=repr))

@@ -136,6 +136,8 @@ def _check(raw: Any, limits: Limits) -> dict[str, Any]:
         out["engine_peak_bytes"] = peak
     if raw.get("recycle") is True:
         out["recycle"] = True
+    if raw.get("held_buffers") is True:
+        out["held_buffers"] = True
     if not ok:
         out["error_type"] = _text(raw, "error_type", ERROR_TYPE_MAX_CHARS, "Error") or "Error"
         out["message"] = _text(raw, "message", MESSAGE_MAX_CHARS)
@@ -151,7 +153,7 @@ def _check(raw: Any, limits: Limits) -> dict[str, Any]:
     uploads = raw.get("uploads", [])
     if type(uploads) is not list:
         raise InvalidResult("uploads must be a list")
-    out["uploads"] = guest.plain(uploads, "ctx.upload() payloads", limits.upload_bytes)
+    out["uploads"] = guest.plain(uploads, "ctx.upload() payloads", limits.upload_bytes, json=True)
     out["state"] = _state_delta(raw.get("state"), limits)
     out["tensors"] = _tensors(raw.get("tensors"))
     return out

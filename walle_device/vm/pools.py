@@ -75,6 +75,31 @@ del _walle_policy
 import _interpqueues
 import _interpreters  # registers the buffer type so host buffers can be shared zero-copy
 """
+# Worker threads get a large stack. CPython 3.13 counts, rather than measures, C
+# recursion, and some of its C code recurses without counting at all (the hash of a tuple
+# nested in a tuple a million times deep, the deallocation of a deque of deques, the next()
+# of a map over a map ...): with the default 8 MiB a task nesting ~10^5 such objects crashed
+# the process. Measured here, each level of those costs 30-190 bytes of stack and at least
+# as much memory, so a stack twice the default memory budget of 1 GiB (address space,
+# touched only as deep as a task recurses; a quarter of RAM on a smaller machine) holds any
+# nesting a task can build within that budget.
+WORKER_STACK_BYTES = max(
+    64 << 20, min(2 << 30, os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE") // 4)
+)
+_stack_lock = threading.Lock()
+
+
+def start_with_stack(thread: threading.Thread, stack_bytes: int = WORKER_STACK_BYTES) -> None:
+    """Start `thread` with a stack of `stack_bytes` (threading's setting is process-wide:
+    set it for this start only)."""
+    with _stack_lock:
+        previous = threading.stack_size(stack_bytes)
+        try:
+            thread.start()
+        finally:
+            threading.stack_size(previous)
+
+
 _RUN = "_interpqueues.put(_walle_qid, _walle_guest.handle(_walle_req), 0, 1)"
 _SHUTDOWN = "_walle_guest.shutdown()"
 
@@ -124,6 +149,8 @@ class Job:
 
     def finish(self, resp: dict[str, Any]) -> bool:
         with self._lock:
+            # The caller may reuse (resize) its buffers as soon as it has the result.
+            self.buffers = {}
             if self.future.done():
                 return False
             now = time.monotonic()
@@ -225,10 +252,13 @@ class _InterpWorker:
         self.loaded = set()
         self.runs = 0
 
-    def _destroy(self) -> None:
+    def _destroy(self, now: bool = False) -> None:
         if self.iid is not None:
             iid, self.iid = self.iid, None
-            self.pool._retire(iid)
+            if now:
+                destroy_interpreter(iid)
+            else:
+                self.pool._retire(iid)
 
     def _main(self) -> None:
         # Never leave the shared queue without a consumer: if an interpreter cannot be
@@ -254,8 +284,14 @@ class _InterpWorker:
                 self.job = None
                 if self.abandoned:
                     break  # the supervisor already answered and replaced this worker
+                if resp.get("held_buffers"):
+                    # The task kept views of the host's buffers past its run: they go with
+                    # its interpreter, before the caller gets the result and reuses them.
+                    self._destroy(now=True)
                 job.finish(resp)
-                if self.runs >= self.recycle_at or resp.get("budget") or resp.get("recycle"):
+                if self.iid is None:
+                    self._try_create()
+                elif self.runs >= self.recycle_at or resp.get("budget") or resp.get("recycle"):
                     # After K runs (create/destroy leaks upstream, but so does a long-lived
                     # interpreter's heap) or after a budget trip that may have interrupted
                     # library code mid-update, start from a clean interpreter.
@@ -415,7 +451,7 @@ class InterpreterPool:
             if self._closed.is_set():
                 return None
             w = _InterpWorker(self)
-            w.thread.start()
+            start_with_stack(w.thread)
             self.workers.add(w)
         return w
 

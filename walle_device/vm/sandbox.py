@@ -39,17 +39,81 @@ class CompiledTask:
 
     codes: dict[str, bytes]
     sources: dict[str, str]
+    # The names the task may use as attributes besides the policy's list (its own).
+    names: frozenset[str] = frozenset()
 
 
 def is_dunder(name: str) -> bool:
     return len(name) > 4 and name.startswith("__") and name.endswith("__")
 
 
-def attr_allowed(name: str) -> bool:
-    """The attribute rule, shared with the guest's getattr (which reads the same data)."""
+def attr_allowed(name: str, own: frozenset[str] = frozenset()) -> bool:
+    """The attribute rule, shared with the guest's getattr (which reads the same data): an
+    allow-list. A name is allowed if the policy's surface lists it
+    (`policy.ATTRIBUTE_NAMES`, computed by surface.py) or the task defines it itself
+    (`own`, from `task_names`), and it is not one of the blocked families (frames, code,
+    raw addresses, files), which no listing or definition makes allowed."""
     if name.startswith("_"):
         return name in policy.READABLE_DUNDERS or name in policy.SAFE_PRIVATE
-    return name not in policy.BLOCKED_ATTRS and not name.startswith(policy.BLOCKED_ATTR_PREFIXES)
+    if name in policy.BLOCKED_ATTRS or name.startswith(policy.BLOCKED_ATTR_PREFIXES):
+        return False
+    return name in policy.ATTRIBUTE_NAMES or name in own
+
+
+# Calls that take field names as strings (the attributes of the class they build).
+_FIELD_FACTORIES = frozenset({"namedtuple", "NamedTuple"})
+
+
+def task_names(trees: list[ast.Module]) -> frozenset[str]:
+    """The public names a task defines in its own source, which it may then use as
+    attribute names: functions, classes, parameters and keyword arguments, assignment and
+    other binding targets, attribute stores (`self.count = ...`), imports, `__slots__` /
+    `__match_args__` entries and namedtuple field names. Names it only reads do not count:
+    those come from the policy's list."""
+    found: set[str] = set()
+
+    def strings(node: ast.AST | None) -> None:
+        if isinstance(node, ast.Constant) and type(node.value) is str:
+            found.update(node.value.replace(",", " ").split())
+        elif isinstance(node, ast.Tuple | ast.List):
+            for e in node.elts:
+                strings(e.elts[0] if isinstance(e, ast.Tuple | ast.List) and e.elts else e)
+
+    for tree in trees:
+        for node in ast.walk(tree):
+            if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef | ast.ClassDef):
+                found.add(node.name)
+            elif isinstance(node, ast.arg):
+                found.add(node.arg)
+            elif isinstance(node, ast.keyword) and node.arg:
+                found.add(node.arg)
+            elif isinstance(node, ast.Name) and not isinstance(node.ctx, ast.Load):
+                found.add(node.id)
+            elif isinstance(node, ast.Attribute) and not isinstance(node.ctx, ast.Load):
+                found.add(node.attr)
+            elif isinstance(node, ast.alias):
+                found.add((node.asname or node.name).partition(".")[0])
+            elif isinstance(node, ast.Global | ast.Nonlocal):
+                found.update(node.names)
+            elif isinstance(node, ast.ExceptHandler | ast.MatchAs | ast.MatchStar) and node.name:
+                found.add(node.name)
+            elif isinstance(node, ast.MatchMapping) and node.rest:
+                found.add(node.rest)
+            elif isinstance(node, ast.Assign) and any(
+                isinstance(t, ast.Name) and t.id in ("__slots__", "__match_args__")
+                for t in node.targets
+            ):
+                strings(node.value)
+            elif isinstance(node, ast.Call):
+                func = node.func
+                called = func.id if isinstance(func, ast.Name) else getattr(func, "attr", "")
+                if called in _FIELD_FACTORIES:
+                    for arg in node.args[1:2]:
+                        strings(arg)
+                    for kw in node.keywords:
+                        if kw.arg in ("field_names", "fields"):
+                            strings(kw.value)
+    return frozenset(n for n in found if n.isidentifier() and not n.startswith("_"))
 
 
 def module_spec(name: str, requires: frozenset[str]) -> object:
@@ -64,14 +128,14 @@ def _allowed_import(name: str, requires: frozenset[str]) -> bool:
     return name == "walle" or module_spec(name, requires) is not None
 
 
-def _public_name_tuple(node: ast.expr) -> bool:
+def _public_name_tuple(node: ast.expr, own: frozenset[str]) -> bool:
     """A literal tuple/list of public attribute names, as __slots__/__match_args__ need."""
     return isinstance(node, ast.Tuple | ast.List) and all(
         isinstance(e, ast.Constant)
         and type(e.value) is str
         and e.value.isidentifier()
         and not e.value.startswith("_")
-        and attr_allowed(e.value)
+        and attr_allowed(e.value, own)
         for e in node.elts
     )
 
@@ -80,10 +144,17 @@ class _Checker(ast.NodeTransformer):
     """Walks one file's AST, refusing what the policy does not list and rewriting guarded
     loads and builtin class patterns."""
 
-    def __init__(self, filename: str, local_modules: frozenset[str], requires: frozenset[str]):
+    def __init__(
+        self,
+        filename: str,
+        local_modules: frozenset[str],
+        requires: frozenset[str],
+        own: frozenset[str] = frozenset(),
+    ):
         self.filename = filename
         self.local_modules = local_modules
         self.requires = requires
+        self.own = own  # the names the task defines (task_names), allowed as attributes
         self.methods: set[int] = set()
 
     def refuse(self, node: ast.AST, why: str) -> SandboxViolation:
@@ -156,11 +227,13 @@ class _Checker(ast.NodeTransformer):
 
     # ---- attributes
     def _check_attr_name(self, node: ast.AST, name: str) -> None:
-        if not attr_allowed(name):
+        if not attr_allowed(name, self.own):
             raise self.refuse(
                 node,
-                f"attribute {name!r} is not allowed in tasks (names starting "
-                "with '_' and frame/code attributes are blocked)",
+                f"attribute {name!r} is not allowed in tasks: attribute names must be on the "
+                "sandbox's list (the public API of the builtin types, allowed modules and "
+                "task API; policy.ATTRIBUTE_NAMES) or defined by the task itself, and names "
+                "starting with '_' and frame/code attributes are blocked",
             )
 
     def visit_Attribute(self, node: ast.Attribute) -> ast.AST:
@@ -260,7 +333,7 @@ class _Checker(ast.NodeTransformer):
             return
         ok = False
         if name in ("__slots__", "__match_args__"):
-            ok = value is not None and _public_name_tuple(value)
+            ok = value is not None and _public_name_tuple(value, self.own)
         elif name == "__hash__":
             ok = isinstance(value, ast.Constant) and value.value is None
         elif name == "__doc__":
@@ -377,27 +450,54 @@ class _Checker(ast.NodeTransformer):
         return node
 
 
+def parse_source(source: str, filename: str) -> ast.Module:
+    """Parse one task file, or raise SandboxViolation with file and line."""
+    if len(source.encode("utf-8", "surrogatepass")) > MAX_SOURCE_BYTES:
+        raise SandboxViolation(f"{filename}: source is larger than {MAX_SOURCE_BYTES} bytes")
+    try:
+        return ast.parse(source, filename=filename)
+    except (SyntaxError, ValueError) as e:  # ValueError: NUL bytes in the source
+        line = getattr(e, "lineno", "?")
+        raise SandboxViolation(f"{filename}:{line}: syntax error: {getattr(e, 'msg', e)}") from None
+    except (RecursionError, MemoryError):  # MemoryError: "parser stack overflowed"
+        raise SandboxViolation(f"{filename}: the source is nested too deeply") from None
+
+
+def check_tree(
+    tree: ast.Module,
+    filename: str,
+    local_modules: frozenset[str] = frozenset(),
+    requires: frozenset[str] = frozenset(),
+    own: frozenset[str] = frozenset(),
+) -> ast.Module:
+    """Check one parsed task file; return the (rewritten) tree or raise SandboxViolation."""
+    try:
+        tree = _Checker(filename, local_modules, requires, own).visit(tree)
+    except (RecursionError, MemoryError):
+        raise SandboxViolation(f"{filename}: the source is nested too deeply") from None
+    return ast.fix_missing_locations(tree)
+
+
 def check_source(
     source: str,
     filename: str,
     local_modules: frozenset[str] = frozenset(),
     requires: frozenset[str] = frozenset(),
 ) -> ast.Module:
-    """Parse and check one task file; return the (rewritten) tree or raise SandboxViolation."""
-    if len(source.encode("utf-8", "surrogatepass")) > MAX_SOURCE_BYTES:
-        raise SandboxViolation(f"{filename}: source is larger than {MAX_SOURCE_BYTES} bytes")
-    try:
-        tree = ast.parse(source, filename=filename)
-    except (SyntaxError, ValueError) as e:  # ValueError: NUL bytes in the source
-        line = getattr(e, "lineno", "?")
-        raise SandboxViolation(f"{filename}:{line}: syntax error: {getattr(e, 'msg', e)}") from None
-    except RecursionError:
-        raise SandboxViolation(f"{filename}: the source is nested too deeply") from None
-    try:
-        tree = _Checker(filename, local_modules, requires).visit(tree)
-    except RecursionError:
-        raise SandboxViolation(f"{filename}: the source is nested too deeply") from None
-    return ast.fix_missing_locations(tree)
+    """Parse and check a one-file task; return the (rewritten) tree or raise SandboxViolation."""
+    tree = parse_source(source, filename)
+    return check_tree(tree, filename, local_modules, requires, allowed_names([tree], requires))
+
+
+def allowed_names(trees: list[ast.Module], requires: frozenset[str]) -> frozenset[str]:
+    """The attribute names a task may use besides the policy's list: its own, plus numpy's
+    surface when it requires numpy (computed from the installed numpy, see surface.py)."""
+    own = task_names(trees)
+    if "numpy" in requires:
+        from .surface import numpy_names
+
+        own |= numpy_names()
+    return own
 
 
 def compile_task(
@@ -420,14 +520,17 @@ def compile_task(
         except UnicodeDecodeError:
             raise SandboxViolation(f"{mod}.py is not UTF-8") from None
         units[mod] = (text, f"<task {task_id}/{mod}.py>")
+    trees = {mod: parse_source(text, filename) for mod, (text, filename) in units.items()}
+    # A module's names are attributes of it for the task's other modules (`helper.f`).
+    own = allowed_names(list(trees.values()), requires)
     codes: dict[str, bytes] = {}
     sources: dict[str, str] = {}
     for mod, (text, filename) in units.items():
-        tree = check_source(text, filename, local, requires)
+        tree = check_tree(trees[mod], filename, local, requires, own)
         try:
             code = compile(tree, filename, "exec", dont_inherit=True)
-        except (SyntaxError, ValueError, RecursionError) as e:
-            raise SandboxViolation(f"{filename}: does not compile: {e}") from None
+        except (SyntaxError, ValueError, RecursionError, MemoryError) as e:
+            raise SandboxViolation(f"{filename}: does not compile: {e!r}") from None
         codes[mod] = marshal.dumps(code)
         sources[filename] = text
-    return CompiledTask(codes, sources)
+    return CompiledTask(codes, sources, own)

@@ -346,6 +346,7 @@ class TaskVM:
             "paths": paths,
             "codes": compiled.codes,
             "sources": compiled.sources,
+            "names": sorted(compiled.names),
         }
         pool = None
         if os_wall:
@@ -551,11 +552,14 @@ class TaskVM:
         # The job keeps this callback after it ran; the callback must not keep the caller's
         # result alive (it may hold the task's tensors), so it hands `out` over once.
         pending = [out]
+        # Not `job` itself: the job's future holds this callback, and a cycle through the
+        # job would keep the host's buffers exported (not resizable) until a GC.
+        token = job.run_token
 
         def done(f: Future[dict[str, Any]]) -> None:
             target = pending.pop()
             try:
-                result = self._finish(t, f.result(), job.run_token, limits)
+                result = self._finish(t, f.result(), token, limits)
             except BaseException as e:  # a bug here must not reach the caller as a raise
                 log.exception("walle VM could not finish a run of %s", t.task_id)
                 result = RunResult(
