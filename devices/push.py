@@ -4,24 +4,37 @@ Each daphne process keeps its own registry of connected device sockets. A releas
 published once on the channel layer to one group that has a single member per process (never
 one member per device); each process encodes the frame once and writes it to the matching
 local sockets. With Redis this is one PUBLISH per notice whatever the fleet size.
+
+The same per-process subscription carries "release changed" messages: every process drops
+what it cached about the app's releases (see `on_release_changed`), so a hello answered by any
+process reflects the change. A notice implies a change, so it invalidates first, then rings.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-from dataclasses import asdict
-from typing import TYPE_CHECKING, Protocol
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from typing import Protocol
 
 from channels.layers import get_channel_layer
 
 from walle_device import protocol
 
-if TYPE_CHECKING:
-    from releases.services import Notice
-
 log = logging.getLogger(__name__)
 NOTICE_GROUP = "walle.notices"
+
+
+@dataclass
+class Notice:
+    """What is published after commit: the doorbell frame and the devices it is for."""
+
+    app: int
+    task: str
+    version: int
+    digest: str
+    device_uids: list[str]
 
 
 class Socket(Protocol):
@@ -30,6 +43,24 @@ class Socket(Protocol):
     async def send(
         self, text_data: str | None = None, bytes_data: bytes | None = None, close: bool = False
     ) -> None: ...
+
+
+# Callbacks run in every server process when an app's releases changed (argument: app id).
+_release_changed_hooks: list[Callable[[int], None]] = []
+
+
+def on_release_changed(callback: Callable[[int], None]) -> None:
+    """Run `callback(app_id)` in this process whenever any process says an app's releases changed."""
+    if callback not in _release_changed_hooks:
+        _release_changed_hooks.append(callback)
+
+
+def release_changed_here(app_id: int) -> None:
+    for callback in _release_changed_hooks:
+        try:
+            callback(app_id)
+        except Exception:  # a cache that cannot be dropped must not stop the doorbell
+            log.exception("release-changed hook %r failed", callback)
 
 
 class Registry:
@@ -51,13 +82,13 @@ class Registry:
         if self.sockets.get(socket.device_uid) is socket:
             del self.sockets[socket.device_uid]
 
-    async def ensure_listener(self) -> None:
+    def ensure_listener(self) -> None:
         """Subscribe this process to the notice group once per event loop."""
         loop = asyncio.get_running_loop()
         if self._listener is not None and not self._listener.done() and self._listener_loop is loop:
             return
-        # Claim the slot before the first await: sockets connecting at the same moment must
-        # not each subscribe (every notice would then be delivered once per subscription).
+        # Claim the slot synchronously: sockets connecting at the same moment must not each
+        # subscribe (every notice would then be delivered once per subscription).
         self._listener_loop = loop
         self._listener = loop.create_task(self._subscribe_and_listen())
 
@@ -77,10 +108,18 @@ class Registry:
                 log.exception("notice listener failed; retrying")
                 await asyncio.sleep(1)
                 continue
-            if message.get("type") == "release.notice":
+            kind = message.get("type")
+            if kind in ("release.notice", "release.changed"):
+                release_changed_here(int(message["app"]))
+            if kind == "release.notice":
                 await self.fan_out(message)
 
     async def fan_out(self, message: dict) -> int:
+        """Write the notify frame, encoded once, to this process's sockets among `device_uids`.
+
+        daphne's send buffers and returns without suspending, so the pass over 10k sockets runs
+        without giving the loop away in between.
+        """
         frame = protocol.encode(
             protocol.message(
                 "notify", task=message["task"], version=message["version"], digest=message["digest"]
@@ -88,13 +127,13 @@ class Registry:
         )
         uids = message["device_uids"]
         sockets = self.sockets
-        sent = 0
         # Iterate over the smaller side: a notice for 10 devices in a process holding 10k.
         if len(uids) <= len(sockets):
             targets = [sockets[u] for u in uids if u in sockets]
         else:
             wanted = set(uids)
             targets = [s for u, s in list(sockets.items()) if u in wanted]
+        sent = 0
         for socket in targets:
             try:
                 await socket.send(text_data=frame)
@@ -109,7 +148,14 @@ registry = Registry()
 
 
 def publish_notice(notice: Notice) -> None:
-    """Publish one notice to every server process (called after commit, from sync code)."""
+    """Publish one notice to every server process (called after commit, from any thread)."""
     from walle_web.relay import group_send
 
     group_send(NOTICE_GROUP, {"type": "release.notice", **asdict(notice)})
+
+
+def publish_release_changed(app_id: int) -> None:
+    """Tell every server process that an app's releases changed (called after commit)."""
+    from walle_web.relay import group_send
+
+    group_send(NOTICE_GROUP, {"type": "release.changed", "app": app_id})

@@ -11,6 +11,7 @@ from django.utils import timezone
 
 from accounts.models import App
 from accounts.services import audit, find_enrollment_key, hash_secret
+from devices import push, targeting
 from devices.choices import GroupKind
 from devices.models import Device, DeviceGroup, Result, RunStat
 from walle_device.protocol import ATTR_FIELDS
@@ -53,36 +54,132 @@ def enroll_device(enrollment_key: str, attrs: dict) -> tuple[Device, str]:
     return device, f"{uid}.{secret}"
 
 
-def authenticate_device(token: str) -> Device | None:
+def _split_token(token: str) -> tuple[str, str]:
     uid, _, secret = (token or "").partition(".")
-    if not uid or not secret:
-        return None
-    device = Device.objects.select_related("app").filter(uid=uid).first()
-    if device is None or not hmac.compare_digest(device.token_hash, hash_secret(secret)):
-        return None
-    return device
+    return uid, secret
+
+
+def authenticate_devices(tokens: list[str]) -> list[Device | None]:
+    """The device each token belongs to (None for a wrong one), in one query for all."""
+    wanted = {uid for uid, secret in map(_split_token, tokens) if uid and secret}
+    found = {d.uid: d for d in Device.objects.select_related("app").filter(uid__in=wanted)}
+    result: list[Device | None] = []
+    for token in tokens:
+        uid, secret = _split_token(token)
+        device = found.get(uid) if uid and secret else None
+        if device is None or not hmac.compare_digest(device.token_hash, hash_secret(secret)):
+            result.append(None)
+        else:
+            result.append(device)
+    return result
+
+
+def authenticate_device(token: str) -> Device | None:
+    return authenticate_devices([token])[0]
+
+
+def clean_current(current: dict) -> dict:
+    """What a device says it runs, as stored: {task: {"version": n, "digest": "..."}}."""
+    return {
+        str(k): {"version": int(v["version"]), "digest": str(v.get("digest", ""))[:64]}
+        for k, v in current.items()
+    }
+
+
+def record_hellos(hellos: list[tuple[Device, dict, dict]]) -> None:
+    """Store what devices said in `hello` (attributes, running versions), only where it changed:
+    a reconnect storm of unchanged devices writes nothing here."""
+    changed: dict[int, Device] = {}
+    fields: set[str] = set()
+    for device, attrs, current in hellos:
+        new = {**clean_attrs(attrs), "current": clean_current(current)}
+        diff = {name: value for name, value in new.items() if getattr(device, name) != value}
+        if diff:
+            for name, value in diff.items():
+                setattr(device, name, value)
+            changed[device.pk] = device
+            fields.update(diff)
+    if changed:
+        Device.objects.bulk_update(list(changed.values()), sorted(fields), batch_size=500)
 
 
 def device_hello(device: Device, attrs: dict, current: dict) -> list[dict]:
-    """A device (re)connected and said who it is: store that, answer with its desired state."""
-    from releases.services import desired_state
+    """A device (re)connected and said who it is: store that, answer with its desired state.
 
-    fields = clean_attrs(attrs)
+    The one-device form of what the ingest writer does for a batch of hellos."""
+    from devices import ingest
+
+    item = ingest.Item(kind="hello", device=device, payload={"attrs": attrs, "current": current})
     with transaction.atomic():
-        for name, value in fields.items():
-            setattr(device, name, value)
-        device.current = {
-            str(k): {"version": int(v["version"]), "digest": str(v.get("digest", ""))[:64]}
-            for k, v in current.items()
-        }
-        device.online = True
-        device.last_seen = timezone.now()
-        device.save(update_fields=[*fields, "current", "online", "last_seen"])
-        return desired_state(device)
+        Device.objects.filter(pk=device.pk).update(online=True, last_seen=timezone.now())
+        ingest._run_handlers([item])
+    if item.error is not None:
+        raise item.error
+    return item.result or []
 
 
 def set_presence(device: Device, online: bool) -> None:
     Device.objects.filter(pk=device.pk).update(online=online, last_seen=timezone.now())
+
+
+def record_presence(connected: list, disconnected: list) -> None:
+    """Mark sockets' devices online/offline. Each socket remembers the `last_seen` it wrote
+    (`presence_stamp`); a disconnect turns a device offline only if nobody wrote since, so
+    the old socket of a device that already reconnected elsewhere (another process, after
+    a server was killed or a network dropped) does not hide the new one from the notifier."""
+    now = timezone.now()
+    if connected:
+        Device.objects.filter(pk__in={s.device.pk for s in connected}).update(
+            online=True, last_seen=now
+        )
+        for socket in connected:
+            socket.presence_stamp = now
+    for socket in disconnected:
+        stamp = getattr(socket, "presence_stamp", None)
+        if stamp is not None:
+            Device.objects.filter(pk=socket.device.pk, last_seen=stamp).update(
+                online=False, last_seen=now
+            )
+
+
+# --- ingest handlers (devices/ingest.py); registered in DevicesConfig.ready ------------
+
+
+def ingest_auth(items: list) -> None:
+    for item, device in zip(items, authenticate_devices([i.payload for i in items]), strict=True):
+        item.result = device
+
+
+def ingest_connect(items: list) -> None:
+    record_presence([i.socket for i in items], [])
+
+
+def ingest_disconnect(items: list) -> None:
+    record_presence([], [i.socket for i in items])
+
+
+def ingest_hello(items: list) -> None:
+    record_hellos([(i.device, i.payload["attrs"], i.payload["current"]) for i in items])
+
+
+def ingest_run_stats(items: list) -> None:
+    from devices.ingest import Rejected
+
+    for item in items:
+        try:
+            item.result = record_run_stats(item.device, item.payload)
+        except ValueError as exc:
+            item.error = Rejected(str(exc))
+
+
+def ingest_upload(items: list) -> None:
+    from devices.ingest import Rejected
+
+    for item in items:
+        try:
+            item.result = store_results(item.device, item.payload["items"])
+        except ValueError as exc:
+            item.error = Rejected(str(exc))
 
 
 def record_run_stats(device: Device, msg: dict) -> bool:
@@ -145,8 +242,6 @@ def save_group(
     by: AbstractBaseUser | None,
 ) -> DeviceGroup:
     """Create (group=None) or update a device group; raises GroupError with what to fix."""
-    from releases import targeting
-
     errors: dict[str, str] = {}
     name = name.strip()
     if not name:
@@ -188,4 +283,8 @@ def save_group(
             str(group.pk),
             {"name": name, "kind": kind},
         )
+        # Targets may name groups: every process's cached view of the app's releases is stale.
+        push.release_changed_here(app.pk)
+        transaction.on_commit(lambda: push.release_changed_here(app.pk))
+        transaction.on_commit(lambda: push.publish_release_changed(app.pk))
     return group

@@ -9,6 +9,7 @@ from django.db.models import CharField, Count, F, Func, Value
 from django.db.models.functions import TruncMinute
 
 from devices.models import RunStat
+from devices.targeting import reached_devices
 from releases.choices import DeploymentState
 from releases.models import Deployment, DeploymentEvent, Release
 
@@ -141,9 +142,7 @@ def run_metrics(release: Release) -> dict:
             received_at__gte=since,
         )
     )
-    from releases.services import targeted_devices
-
-    control_ids = {d.pk for d in targeted_devices(release.app_id, release.target)} - in_release
+    control_ids = {d.id for d in reached_devices(release.app_id, release.target)} - in_release
     control = list(
         RunStat.objects.filter(
             task=release.task.name, device_id__in=control_ids, received_at__gte=since

@@ -97,11 +97,14 @@ SCHEMAS: dict[str, dict[str, tuple[tuple[type, ...], bool]]] = {
     },
     "ping": {"t": (_NUM, False)},
     "pong": {"t": (_NUM, False)},
-    # server -> device: what was wrong with a frame; the connection stays open.
+    # server -> device: what was wrong with a frame; the connection stays open. With
+    # `retry_after` (code "busy"): nothing was stored, send the message again after that many
+    # seconds; before a close with code 1013 it is how long to wait before reconnecting.
     "error": {
         "code": (_STR, True),
         "message": (_STR, True),
         "ref": (_OPT_STR, False),
+        "retry_after": (_NUM, False),
     },
 }
 

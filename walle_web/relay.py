@@ -8,6 +8,7 @@ signed with the secret key, and the server publishes them on its own layer.
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import hmac
 import json
@@ -24,6 +25,26 @@ from django.views.decorators.http import require_POST
 log = logging.getLogger(__name__)
 # Set by walle_web.asgi: this process serves sockets and can deliver in-process messages.
 IN_SERVER = False
+_server_loop: asyncio.AbstractEventLoop | None = None
+
+
+def bind_server_loop(loop: asyncio.AbstractEventLoop) -> None:
+    """Remember the server's event loop (walle_web.asgi does, on its first call)."""
+    global _server_loop
+    _server_loop = loop
+
+
+def server_loop() -> asyncio.AbstractEventLoop | None:
+    """The running server event loop of this process, if there is one."""
+    loop = _server_loop
+    if loop is None or loop.is_closed() or not loop.is_running():
+        return None
+    return loop
+
+
+def _log_failure(future) -> None:
+    if not future.cancelled() and future.exception() is not None:
+        log.warning("channel-layer publish failed: %s", future.exception())
 
 
 def _signature(body: bytes) -> str:
@@ -58,6 +79,22 @@ def group_send(group: str, message: dict, *, skip_if_empty: bool = False) -> Non
             # Devices still converge: they ask for their desired state on every reconnect.
             log.warning("relay to %s failed: %s", settings.WALLE_RELAY_URL, exc)
         return
+    loop = server_loop()
+    if loop is not None:
+        # In a server process: hand the publish to the event loop and return. The callers are
+        # the ingest writer and request threads after commit; neither must wait for a loop
+        # that is busy with thousands of sockets.
+        try:
+            running = asyncio.get_running_loop()
+        except RuntimeError:
+            running = None
+        if running is loop:
+            loop.create_task(layer.group_send(group, message)).add_done_callback(_log_failure)
+        else:
+            asyncio.run_coroutine_threadsafe(
+                layer.group_send(group, message), loop
+            ).add_done_callback(_log_failure)
+        return
     async_to_sync(layer.group_send)(group, message)
 
 
@@ -69,5 +106,5 @@ def relay(request: HttpRequest) -> HttpResponse:
     ):
         return HttpResponseForbidden("bad signature")
     payload = json.loads(request.body)
-    async_to_sync(get_channel_layer().group_send)(payload["group"], payload["message"])
+    group_send(payload["group"], payload["message"])
     return JsonResponse({"ok": True})

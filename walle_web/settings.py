@@ -161,6 +161,23 @@ WALLE_RELAY_URL = env_str("WALLE_RELAY_URL", "")
 WALLE_MAX_FRAME_BYTES = env_int("WALLE_MAX_FRAME_BYTES", 256 * 1024)
 WALLE_HEARTBEAT_SECONDS = env_int("WALLE_HEARTBEAT_SECONDS", 30)
 
+# The device ingest path (devices/ingest.py): one writer per process applies device messages
+# in batches of at most WALLE_INGEST_BATCH, waiting WALLE_INGEST_WINDOW_MS for company; past
+# WALLE_INGEST_QUEUE waiting messages a device is told to retry later.
+WALLE_INGEST_QUEUE = env_int("WALLE_INGEST_QUEUE", 20000)
+WALLE_INGEST_BATCH = env_int("WALLE_INGEST_BATCH", 500)
+WALLE_INGEST_WINDOW_MS = env_int("WALLE_INGEST_WINDOW_MS", 5)
+# A websocket handshake not authenticated within this many seconds is accepted and closed
+# with 1013 (try again later); keep it below daphne's --websocket_connect_timeout (5 s),
+# which would answer 403, the status of a bad token.
+WALLE_CONNECT_BUDGET_S = float(env_str("WALLE_CONNECT_BUDGET_S", "3"))
+# Safety net for the per-process cache of each app's active releases (releases/desired.py),
+# which every process drops on a release change anyway.
+WALLE_RELEASE_CACHE_TTL = float(env_str("WALLE_RELEASE_CACHE_TTL", "5"))
+# Files up to this size are inlined in the manifest document (at most the total per version).
+WALLE_INLINE_MAX_BYTES = env_int("WALLE_INLINE_MAX_BYTES", 16 * 1024)
+WALLE_INLINE_TOTAL_BYTES = env_int("WALLE_INLINE_TOTAL_BYTES", 64 * 1024)
+
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,

@@ -187,14 +187,21 @@ def test_uploads_are_stored_once_and_acked_every_time(cast):
 def test_presence_follows_the_connection(cast):
     device = cast.devices[0]
 
+    def is_online() -> bool:
+        return type(device).objects.get(pk=device.pk).online
+
     async def go():
         comm = connect(cast.tokens[device.uid])
         await comm.connect()
-        await send(comm, "ping")
-        online = await database_sync_to_async(
-            lambda: type(device).objects.get(pk=device.pk).online
-        )()
+        # Presence goes through the ingest writer, ahead of the hello in its queue: once the
+        # hello is answered, the connection is recorded.
+        await send(comm, "hello", attrs={}, current={})
+        online = await database_sync_to_async(is_online)()
         await comm.disconnect()
+        for _ in range(100):  # the disconnect is applied by the writer's next batch
+            if not await database_sync_to_async(is_online)():
+                break
+            await asyncio.sleep(0.05)
         return online
 
     assert run(go()) is True
