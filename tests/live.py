@@ -48,6 +48,25 @@ def scaleout_unavailable() -> str | None:
     return None
 
 
+def daphne_command(port: int) -> list[str]:
+    """How the tests and benchmarks run daphne (docs/operations.md explains the options)."""
+    return [
+        sys.executable,
+        "-m",
+        "daphne",
+        # A deep accept backlog: thousands of devices reconnect at once after a failure.
+        "-e",
+        f"tcp:port={port}:interface=127.0.0.1:backlog=4096",
+        # Keepalive long enough to ride out a busy server or a busy simulator (daphne's 20 s
+        # / 30 s default closes healthy sockets whose pong waits behind a burst of work).
+        "--ping-interval",
+        "30",
+        "--ping-timeout",
+        "120",
+        "walle_web.asgi:application",
+    ]
+
+
 @dataclass
 class LiveServer:
     urls: list[str]
@@ -57,6 +76,25 @@ class LiveServer:
     enroll_key: str
     app: str
     procs: list[subprocess.Popen] = field(default_factory=list)
+    dbname: str | None = None
+    logs: list[Path] = field(default_factory=list)
+
+    def kill(self, index: int) -> None:
+        """kill -9 one daphne process (fault tests)."""
+        proc = self.procs[index]
+        proc.kill()
+        proc.wait(timeout=30)
+
+    def restart(self, index: int) -> None:
+        """Start daphne `index` again on its old port and wait until it is healthy."""
+        port = int(self.urls[index].rsplit(":", 1)[1])
+        log = self.logs[index]
+        with log.open("a") as fh:
+            proc = subprocess.Popen(
+                daphne_command(port), cwd=ROOT, env=self.env, stdout=fh, stderr=subprocess.STDOUT
+            )
+        self.procs[index] = proc
+        _wait_healthy(self.urls[index], proc, log)
 
     @property
     def url(self) -> str:
@@ -123,6 +161,7 @@ def live_server(
     env.update(extra_env or {})
     processes = processes or 1
     procs: list[subprocess.Popen] = []
+    logs: list[Path] = []
     try:
         subprocess.run(
             [sys.executable, "manage.py", "migrate", "--noinput"],
@@ -145,22 +184,11 @@ def live_server(
         for i in range(processes):
             port = free_port()
             log = tmp / f"daphne-{i}.log"
-            proc = subprocess.Popen(
-                [
-                    sys.executable,
-                    "-m",
-                    "daphne",
-                    "-b",
-                    "127.0.0.1",
-                    "-p",
-                    str(port),
-                    "walle_web.asgi:application",
-                ],
-                cwd=ROOT,
-                env=env,
-                stdout=log.open("w"),
-                stderr=subprocess.STDOUT,
-            )
+            logs.append(log)
+            with log.open("w") as fh:
+                proc = subprocess.Popen(
+                    daphne_command(port), cwd=ROOT, env=env, stdout=fh, stderr=subprocess.STDOUT
+                )
             procs.append(proc)
             url = f"http://127.0.0.1:{port}"
             _wait_healthy(url, proc, log)
@@ -186,6 +214,8 @@ def live_server(
             enroll_key=boot["enroll_key"],
             app=boot["app"],
             procs=procs,
+            dbname=dbname,
+            logs=logs,
         )
     finally:
         for proc in procs:

@@ -50,10 +50,32 @@ def make_attrs(rng: random.Random) -> dict:
     }
 
 
+class GatedHTTP:
+    """One HTTP client shared by a whole simulated fleet, entered by at most `limit`
+    requests at a time. Thousands of devices pulling at once otherwise all wait inside
+    httpcore's pool, whose every hand-out scans the waiters: at 10k devices the simulator,
+    not the server, set the pace of the pull phase (bench/README.md)."""
+
+    def __init__(self, client: httpx.AsyncClient, limit: int) -> None:
+        self.client = client
+        self.gate = asyncio.Semaphore(limit)
+
+    async def get(self, *args, **kwargs) -> httpx.Response:
+        async with self.gate:
+            return await self.client.get(*args, **kwargs)
+
+    async def post(self, *args, **kwargs) -> httpx.Response:
+        async with self.gate:
+            return await self.client.post(*args, **kwargs)
+
+    async def aclose(self) -> None:
+        await self.client.aclose()
+
+
 @dataclass
 class Fleet:
     devices: list[DeviceClient]
-    http: httpx.AsyncClient
+    http: GatedHTTP
 
     def summary(self) -> dict:
         versions: Counter = Counter()
@@ -81,8 +103,16 @@ async def build_fleet(
     vm: object | None = None,
 ) -> Fleet:
     """Enroll `n` simulated devices (concurrently, bounded) and return their clients."""
-    http = http or httpx.AsyncClient(
-        timeout=60, limits=httpx.Limits(max_connections=64, max_keepalive_connections=64)
+    connections = 64
+    gated = GatedHTTP(
+        http
+        or httpx.AsyncClient(
+            timeout=60,
+            limits=httpx.Limits(
+                max_connections=connections, max_keepalive_connections=connections
+            ),
+        ),
+        connections,
     )
     rng = random.Random(seed)
     attrs_list = [make_attrs(rng) for _ in range(n)]
@@ -90,7 +120,7 @@ async def build_fleet(
 
     async def one(i: int) -> DeviceClient:
         async with gate:
-            identity = await enroll(http, server, enroll_key, attrs_list[i])
+            identity = await enroll(gated, server, enroll_key, attrs_list[i])
         # One VM for the whole simulated fleet, tasks scoped per device (the process's
         # shared VM unless the caller passes one).
         runner = VMRunner(
@@ -100,13 +130,13 @@ async def build_fleet(
             identity,
             attrs_list[i],
             BundleCache(None),
-            http,
+            gated,
             rng=random.Random(seed * 1_000_003 + i),
             runner=runner,
         )
 
     devices = await asyncio.gather(*(one(i) for i in range(n)))
-    return Fleet(devices=list(devices), http=http)
+    return Fleet(devices=list(devices), http=gated)
 
 
 async def run_fleet(

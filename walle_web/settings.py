@@ -71,7 +71,9 @@ TEMPLATES = [
 ]
 
 DATABASE_URL = env_str("DATABASE_URL", f"sqlite:///{VAR_DIR / 'walle.sqlite3'}")
-DATABASES = {"default": database_from_url(DATABASE_URL, str(BASE_DIR))}
+# PostgreSQL: at most this many connections per process (0: no pool); see docs/operations.md.
+DB_POOL_SIZE = env_int("WALLE_DB_POOL_SIZE", 8)
+DATABASES = {"default": database_from_url(DATABASE_URL, str(BASE_DIR), DB_POOL_SIZE)}
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 # Channel layer: in-process by default. With REDIS_URL, the pub/sub layer, so a release notice
