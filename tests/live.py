@@ -79,6 +79,18 @@ class LiveServer:
     dbname: str | None = None
     logs: list[Path] = field(default_factory=list)
 
+    def query(self, sql: str, params: tuple = ()) -> list[tuple]:
+        """Read the server's database directly (`%s` placeholders), as an operator would."""
+        if self.dbname:
+            import psycopg
+
+            with psycopg.connect(PG_URL + self.dbname) as conn:
+                return [tuple(r) for r in conn.execute(sql, params).fetchall()]
+        import sqlite3
+
+        with sqlite3.connect(self.var_dir / "walle.sqlite3") as conn:
+            return [tuple(r) for r in conn.execute(sql.replace("%s", "?"), params).fetchall()]
+
     def kill(self, index: int) -> None:
         """kill -9 one daphne process (fault tests)."""
         proc = self.procs[index]

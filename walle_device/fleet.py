@@ -7,6 +7,7 @@ import random
 import sys
 import time
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -101,8 +102,11 @@ async def build_fleet(
     http: httpx.AsyncClient | None = None,
     concurrency: int = 32,
     vm: object | None = None,
+    identity_for: Callable[[int], Identity] | None = None,
 ) -> Fleet:
-    """Enroll `n` simulated devices (concurrently, bounded) and return their clients."""
+    """Enroll `n` simulated devices (concurrently, bounded) and return their clients.
+
+    `identity_for(i)` skips enrollment (a benchmark peer that has no enrollment API)."""
     connections = 64
     gated = GatedHTTP(
         http
@@ -119,8 +123,11 @@ async def build_fleet(
     gate = asyncio.Semaphore(concurrency)
 
     async def one(i: int) -> DeviceClient:
-        async with gate:
-            identity = await enroll(gated, server, enroll_key, attrs_list[i])
+        if identity_for is not None:
+            identity = identity_for(i)
+        else:
+            async with gate:
+                identity = await enroll(gated, server, enroll_key, attrs_list[i])
         # One VM for the whole simulated fleet, tasks scoped per device (the process's
         # shared VM unless the caller passes one).
         runner = VMRunner(
