@@ -112,9 +112,7 @@ async def build_fleet(
         http
         or httpx.AsyncClient(
             timeout=60,
-            limits=httpx.Limits(
-                max_connections=connections, max_keepalive_connections=connections
-            ),
+            limits=httpx.Limits(max_connections=connections, max_keepalive_connections=connections),
         ),
         connections,
     )

@@ -295,9 +295,7 @@ def test_messages_of_many_devices_share_one_transaction(cast):
             await comm.send_to(
                 text_data=json.dumps(protocol.message("hello", attrs={}, current={}, id="h"))
             )
-        answers = [
-            protocol.decode(await comm.receive_from(timeout=10)) for comm, _ in comms
-        ]
+        answers = [protocol.decode(await comm.receive_from(timeout=10)) for comm, _ in comms]
         assert ingest().batches == batches + 1
         for comm, _ in comms:
             await comm.disconnect()

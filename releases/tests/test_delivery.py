@@ -29,7 +29,7 @@ ROOT = Path(__file__).resolve().parents[2]
 
 @pytest.fixture
 def fleet(cast):
-    for i in range(30):
+    for _ in range(30):
         device, token = make_device(cast.enroll_key, model="Pixel 8")
         cast.devices.append(device)
         cast.tokens[device.uid] = token
