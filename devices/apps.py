@@ -9,6 +9,7 @@ class DevicesConfig(AppConfig):
     def ready(self) -> None:
         from devices import ingest, services
 
+        ingest.register("enroll", services.ingest_enroll)
         ingest.register("auth", services.ingest_auth)
         ingest.register("connect", services.ingest_connect)
         ingest.register("hello", services.ingest_hello)

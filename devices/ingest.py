@@ -38,7 +38,7 @@ log = logging.getLogger(__name__)
 # The order in which kinds are applied inside one batch. A report always names a deployment
 # the device learned from an earlier, committed `desired`, so hellos before reports loses no
 # ordering; a device's own messages keep their queue order within a kind.
-PHASES = ("auth", "connect", "hello", "report", "run_stats", "upload", "disconnect")
+PHASES = ("enroll", "auth", "connect", "hello", "report", "run_stats", "upload", "disconnect")
 
 
 class Busy(Exception):

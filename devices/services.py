@@ -41,17 +41,38 @@ def clean_attrs(attrs: dict) -> dict:
     return cleaned
 
 
+def enroll_devices(requests: list[tuple[str, dict]]) -> list[tuple[Device, str] | EnrollmentError]:
+    """Enroll new devices [(enrollment key, attrs)] in one insert; per request the device and
+    its plain token (`uid.secret`, shown only once), or why it was refused."""
+    keys = {plain: find_enrollment_key(plain or "") for plain in {k for k, _ in requests}}
+    results: list[tuple[Device, str] | EnrollmentError] = []
+    new: list[Device] = []
+    for plain, attrs in requests:
+        key = keys[plain]
+        if key is None:
+            results.append(
+                EnrollmentError(
+                    "unknown or revoked enrollment key; ask an app admin for a valid key"
+                )
+            )
+            continue
+        uid = f"dev-{secrets.token_hex(10)}"
+        secret = secrets.token_urlsafe(32)
+        device = Device(app=key.app, uid=uid, token_hash=hash_secret(secret), **clean_attrs(attrs))
+        new.append(device)
+        results.append((device, f"{uid}.{secret}"))
+    # bulk_create sets primary keys on SQLite and PostgreSQL alike.
+    Device.objects.bulk_create(new, batch_size=500)
+    return results
+
+
 def enroll_device(enrollment_key: str, attrs: dict) -> tuple[Device, str]:
     """Enroll a new device; returns it and its plain token (`uid.secret`), shown only once."""
-    key = find_enrollment_key(enrollment_key or "")
-    if key is None:
-        raise EnrollmentError("unknown or revoked enrollment key; ask an app admin for a valid key")
-    uid = f"dev-{secrets.token_hex(10)}"
-    secret = secrets.token_urlsafe(32)
-    device = Device.objects.create(
-        app=key.app, uid=uid, token_hash=hash_secret(secret), **clean_attrs(attrs)
-    )
-    return device, f"{uid}.{secret}"
+    with transaction.atomic():
+        [result] = enroll_devices([(enrollment_key, attrs)])
+    if isinstance(result, EnrollmentError):
+        raise result
+    return result
 
 
 def _split_token(token: str) -> tuple[str, str]:
@@ -143,6 +164,18 @@ def record_presence(connected: list, disconnected: list) -> None:
 
 
 # --- ingest handlers (devices/ingest.py); registered in DevicesConfig.ready ------------
+
+
+def ingest_enroll(items: list) -> None:
+    for item, result in zip(
+        items,
+        enroll_devices([(i.payload["enrollment_key"], i.payload["attrs"]) for i in items]),
+        strict=True,
+    ):
+        if isinstance(result, EnrollmentError):
+            item.error = result
+        else:
+            item.result = result
 
 
 def ingest_auth(items: list) -> None:

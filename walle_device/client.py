@@ -71,11 +71,20 @@ class Identity:
         return cls(**json.loads(path.read_text()))
 
 
-async def enroll(http: httpx.AsyncClient, server: str, enroll_key: str, attrs: dict) -> Identity:
-    response = await http.post(
-        urljoin(server, "/api/v1/devices/enroll/"),
-        json={"enrollment_key": enroll_key, "attrs": attrs},
-    )
+async def enroll(
+    http: httpx.AsyncClient, server: str, enroll_key: str, attrs: dict, attempts: int = 8
+) -> Identity:
+    rng = random.Random()
+    for attempt in range(attempts):
+        response = await http.post(
+            urljoin(server, "/api/v1/devices/enroll/"),
+            json={"enrollment_key": enroll_key, "attrs": attrs},
+        )
+        if response.status_code not in (429, 503) or attempt == attempts - 1:
+            break
+        # A busy server says when to come back; nothing was stored.
+        retry_after = float(response.headers.get("Retry-After", "1") or 1)
+        await asyncio.sleep(backoff_delay(attempt, rng, retry_after))
     if response.status_code != 201:
         raise EnrollError(f"enrollment refused ({response.status_code}): {response.text[:300]}")
     body = response.json()

@@ -1,5 +1,5 @@
-"""ASGI entry point: content downloads on the event loop, other HTTP through Django,
-websockets through Channels."""
+"""ASGI entry point: content downloads and device enrollment on the event loop (they are
+most of a fleet's HTTP requests), other HTTP through Django, websockets through Channels."""
 
 import asyncio
 import os
@@ -18,6 +18,7 @@ django_asgi_app = ASGIStaticFilesHandler(django_asgi_app)
 from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402
 
 from console.routing import websocket_urlpatterns as console_ws  # noqa: E402
+from devices import enroll  # noqa: E402
 from devices.push import registry  # noqa: E402
 from devices.routing import websocket_urlpatterns as device_ws  # noqa: E402
 from tasks.content import ContentHandler  # noqa: E402
@@ -46,5 +47,8 @@ async def application(scope, receive, send):
             registry.ensure_listener()
     if content.handles(scope):
         await content(scope, receive, send)
+        return
+    if enroll.handles(scope):
+        await enroll.enroll_app(scope, receive, send)
         return
     await router(scope, receive, send)

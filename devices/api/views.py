@@ -20,8 +20,8 @@ from devices.api.serializers import (
     EnrollSerializer,
     ResultSerializer,
 )
+from devices.enroll import enrolled_body
 from devices.models import Device, Result
-from tasks.signing import public_key_b64
 from walle_device import protocol
 
 
@@ -41,13 +41,7 @@ class EnrollView(APIView):
             )
         except services.EnrollmentError as exc:
             return Response({"enrollment_key": [str(exc)]}, status=status.HTTP_403_FORBIDDEN)
-        data = {
-            "device_id": device.uid,
-            "token": token,
-            "app": device.app.slug,
-            "release_key": public_key_b64(),
-        }
-        return Response(data, status=status.HTTP_201_CREATED)
+        return Response(enrolled_body(device, token), status=status.HTTP_201_CREATED)
 
 
 class DeviceViewSet(mixins.RetrieveModelMixin, mixins.ListModelMixin, viewsets.GenericViewSet):

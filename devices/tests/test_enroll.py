@@ -89,3 +89,35 @@ def test_devices_are_listed_per_app(cast):
     body = cast.api("viewer").get("/api/v1/devices/?app=shop-android").json()
     assert body["count"] == len(cast.devices)
     assert cast.api("outsider").get("/api/v1/devices/?app=shop-android").json()["count"] == 0
+
+
+@pytest.mark.django_db(transaction=True)
+def test_the_asgi_enrollment_path_answers_like_the_api(cast):
+    import asyncio
+    import json as jsonlib
+
+    from channels.testing import HttpCommunicator
+
+    from devices.services import authenticate_device
+    from walle_web.asgi import application
+
+    def post(body: bytes) -> tuple[int, dict]:
+        comm = HttpCommunicator(
+            application,
+            "POST",
+            "/api/v1/devices/enroll/",
+            body=body,
+            headers=[(b"host", b"testserver"), (b"content-type", b"application/json")],
+        )
+        response = asyncio.run(comm.get_response(timeout=5))
+        return response["status"], jsonlib.loads(response["body"])
+
+    status, body = post(
+        jsonlib.dumps({"enrollment_key": cast.enroll_key, "attrs": {"model": "Pixel 8"}}).encode()
+    )
+    assert status == 201 and set(body) == {"device_id", "token", "app", "release_key"}
+    device = authenticate_device(body["token"])
+    assert device is not None and device.model == "Pixel 8" and device.app == cast.app
+    assert post(jsonlib.dumps({"enrollment_key": "nope"}).encode())[0] == 403
+    assert post(b"{not json")[0] == 400
+    assert post(jsonlib.dumps({"attrs": {}}).encode())[0] == 400
