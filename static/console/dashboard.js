@@ -183,6 +183,8 @@
       const set = (sel, v) => { const n = li.querySelector(sel); if (n && v !== undefined) n.textContent = v; };
       set("[data-stage-total]", c.total);
       set("[data-stage-ok]", c.succeeded);
+      // Pending = admitted but not rung yet: the stage is not finished while they wait.
+      set("[data-stage-pending]", c.pending);
       set("[data-stage-failed]", c.failed !== undefined ? c.failed + (s.counts && c.timed_out ? c.timed_out : 0) : undefined);
     });
   }
