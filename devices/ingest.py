@@ -81,7 +81,9 @@ def register(kind: str, handler: Handler) -> None:
         _handlers[kind].append(handler)
 
 
-def _run_handlers(items: list[Item]) -> None:
+def run_handlers(items: list[Item]) -> None:
+    """Run the registered handlers over items, kind by kind in PHASES order (no transaction
+    of its own: the caller holds one)."""
     by_kind: dict[str, list[Item]] = {}
     for item in items:
         by_kind.setdefault(item.kind, []).append(item)
@@ -96,23 +98,27 @@ def _run_handlers(items: list[Item]) -> None:
 
 
 def apply_batch(items: list[Item]) -> None:
-    """Apply a batch in one transaction (on the writer thread); per item if that fails."""
+    """Apply a batch in one transaction (on the writer thread); per item if that fails, so a
+    message that breaks a handler (or the database) costs only itself."""
     close_old_connections()
     try:
         try:
             with transaction.atomic():
-                _run_handlers(items)
+                run_handlers(items)
             return
-        except DatabaseError:
+        except Exception:
             log.warning("ingest batch of %d failed; applying one by one", len(items), exc_info=True)
         for item in items:
             item.result, item.error = None, None
             try:
                 with transaction.atomic():
-                    _run_handlers([item])
+                    run_handlers([item])
             except DatabaseError as exc:
                 log.warning("ingest %s failed: %s", item.kind, exc)
                 item.result, item.error = None, Busy(2.0, "the database is busy")
+            except Exception as exc:  # a bug: answered "server_error", nothing stored
+                log.exception("ingest %s failed", item.kind)
+                item.result, item.error = None, exc
     finally:
         # With a connection pool this hands the connection back between batches; a kept
         # SQLite connection stays (CONN_MAX_AGE=None).

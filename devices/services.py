@@ -133,14 +133,10 @@ def device_hello(device: Device, attrs: dict, current: dict) -> list[dict]:
     item = ingest.Item(kind="hello", device=device, payload={"attrs": attrs, "current": current})
     with transaction.atomic():
         Device.objects.filter(pk=device.pk).update(online=True, last_seen=timezone.now())
-        ingest._run_handlers([item])
+        ingest.run_handlers([item])
     if item.error is not None:
         raise item.error
     return item.result or []
-
-
-def set_presence(device: Device, online: bool) -> None:
-    Device.objects.filter(pk=device.pk).update(online=online, last_seen=timezone.now())
 
 
 def record_presence(connected: list, disconnected: list) -> None:

@@ -55,8 +55,9 @@ def group_send(group: str, message: dict, *, skip_if_empty: bool = False) -> Non
     """Publish one message to a channel-layer group, from any process.
 
     `skip_if_empty`: in the server process of the embedded configuration, where the group's
-    members are visible, skip the (blocking) hop to the event loop when nobody listens, as
-    for a release dashboard nobody has open while thousands of devices report.
+    members are visible, skip the publish when nobody listens (a release dashboard nobody
+    has open). In a server process the publish is handed to the event loop and never
+    waited for; elsewhere (the rollout worker, a shell) it is sent before returning.
     """
     layer = get_channel_layer()
     if (

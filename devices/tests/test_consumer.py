@@ -18,9 +18,15 @@ from walle_web.asgi import application
 pytestmark = pytest.mark.django_db(transaction=True)
 
 
+class Communicator(WebsocketCommunicator):
+    async def connect(self, timeout: float = 10):
+        # The token check is a trip through the ingest writer: give a loaded machine time.
+        return await super().connect(timeout)
+
+
 def connect(token: str | None) -> WebsocketCommunicator:
     headers = [(b"authorization", f"Bearer {token}".encode())] if token else []
-    return WebsocketCommunicator(application, "/ws/device/", headers=headers)
+    return Communicator(application, "/ws/device/", headers=headers)
 
 
 async def receive(comm: WebsocketCommunicator) -> dict:
