@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 
 from django.conf import settings
-from django.db import transaction
+from django.db import connection, transaction
 from django.utils import timezone
 
 from devices.models import Device
@@ -215,21 +215,34 @@ def admit_devices(
 
     if not rows:
         return 0
-    Deployment.objects.bulk_create(
-        [
-            Deployment(
-                release_id=release_id,
-                device_id=device_id,
-                bucket=b,
-                stage=stage,
-                state=DeploymentState.NOTIFIED if notified else DeploymentState.PENDING,
-                notified_at=now if notified else None,
-            )
-            for device_id, b, notified in rows
-        ],
-        batch_size=2000,
-        ignore_conflicts=True,
+    # Straight from value rows to one executemany: building 10k model instances and letting
+    # bulk_create prepare each field cost ~2 s of a 10k-device release start.
+    meta = Deployment._meta
+    columns = {
+        name: meta.get_field(name).column
+        for name in (
+            "release", "device", "bucket", "stage", "state", "attempts", "error_code",
+            "error_message", "created_at", "updated_at", "notified_at", "finished_at",
+        )
+    }  # fmt: skip
+    stamp = connection.ops.adapt_datetimefield_value(now)
+    sql = (
+        f"INSERT INTO {connection.ops.quote_name(meta.db_table)} "
+        f"({', '.join(connection.ops.quote_name(c) for c in columns.values())}) "
+        f"VALUES ({', '.join(['%s'] * len(columns))}) ON CONFLICT DO NOTHING"
     )
+    with connection.cursor() as cursor:
+        cursor.executemany(
+            sql,
+            [
+                (
+                    release_id, device_id, b, stage,
+                    DeploymentState.NOTIFIED.value if notified else DeploymentState.PENDING.value,
+                    0, "", "", stamp, stamp, stamp if notified else None, None,
+                )
+                for device_id, b, notified in rows
+            ],
+        )  # fmt: skip
     deployments_changed(release_id, app_id)
     return len(rows)
 
