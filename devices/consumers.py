@@ -75,6 +75,7 @@ class DeviceConsumer(AsyncWebsocketConsumer):
     device_uid = ""
     device = None
     presence_stamp = None  # the last_seen this socket wrote (devices.services.record_presence)
+    closed = False
 
     async def dispatch(self, message: dict) -> None:
         # Channels closes "old" database connections around every frame, a thread hop per
@@ -99,6 +100,7 @@ class DeviceConsumer(AsyncWebsocketConsumer):
             await self.try_again_later(exc.retry_after)
             return
         except TimeoutError:
+            future.cancel()  # the writer skips it: the device is told to come back later
             await self.try_again_later(ingest().retry_after())
             return
         if isinstance(item.error, Busy):
@@ -127,6 +129,7 @@ class DeviceConsumer(AsyncWebsocketConsumer):
         await self.close(code=TRY_AGAIN_LATER)
 
     async def disconnect(self, code: int) -> None:
+        self.closed = True  # queued hellos of this socket are skipped: nobody reads the answer
         if self.device is not None:
             registry.remove(self)
             ingest().submit("disconnect", self.device, socket=self, bounded=False)

@@ -147,6 +147,7 @@ class Ingest:
         self.batches = 0
         self.applied = 0
         self.refused = 0
+        self.skipped = 0
         self._writer = loop.create_task(self._run())
 
     @property
@@ -183,9 +184,20 @@ class Ingest:
                 if len(self._items) < self.max_batch:
                     # A few ms for company: one commit for everything arriving meanwhile.
                     await asyncio.sleep(self.window_s)
-                batch = [
-                    self._items.popleft() for _ in range(min(self.max_batch, len(self._items)))
-                ]
+                batch = []
+                while self._items and len(batch) < self.max_batch:
+                    item = self._items.popleft()
+                    if item.future.cancelled() or (item.kind == "hello" and _gone(item.socket)):
+                        # Nobody waits for the answer any more (a handshake that gave up, a
+                        # socket that closed): skipping stale work is what keeps a server
+                        # that fell behind in a reconnect storm from staying behind.
+                        self.skipped += 1
+                        if item.bounded:
+                            self._bounded -= 1
+                        continue
+                    batch.append(item)
+                if not batch:
+                    continue
                 started = time.monotonic()
                 try:
                     await self.loop.run_in_executor(_executor(), apply_batch, batch)
@@ -202,6 +214,10 @@ class Ingest:
                         self._bounded -= 1
                     if not item.future.done():
                         item.future.set_result(item)
+
+
+def _gone(socket: Any) -> bool:
+    return socket is not None and getattr(socket, "closed", False)
 
 
 _pool: ThreadPoolExecutor | None = None
