@@ -362,7 +362,7 @@ async def peer_main(args) -> None:
         backlog=4096,
         max_size=2**20,
         process_request=content,
-        ping_interval=30,
+        ping_interval=300,  # as walle's daphne (tests/live.py)
         ping_timeout=120,
     ) as server:
         emit("listening", port=server.sockets[0].getsockname()[1], key=public, pid=os.getpid())

@@ -57,10 +57,12 @@ def daphne_command(port: int) -> list[str]:
         # A deep accept backlog: thousands of devices reconnect at once after a failure.
         "-e",
         f"tcp:port={port}:interface=127.0.0.1:backlog=4096",
-        # Keepalive long enough to ride out a busy server or a busy simulator (daphne's 20 s
-        # / 30 s default closes healthy sockets whose pong waits behind a burst of work).
+        # Devices ping every 60 s and wait 120 s for the pong; the server's own pings only
+        # find dead peers, so every 5 minutes is enough (at daphne's 20 s default, pinging
+        # 10k sockets was a tenth of the event loop), and a pong may take 120 s to come
+        # back from a busy device before the socket is closed.
         "--ping-interval",
-        "30",
+        "300",
         "--ping-timeout",
         "120",
         "walle_web.asgi:application",

@@ -232,8 +232,9 @@ class DeviceClient:
                     ws_url(self.identity.server),
                     additional_headers={"Authorization": f"Bearer {self.identity.token}"},
                     open_timeout=30,
-                    # A server busy for 20 s (the default) must not set off a reconnect storm.
-                    ping_interval=30,
+                    # A server busy for 20 s (the default) must not set off a reconnect storm;
+                    # one ping a minute keeps NAT mappings and finds a dead server.
+                    ping_interval=60,
                     ping_timeout=120,
                     max_size=protocol.MAX_FRAME_BYTES * 4,
                 ) as ws:

@@ -100,7 +100,7 @@ async def build_fleet(
     *,
     seed: int = 1,
     http: httpx.AsyncClient | None = None,
-    concurrency: int = 32,
+    concurrency: int = 64,
     vm: object | None = None,
     identity_for: Callable[[int], Identity] | None = None,
 ) -> Fleet:
