@@ -24,6 +24,7 @@ from walle_device import protocol
 
 log = logging.getLogger(__name__)
 NOTICE_GROUP = "walle.notices"
+FAN_OUT_SLICE = 1000  # sockets written between two turns of the event loop
 
 
 @dataclass
@@ -117,8 +118,8 @@ class Registry:
     async def fan_out(self, message: dict) -> int:
         """Write the notify frame, encoded once, to this process's sockets among `device_uids`.
 
-        daphne's send buffers and returns without suspending, so the pass over 10k sockets runs
-        without giving the loop away in between.
+        daphne's send buffers and returns without suspending; the pass gives the loop a turn
+        only every FAN_OUT_SLICE sockets.
         """
         frame = protocol.encode(
             protocol.message(
@@ -134,12 +135,16 @@ class Registry:
             wanted = set(uids)
             targets = [s for u, s in list(sockets.items()) if u in wanted]
         sent = 0
-        for socket in targets:
+        for index, socket in enumerate(targets, start=1):
             try:
                 await socket.send(text_data=frame)
                 sent += 1
             except Exception:  # one dead socket must not stop the others
                 log.debug("notice to %s failed", socket.device_uid, exc_info=True)
+            if index % FAN_OUT_SLICE == 0:
+                # Let the loop write what else is waiting (the start call's own response)
+                # between slices, instead of after the whole fleet's notices.
+                await asyncio.sleep(0)
         self.notices_sent += sent
         return sent
 

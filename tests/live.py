@@ -65,6 +65,12 @@ def daphne_command(port: int) -> list[str]:
         "300",
         "--ping-timeout",
         "120",
+        # daphne answers a handshake the application has not accepted by then with 403, the
+        # status of a bad token; walle closes an overloaded handshake with 1013 after
+        # WALLE_CONNECT_BUDGET_S, so daphne's own limit must be well above it, even when the
+        # event loop is backed up.
+        "--websocket_connect_timeout",
+        "30",
         "walle_web.asgi:application",
     ]
 
