@@ -223,6 +223,53 @@ def memory_per_interpreter(count: int) -> dict[str, float]:
     return out
 
 
+# ---------------------------------------------------------------- the process backend's OS wall
+def os_wall_cost(samples: int, runs: int) -> dict[str, Any]:
+    """What the OS wall (seccomp + Landlock + rlimits) costs: per worker start (the time
+    `oswall.apply` takes inside the child, and spawn-to-ready with and without the wall,
+    interleaved) and per run (a no-op process task's round trip, walled vs not)."""
+    from walle_device.vm import TaskVM
+    from walle_device.vm.pools import ProcessPool, runtime_dirs
+
+    start: dict[str, list[float]] = {"walled": [], "plain": []}
+    apply_ms: list[float] = []
+    report: dict[str, Any] = {}
+    for _ in range(samples):
+        for kind in ("walled", "plain"):
+            t0 = time.perf_counter()
+            pool = ProcessPool(1, wall_dirs=runtime_dirs() if kind == "walled" else None)
+            pool.wait_ready()
+            start[kind].append((time.perf_counter() - t0) * 1000)
+            if kind == "walled" and pool.wall_report:
+                report = pool.wall_report
+                apply_ms.append(float(report["apply_ms"]))
+            pool.close()
+    per_run: dict[str, list[float]] = {"walled": [], "plain": []}
+    vms = {
+        kind: TaskVM(1, process_workers=1, os_wall=kind == "walled") for kind in ("walled", "plain")
+    }
+    for vm in vms.values():
+        vm.load("noop", "def run(ctx):\n    return 1\n", config={"isolation": "process"})
+        vm.wait_ready()
+        vm.run("noop")
+    for _ in range(runs // 20):  # interleaved blocks of 20
+        for kind, vm in vms.items():
+            for _ in range(20):
+                t0 = time.perf_counter()
+                vm.run("noop")
+                per_run[kind].append((time.perf_counter() - t0) * 1000)
+    for vm in vms.values():
+        vm.close()
+    med = statistics.median
+    return {
+        "apply_ms_p50": med(apply_ms) if apply_ms else None,
+        "apply_ms_max": max(apply_ms) if apply_ms else None,
+        "worker_start_ms_p50": {k: med(v) for k, v in start.items()},
+        "run_ms_p50": {k: med(v) for k, v in per_run.items()},
+        "applied": {k: report.get(k) for k in ("seccomp", "landlock", "rlimits")},
+    }
+
+
 def _summarise(runs: dict[int, list[dict[str, float]]]) -> dict[int, dict[str, Any]]:
     per_n = {}
     t1 = statistics.median(s["wall_s"] for s in runs[1])
@@ -255,6 +302,8 @@ def main() -> None:
     )
     ap.add_argument("--workloads", default="python,engine", help="comma-separated")
     ap.add_argument("--acquire-samples", type=int, default=200)
+    ap.add_argument("--wall-samples", type=int, default=5, help="worker starts per kind")
+    ap.add_argument("--wall-runs", type=int, default=400, help="no-op runs per kind")
     ap.add_argument("--out", default=str(ROOT / "bench" / "out" / "vm.json"))
     args = ap.parse_args()
     workloads = [w for w in args.workloads.split(",") if w]
@@ -295,6 +344,7 @@ def main() -> None:
     vm.close()
     pool.shutdown()
     threads.close()
+    wall = os_wall_cost(args.wall_samples, args.wall_runs)
 
     results = {w: {b: _summarise(samples[w][b]) for b in backends} for w in workloads}
     header = (
@@ -333,9 +383,18 @@ def main() -> None:
         f"{memory['bare_destroy_ms']:.2f} ms, VM worker ready (create + guest boot) "
         f"p50 {memory['vm_worker_create_ms_p50']:.1f} ms"
     )
+    ws, wr = wall["worker_start_ms_p50"], wall["run_ms_p50"]
+    lines.append(
+        f"OS wall (process backend; {wall['applied']}): applying it takes p50 "
+        f"{wall['apply_ms_p50']:.2f} ms (max {wall['apply_ms_max']:.2f}) per worker start; "
+        f"spawn-to-ready p50 {ws['walled']:.1f} ms walled vs {ws['plain']:.1f} ms plain; "
+        f"no-op run p50 {wr['walled']:.3f} ms walled vs {wr['plain']:.3f} ms plain"
+    )
     table = "\n".join(lines)
+    load = os.getloadavg()
     print(
         f"rounds={args.rounds} work={work} cpus={os.cpu_count()} python={platform.python_version()}"
+        f" load={load[0]:.2f},{load[1]:.2f},{load[2]:.2f}"
     )
     print(table)
 
@@ -352,6 +411,8 @@ def main() -> None:
                 "results": results,
                 "acquire": acquire,
                 "memory": memory,
+                "os_wall": wall,
+                "load": os.getloadavg(),
                 "table": table,
                 "when": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
             },

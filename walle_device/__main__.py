@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import faulthandler
 import logging
+import os
 import random
 import signal
 import sys
@@ -18,7 +20,7 @@ from walle_device.fleet import make_attrs, run_fleet
 from walle_device.runner import VMRunner
 from walle_device.stream import Stream
 from walle_device.tunnel import Tunnel
-from walle_device.vm import TaskVM
+from walle_device.vm import TaskVM, crash
 
 
 def _stop_on_signals(stop: asyncio.Event) -> None:
@@ -56,7 +58,10 @@ async def _run_device(args: argparse.Namespace) -> int:
                 return 1
             identity.save(identity_path)
             print(f"enrolled as {identity.device_id} in app {identity.app}", flush=True)
-        vm = TaskVM()  # isolated sub-interpreters, plus one worker process for numpy tasks
+        # Isolated sub-interpreters, plus one walled worker process for numpy tasks and
+        # tasks whose config asks for the OS wall; the crash dir is where the supervisor
+        # learns which task was running if this process dies in native code.
+        vm = TaskVM(crash_dir=state_dir / "crash", quarantine_after=args.quarantine_after)
         client = DeviceClient(
             identity,
             attrs,
@@ -81,7 +86,12 @@ async def _run_device(args: argparse.Namespace) -> int:
             await client.run(stop)
             await events
         finally:
-            vm.close()
+            if not vm.close(timeout=10.0):
+                # A task is stuck in native code: finalization would wait for it forever.
+                print("walle: a task is stuck in native code; exiting now", file=sys.stderr)
+                sys.stderr.flush()
+                sys.stdout.flush()
+                os._exit(0)
     return 0
 
 
@@ -124,6 +134,19 @@ def main(argv: list[str] | None = None) -> int:
     run.add_argument("--seed", type=int, default=0)
     run.add_argument("--verbose", action="store_true")
     run.add_argument(
+        "--quarantine-after",
+        type=int,
+        default=2,
+        metavar="N",
+        help="quarantine a task version after N crashes of the runtime while it ran",
+    )
+    run.add_argument(
+        "--no-supervise",
+        action="store_true",
+        help="run in this process (no restart and quarantine after a native crash)",
+    )
+    run.add_argument("--supervised", action="store_true", help=argparse.SUPPRESS)
+    run.add_argument(
         "--simulate-events",
         type=float,
         default=0.0,
@@ -147,6 +170,18 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(
         level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
+    if args.command == "run" and not (args.no_supervise or args.supervised):
+        # The supervisor: a native crash in a task (or the engine under it) takes down
+        # the child, not the device; the child is restarted and the task charged.
+        child = [sys.executable, "-m", "walle_device", *(argv or sys.argv[1:]), "--supervised"]
+        return crash.supervise(
+            child, Path(args.state_dir) / "crash", quarantine_after=args.quarantine_after
+        )
+    if args.command == "run":
+        if args.supervised:
+            crash.die_with_parent()
+        # A native crash prints every thread's Python stack; task frames read <task ID>.
+        faulthandler.enable(all_threads=True)
     return asyncio.run(_run_device(args) if args.command == "run" else _run_fleet(args))
 
 

@@ -227,9 +227,9 @@ PYBIND11_MODULE(_core, m, py::mod_gil_not_used(), py::multiple_interpreters::per
         return "Tensor(" + std::string(dtype_name(t.dtype)) + ", " + shape_str(t.shape) + ")";
       });
 
-  m.def("export_tensor", &export_tensor, py::arg("tensor"));
-  m.def("import_tensor", &import_tensor, py::arg("handle"));
-  m.def("drop_exported", &drop_exported, py::arg("handle"));
+  m.def("export_tensor", &export_tensor, py::arg("tensor"), py::arg("owner") = 0);
+  m.def("import_tensor", &import_tensor, py::arg("handle"), py::arg("owner") = 0);
+  m.def("drop_exported", &drop_exported, py::arg("handle"), py::arg("owner") = 0);
 
   m.def("detect_isa", [] { return isa_name(detect_isa()); });
   m.def("isa", [] { return isa_name(current_isa()); });

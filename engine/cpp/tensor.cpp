@@ -105,36 +105,41 @@ Tensor Tensor::reshaped(const Shape& s) const {
 
 namespace {
 std::mutex exchange_mutex;
-std::unordered_map<uint64_t, Tensor>& exchange() {
-  static auto* table = new std::unordered_map<uint64_t, Tensor>();  // outlives exit-time frees
+struct Exported {
+  uint64_t owner;
+  Tensor tensor;
+};
+std::unordered_map<uint64_t, Exported>& exchange() {
+  static auto* table = new std::unordered_map<uint64_t, Exported>();  // outlives exit-time frees
   return *table;
 }
 uint64_t next_handle = 1;
 }  // namespace
 
-uint64_t export_tensor(const Tensor& t) {
+uint64_t export_tensor(const Tensor& t, uint64_t owner) {
   Tensor owned = t.borrowed ? t.clone() : t;
   std::lock_guard<std::mutex> g(exchange_mutex);
   const uint64_t h = next_handle++;
-  exchange().emplace(h, std::move(owned));
+  exchange().emplace(h, Exported{owner, std::move(owned)});
   return h;
 }
 
-Tensor import_tensor(uint64_t handle) {
+Tensor import_tensor(uint64_t handle, uint64_t owner) {
   std::lock_guard<std::mutex> g(exchange_mutex);
   auto it = exchange().find(handle);
-  if (it == exchange().end()) throw Error("no exported tensor " + std::to_string(handle));
-  Tensor t = std::move(it->second);
+  if (it == exchange().end() || it->second.owner != owner)
+    throw Error("no exported tensor " + std::to_string(handle) + " for this owner");
+  Tensor t = std::move(it->second.tensor);
   exchange().erase(it);
   return t;
 }
 
-bool drop_exported(uint64_t handle) {
+bool drop_exported(uint64_t handle, uint64_t owner) {
   Tensor doomed;  // freed after the lock is released
   std::lock_guard<std::mutex> g(exchange_mutex);
   auto it = exchange().find(handle);
-  if (it == exchange().end()) return false;
-  doomed = std::move(it->second);
+  if (it == exchange().end() || it->second.owner != owner) return false;
+  doomed = std::move(it->second.tensor);
   exchange().erase(it);
   return true;
 }

@@ -51,10 +51,13 @@ struct Tensor {
 // Hand-off between interpreters (the VM's task results): a process-wide table of
 // engine-owned tensors by handle. Export a tensor in one interpreter, import it in
 // another: the storage is shared, never copied (a borrowed tensor is copied once on
-// export). Import removes the entry; drop discards one nobody will import.
-uint64_t export_tensor(const Tensor& t);
-Tensor import_tensor(uint64_t handle);
-bool drop_exported(uint64_t handle);
+// export). Import removes the entry; drop discards one nobody will import. `owner` is a
+// token the importer chose for one run: import and drop find a handle only under the
+// owner it was exported with, so a forged or guessed handle never reaches another run's
+// tensor.
+uint64_t export_tensor(const Tensor& t, uint64_t owner = 0);
+Tensor import_tensor(uint64_t handle, uint64_t owner = 0);
+bool drop_exported(uint64_t handle, uint64_t owner = 0);
 
 // 64-byte aligned allocation with a deleter, used for tensors and the arena.
 std::shared_ptr<void> aligned_alloc_shared(size_t bytes);

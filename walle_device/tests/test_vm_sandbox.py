@@ -234,7 +234,7 @@ REFUSED_AT_RUN = [
         "monkeypatch-api-class",
         "type(ctx.state).get = lambda self, k, d=None: 'stolen'",
         "SandboxViolation",
-        "class State is read-only",
+        "the class State is shared by every task",
     ),
     (
         "open-alias-via-builtins-dict",

@@ -1,20 +1,31 @@
-"""The code that runs inside every task interpreter: the `walle` task API, the runtime half
+"""The code that runs inside every task interpreter: the `walle` task API, the run-time half
 of the sandbox, the budget watchdog and the request handler.
 
 This file is deliberately self-contained (stdlib only, no package-relative imports): the
 sub-interpreter backend executes its compiled code directly in a fresh isolated
 interpreter without importing `walle_device`, and the process backend imports it as a
-normal module in a spawned child. Everything that crosses the boundary is `marshal` bytes
-of plain data (None, bool, int, float, str, bytes, list, tuple, dict), produced here by
-trusted code from exact builtin types only, so a task object never runs code on the host.
+normal module in a spawned child. The sandbox's allow-lists arrive as data
+(`policy.as_data()`, marshal'ed) when the interpreter boots. Everything that crosses the
+boundary is `marshal` bytes of plain data (None, bool, int, float, str, bytes, list, tuple,
+dict), produced here by trusted code from exact builtin types only, so a task object never
+runs code on the host; and the host checks all of it again (`boundary.py`).
+
+The run-time layer does not rely on the load-time checker: an audit hook refuses every
+side effect that is not on the policy's list while task code runs (files outside the
+bundle, os/subprocess/socket/ctypes, gc walks, frame and code reads, unmarshalling), the
+builtins are a fresh restricted dict per task (no 3-argument `type()`, a `__build_class__`
+that refuses metaclasses and checks what a class defines), and the task API keeps its
+private state in closures, not in attributes a task could read or overwrite.
 """
 
 from __future__ import annotations
 
+import builtins as _builtins
 import copy
 import functools
 import gc
 import marshal
+import math
 import os
 import sys
 import threading
@@ -31,12 +42,16 @@ LOG_MAX_LINES = 200
 LOG_MAX_CHARS = 2000
 UPLOAD_MAX_BYTES = 1 << 20
 TENSORS_MAX = 64
+TENSOR_BYTES_DEFAULT_CAP = 1 << 30
 OUTPUT_MAX_BYTES = 4 << 20
 PLAIN_MAX_DEPTH = 64
 PLAIN_MAX_ITEMS = 1_000_000
 READ_MAX_BYTES = 64 << 20
 SHUTDOWN_BUDGET_S = 1.0
 PAGE_SIZE = os.sysconf("SC_PAGE_SIZE") if hasattr(os, "sysconf") else 4096
+
+# The sandbox policy (walle_device/vm/policy.py as data), set by init().
+P: dict[str, Any] = {}
 
 
 def _open_statm() -> int | None:
@@ -49,6 +64,11 @@ def _open_statm() -> int | None:
 # --------------------------------------------------------------------------- exceptions
 class SandboxViolation(Exception):
     """The task tried something the sandbox does not allow (import, builtin, attribute)."""
+
+
+class FileAccessRefused(SandboxViolation, PermissionError):
+    """The sandbox refused a file operation; a PermissionError too, so library code that
+    copes with an unreadable cache file (the engine's tuning cache) carries on."""
 
 
 class TaskTimeout(BaseException):
@@ -67,36 +87,89 @@ class ModelUnavailable(RuntimeError):
     """`ctx.model()` cannot load: no such bundle file, or walle_engine is not installed."""
 
 
-for _cls in (SandboxViolation, TaskTimeout, MemoryBudgetExceeded, StateFull, ModelUnavailable):
+for _cls in (
+    SandboxViolation,
+    FileAccessRefused,
+    TaskTimeout,
+    MemoryBudgetExceeded,
+    StateFull,
+    ModelUnavailable,
+):
     _cls.__module__ = "walle"  # tracebacks read "walle.TaskTimeout", the name tasks import
 
 
 # --------------------------------------------------------------------------- plain data
-def plain(obj: Any, what: str = "value") -> Any:
-    """Return a copy of `obj` made only of exact builtin data types, or raise TypeError.
+def plain(obj: Any, what: str = "value", max_bytes: int | None = None) -> Any:
+    """Return a copy of `obj` made only of exact builtin data types, or raise TypeError
+    (not plain data) or ValueError (larger than `max_bytes` once expanded).
 
-    Bounded in depth and in the number of containers' items, because it runs in guest code
-    that the budget cannot interrupt."""
-    return _plain(obj, what, 0, [PLAIN_MAX_ITEMS])
+    The size is the *expanded* size (`expanded_size`): marshal writes an object that occurs
+    many times once and refers back to it, so a small marshal blob can stand for a huge
+    JSON document; here every occurrence counts. Bounded in depth, items and bytes,
+    because it runs in guest code that the budget cannot interrupt, and on the host."""
+    cap = (1 << 62) if max_bytes is None else max_bytes
+    left = [PLAIN_MAX_ITEMS, cap]
+    out = _plain(obj, what, 0, left)
+    if left[1] < 0:  # pragma: no cover - _plain raises first
+        raise ValueError(f"{what} is larger than {cap} bytes")
+    return out
 
 
-def _plain(obj: Any, what: str, depth: int, left: list[int]) -> Any:
+def expanded_size(obj: Any) -> int:
+    """Bytes `obj` takes when every shared reference is written out (JSON-like upper bound)."""
+    left = [PLAIN_MAX_ITEMS, 1 << 62]
+    _plain(obj, "value", 0, left, copy=False)
+    return (1 << 62) - left[1]
+
+
+def _charge(left: list[int], n: int, what: str, items: int = 0) -> None:
+    left[1] -= n
+    if left[1] < 0:
+        raise ValueError(
+            f"{what} is too large once expanded (every repeated reference counts); "
+            "send less data, or keep bulk data in tensors"
+        )
+    if items:
+        left[0] -= items
+        if left[0] < 0:
+            raise TypeError(f"{what} holds more than {PLAIN_MAX_ITEMS} items in all")
+
+
+def _str_size(s: str) -> int:
+    # isascii() is O(1) for CPython's compact strings; JSON may write a non-ASCII code
+    # point as a 6-character \\uXXXX escape.
+    return len(s) + 2 if s.isascii() else 6 * len(s) + 2
+
+
+def _plain(obj: Any, what: str, depth: int, left: list[int], copy: bool = True) -> Any:
     if depth > PLAIN_MAX_DEPTH:
         raise TypeError(f"{what} is nested deeper than {PLAIN_MAX_DEPTH} levels")
     t = type(obj)
     # Exact type checks on purpose: a subclass could run task code during encoding.
-    if obj is None or t is bool or t is int or t is float or t is str or t is bytes:
+    if obj is None or t is bool:
+        _charge(left, 5, what)
         return obj
-    if t is bytearray or t is memoryview:
-        return bytes(obj)
-    if t is list or t is tuple or t is dict:
-        left[0] -= len(obj)
-        if left[0] < 0:
-            raise TypeError(f"{what} holds more than {PLAIN_MAX_ITEMS} items in all")
+    if t is int:
+        _charge(left, obj.bit_length() // 3 + 2, what)
+        return obj
+    if t is float:
+        _charge(left, 24, what)
+        return obj
+    if t is str:
+        _charge(left, _str_size(obj), what)
+        return obj
+    if t is bytes or t is bytearray or t is memoryview:
+        n = obj.nbytes if t is memoryview else len(obj)
+        _charge(left, 2 * n + 2, what)  # before copying: a huge bytearray is refused, not copied
+        return obj if t is bytes or not copy else bytes(obj)
     if t is list or t is tuple:
-        items = [_plain(v, what, depth + 1, left) for v in obj]
+        _charge(left, 2 + len(obj), what, len(obj))
+        items = [_plain(v, what, depth + 1, left, copy) for v in obj]
+        if not copy:
+            return obj
         return items if t is list else tuple(items)
     if t is dict:
+        _charge(left, 2 + 2 * len(obj), what, len(obj))
         out = {}
         for k, v in obj.items():
             tk = type(k)
@@ -104,8 +177,11 @@ def _plain(obj: Any, what: str, depth: int, left: list[int]) -> Any:
                 raise TypeError(
                     f"{what}: dict keys must be str/int/float/bool/None, got {tk.__name__}"
                 )
-            out[k] = _plain(v, what, depth + 1, left)
-        return out
+            _charge(left, _str_size(k) if tk is str else 24, what)
+            value = _plain(v, what, depth + 1, left, copy)
+            if copy:
+                out[k] = value
+        return out if copy else obj
     raise TypeError(
         f"{what} must be plain data (None, bool, int, float, str, bytes, list, tuple, dict);"
         f" got {t.__name__}. Convert it first, e.g. list(x) or dict(x)."
@@ -182,6 +258,10 @@ class Watchdog:
         """Stop enforcing; return the budget exception if one fired during the run."""
         self.live = False
         with self.cond:
+            if self.armed and self.pending is None and self._over_memory():
+                # One last sample: what the run still holds as it returns (say a huge
+                # value built by its last expression) counts, even between two ticks.
+                self.pending = self._memory_error()
             self.armed = False
             fired, self.pending = self.pending, None
             sys.monitoring.set_events(MONITOR_TOOL, 0)
@@ -210,13 +290,8 @@ class Watchdog:
                         )
                     )
                     continue
-                if self.mem_cap and self._rss() - self.mem_base > self.mem_cap:
-                    self._fire(
-                        MemoryBudgetExceeded(
-                            f"the process grew by more than {self.mem_cap >> 20} MiB during the run"
-                            " (config max_memory_mb)"
-                        )
-                    )
+                if self._over_memory():
+                    self._fire(self._memory_error())
                     continue
                 self.cond.wait(min(left, WATCHDOG_TICK_S))
 
@@ -232,6 +307,15 @@ class Watchdog:
             os.close(self.statm)
             self.statm = None
 
+    def _over_memory(self) -> bool:
+        return bool(self.mem_cap) and self._rss() - self.mem_base > self.mem_cap
+
+    def _memory_error(self) -> MemoryBudgetExceeded:
+        return MemoryBudgetExceeded(
+            f"the process grew by more than {self.mem_cap >> 20} MiB during the run"
+            " (config max_memory_mb)"
+        )
+
     def _rss(self) -> int:
         # sys.getallocatedblocks() would be per-interpreter in spirit, but in 3.13 it sums
         # the arenas of *every* interpreter without their GILs and crashed here under
@@ -242,46 +326,10 @@ class Watchdog:
 
 
 # --------------------------------------------------------------------------- sandbox (runtime half)
-# Attribute names that lead from ordinary objects to frames, code, globals or builtins.
-# Anything starting with "_" is refused as well (see attr_allowed).
-BLOCKED_ATTRS = frozenset(
-    {
-        "gi_frame",
-        "gi_code",
-        "gi_yieldfrom",
-        "cr_frame",
-        "cr_code",
-        "cr_await",
-        "cr_origin",
-        "ag_frame",
-        "ag_code",
-        "ag_await",
-        "tb_frame",
-        "tb_next",
-        "tb_lasti",
-        "f_back",
-        "f_globals",
-        "f_locals",
-        "f_builtins",
-        "f_code",
-        "f_trace",
-        "f_lasti",
-        "tofile",
-        "dump",  # ndarray.dump(path) writes a pickle file
-        "ctypes",  # ndarray.ctypes hands out raw pointers
-        "func_globals",
-        "func_code",
-    }
-)
-SAFE_DUNDERS = frozenset({"__name__", "__qualname__", "__doc__", "__module__", "__init__"})
-# namedtuple's public API is spelled with one underscore; nothing behind it leads out.
-SAFE_PRIVATE = frozenset({"_asdict", "_replace", "_fields", "_make", "_field_defaults"})
-
-
 def attr_allowed(name: str) -> bool:
     if name.startswith("_"):
-        return name in SAFE_DUNDERS or name in SAFE_PRIVATE
-    return name not in BLOCKED_ATTRS and not name.startswith("co_")
+        return name in P["READABLE_DUNDERS"] or name in P["SAFE_PRIVATE"]
+    return name not in P["BLOCKED_ATTRS"] and not name.startswith(P["BLOCKED_ATTR_PREFIXES"])
 
 
 def _check_attr(name: Any) -> None:
@@ -296,13 +344,9 @@ def _check_attr(name: Any) -> None:
 
 _MISSING = object()
 _real_getattr = getattr
-
-
-# Attribute loads the load-time check rewrites into safe_getattr calls, because what they
-# return depends on the object: str.format does attribute lookups of its own, and a
-# memoryview's .obj is the cross-interpreter buffer object, which CPython 3.13.0 crashes
-# on when it is exported a second time (reproduced here).
-GUARDED_ATTRS = frozenset({"format", "format_map", "obj"})
+_real_type = type
+_real_build_class = _builtins.__build_class__
+_type_dict = type.__dict__["__dict__"].__get__
 
 
 def safe_getattr(obj: Any, name: str, default: Any = _MISSING) -> Any:
@@ -327,14 +371,39 @@ def _check_store(name: Any) -> None:
         raise SandboxViolation(f"setting attribute {name!r} is not allowed in tasks")
 
 
+def store_target(obj: Any) -> Any:
+    """`obj`, if a task may set or delete attributes on it: not a class other tasks share
+    (a stdlib, engine or guest class). Target of the checker's rewrite of `x.attr = v`."""
+    if isinstance(obj, _real_type) and not _type_module(obj).startswith("walle_task."):
+        raise SandboxViolation(
+            f"the class {_type_name(obj)} is shared by every task in this interpreter and is "
+            "read-only; subclass it in your task instead"
+        )
+    return obj
+
+
 def safe_setattr(obj: Any, name: str, value: Any) -> None:
     _check_store(name)
-    setattr(obj, name, value)
+    setattr(store_target(obj), name, value)
 
 
 def safe_delattr(obj: Any, name: str) -> None:
     _check_store(name)
-    delattr(obj, name)
+    delattr(store_target(obj), name)
+
+
+def _own_class_only(decorator: Any) -> Any:
+    """dataclass/total_ordering for the task's own classes only: applied to a shared
+    class they would rewrite it under every other task in the interpreter."""
+
+    @functools.wraps(decorator)
+    def guarded(cls: Any = None, /, **kwargs: Any) -> Any:
+        if cls is None:
+            return lambda c: guarded(c, **kwargs)
+        store_target(cls)
+        return decorator(cls, **kwargs)
+
+    return guarded
 
 
 class _SafeFormatter:
@@ -383,246 +452,126 @@ def _blocked(name: str, hint: str) -> Any:
     return refuse
 
 
-BLOCKED_BUILTINS = {
-    "open": "tasks have no file access; read bundle files with ctx.model() or ctx.files",
-    "eval": "dynamic code is not allowed",
-    "exec": "dynamic code is not allowed",
-    "compile": "dynamic code is not allowed",
-    "globals": "introspection is not allowed",
-    "locals": "introspection is not allowed",
-    "vars": "introspection is not allowed",
-    "input": "tasks have no console",
-    "breakpoint": "tasks cannot be debugged interactively",
-    "help": "tasks have no console",
-    "exit": "return from run(ctx) instead",
-    "quit": "return from run(ctx) instead",
-}
-SAFE_BUILTIN_NAMES = (
-    "abs all any ascii bin bool bytearray bytes callable chr classmethod complex dict divmod "
-    "enumerate filter float format frozenset hash hex id int isinstance issubclass iter len "
-    "list map max min next object oct ord pow property range repr reversed round set slice "
-    "sorted staticmethod str sum super tuple type zip memoryview aiter anext dir "
-    "NotImplemented Ellipsis __build_class__"
-).split()
+class Sealed(type):
+    """Metaclass of the task API classes: another task in the same interpreter must not be
+    able to replace `ctx.state.get` or `ctx.upload` on the class and see its data."""
 
-# module -> "*" (every public, non-module attribute) or the exact names offered.
-ALLOWED_MODULES: dict[str, Any] = {
-    "math": "*",
-    "cmath": "*",
-    "statistics": "*",
-    "itertools": "*",
-    "heapq": "*",
-    "bisect": "*",
-    "collections.abc": "*",
-    "collections": {
-        "namedtuple",
-        "deque",
-        "Counter",
-        "OrderedDict",
-        "defaultdict",
-        "ChainMap",
-        "UserDict",
-        "UserList",
-        "UserString",
-    },
-    "functools": {
-        "reduce",
-        "partial",
-        "partialmethod",
-        "lru_cache",
-        "cache",
-        "cmp_to_key",
-        "total_ordering",
-        "cached_property",
-    },
-    "json": {"dumps", "loads", "JSONDecodeError"},
-    "re": {
-        "compile",
-        "match",
-        "search",
-        "fullmatch",
-        "findall",
-        "finditer",
-        "sub",
-        "subn",
-        "split",
-        "escape",
-        "error",
-        "Pattern",
-        "Match",
-        "IGNORECASE",
-        "I",
-        "MULTILINE",
-        "M",
-        "DOTALL",
-        "S",
-        "VERBOSE",
-        "X",
-        "ASCII",
-        "A",
-        "UNICODE",
-        "U",
-        "NOFLAG",
-    },
-    "time": {
-        "time",
-        "time_ns",
-        "monotonic",
-        "monotonic_ns",
-        "perf_counter",
-        "perf_counter_ns",
-        "sleep",
-        "gmtime",
-        "localtime",
-        "mktime",
-        "strftime",
-        "struct_time",
-    },
-    "random": {
-        "random",
-        "randint",
-        "randrange",
-        "choice",
-        "choices",
-        "shuffle",
-        "sample",
-        "uniform",
-        "gauss",
-        "normalvariate",
-        "lognormvariate",
-        "expovariate",
-        "betavariate",
-        "gammavariate",
-        "triangular",
-        "vonmisesvariate",
-        "paretovariate",
-        "weibullvariate",
-        "seed",
-        "getrandbits",
-        "Random",
-        "binomialvariate",
-    },
-    "dataclasses": {
-        "dataclass",
-        "field",
-        "fields",
-        "asdict",
-        "astuple",
-        "replace",
-        "is_dataclass",
-        "FrozenInstanceError",
-        "KW_ONLY",
-        "InitVar",
-    },
-    "typing": {
-        "Any",
-        "Optional",
-        "Union",
-        "List",
-        "Dict",
-        "Tuple",
-        "Set",
-        "FrozenSet",
-        "Iterable",
-        "Iterator",
-        "Callable",
-        "Sequence",
-        "Mapping",
-        "MutableMapping",
-        "TypeVar",
-        "Generic",
-        "NamedTuple",
-        "TypedDict",
-        "Literal",
-        "Final",
-        "ClassVar",
-        "Protocol",
-        "cast",
-        "overload",
-        "Self",
-        "TypeAlias",
-        "Deque",
-        "DefaultDict",
-        "Counter",
-        "Generator",
-        "NoReturn",
-        "Never",
-    },
-    "datetime": {"date", "datetime", "time", "timedelta", "timezone", "MINYEAR", "MAXYEAR", "UTC"},
-    "fractions": {"Fraction"},
-    "copy": {"copy", "deepcopy"},
-    "operator": "*",
-    "__future__": {"annotations"},
-}
-# Where an allowed name really comes from. CPython 3.13.0's C `_datetime` keeps static
-# state shared between interpreters: with it loaded in two isolated interpreters,
-# destroying one aborts the process (munmap_chunk(): invalid pointer), reproduced here.
-# The pure-Python implementation is the same API and isolation-safe.
-MODULE_SOURCES = {"datetime": "_pydatetime"}
-# Public names refused even under "*": they read attributes by a runtime string.
-DENIED_NAMES = {"operator": {"attrgetter", "methodcaller"}}
-SUBMODULES = {
-    "collections": ("abc",),
-    "walle_engine": ("ops", "np", "cv"),
-    "numpy": ("linalg", "fft", "random"),
-}
-# The engine facade minus what touches files or process-wide settings (load, convert,
-# import/export_profile, set_isa, set_num_threads): tasks get models through ctx.model().
-ENGINE_MODULES: dict[str, Any] = {
-    "walle_engine": {
-        "Tensor",
-        "TensorInfo",
-        "Model",
-        "isa",
-        "detect_isa",
-        "cpu_signature",
-        "supported_isas",
-        "supported_ops",
-        "num_threads",
-    },
-    "walle_engine.ops": "*",
-    "walle_engine.np": "*",
-    "walle_engine.cv": "*",
-}
-# Offered only with config["requires"] = ["numpy"], i.e. in the process backend (numpy
-# refuses to load in isolated interpreters).
-NUMPY_MODULES: dict[str, Any] = {
-    "numpy": "*",
-    "numpy.linalg": "*",
-    "numpy.fft": "*",
-    "numpy.random": "*",
-}
-NUMPY_DENIED = {
-    "load",
-    "save",
-    "savez",
-    "savez_compressed",
-    "fromfile",
-    "loadtxt",
-    "savetxt",
-    "genfromtxt",
-    "memmap",
-    "ctypeslib",
-    "lib",
-    "DataSource",
-    "f2py",
-    "testing",
-    "distutils",
-    "fromregex",
-    "show_config",
-    "info",
-}
+    def __setattr__(cls, name: str, value: Any) -> None:
+        raise SandboxViolation(f"the class {cls.__name__} is read-only in tasks")
+
+    def __delattr__(cls, name: str) -> None:
+        raise SandboxViolation(f"the class {cls.__name__} is read-only in tasks")
 
 
-# Packages whose own C code may import their private submodules while a task runs.
-LIBRARY_PACKAGES = frozenset({"numpy", "walle_engine"})
+def _is_metaclass(obj: Any) -> bool:
+    return obj is SafeType or (isinstance(obj, _real_type) and issubclass(obj, _real_type))
+
+
+class _SafeTypeMeta(Sealed):
+    # `isinstance(C, type)` and `issubclass(M, type)` keep working with the task's `type`.
+    def __instancecheck__(cls, obj: Any) -> bool:
+        return isinstance(obj, _real_type)
+
+    def __subclasscheck__(cls, sub: Any) -> bool:
+        return issubclass(sub, _real_type)
+
+
+class SafeType(metaclass=_SafeTypeMeta):
+    """The task's `type`: `type(x)` as usual, but no three-argument form (it would build a
+    class from a computed dict, past the checker's class-body rules) and no metaclass
+    objects (they build classes the same way)."""
+
+    __slots__ = ()
+
+    def __new__(cls, *args: Any, **kwargs: Any) -> Any:
+        if len(args) != 1 or kwargs:
+            raise SandboxViolation(
+                "type(name, bases, dict) is not available in tasks: write a class statement"
+            )
+        t = _real_type(args[0])
+        if t is _real_type:
+            return SafeType
+        if issubclass(t, _real_type):
+            raise SandboxViolation(
+                f"the metaclass {t.__name__} is not available in tasks (it builds classes)"
+            )
+        return t
+
+
+_real_type.__setattr__(SafeType, "__name__", "type")
+_real_type.__setattr__(SafeType, "__qualname__", "type")
+
+
+def _is_task_code(value: Any) -> bool:
+    """True for a function (or a method wrapper around one) written by a task."""
+    for attr in ("__func__", "fget", "fset", "fdel"):
+        inner = _real_getattr(value, attr, None) if _real_type(value) in _WRAPPERS else None
+        if inner is not None and _is_task_code(inner):
+            return True
+    if _real_type(value) is types.FunctionType:
+        name = value.__globals__.get("__name__")
+        return _real_type(name) is str and name.startswith("walle_task.")
+    return False
+
+
+_WRAPPERS = (classmethod, staticmethod, property)
+
+
+def safe_build_class(func: Any, name: Any, /, *bases: Any, **kwds: Any) -> Any:
+    """The task's `__build_class__` (what a class statement calls): no keywords
+    (metaclass=...), no metaclass bases, and the new class may define only what the
+    policy lists. Holds even where the load-time checker has a gap."""
+    if kwds:
+        raise SandboxViolation("class keywords (metaclass=...) are not allowed in tasks")
+    for base in bases:
+        if _is_metaclass(base):
+            raise SandboxViolation("a task class cannot derive from type (no metaclasses)")
+    cls = _real_build_class(func, name, *bases)
+    check_class(cls)
+    return cls
+
+
+def check_class(cls: Any) -> None:
+    allowed = P["CLASS_METHODS"] | P["CLASS_BODY_NAMES"]
+    for key, value in list(_type_dict(cls).items()):
+        if _real_type(key) is not str:
+            raise SandboxViolation("a task class may only define str names")
+        if not key.startswith("_") or key in allowed:
+            if key == "__match_args__" or key == "__slots__":
+                names = (value,) if _real_type(value) is str else value
+                if _real_type(names) not in (tuple, list) or not all(
+                    _real_type(n) is str and not n.startswith("_") and attr_allowed(n)
+                    for n in names
+                ):
+                    raise SandboxViolation(
+                        f"{key} of a task class must be a tuple of public attribute names"
+                    )
+            continue
+        if key in P["CLASS_MACHINERY_NAMES"] and not _is_task_code(value):
+            continue  # added by type/ABCMeta/NamedTuple/Protocol themselves
+        raise SandboxViolation(
+            f"a task class may not define {key!r} (sandbox allowlist: public names and "
+            + ", ".join(sorted(allowed))
+            + ")"
+        )
+
+
+class ReadOnlyModule(types.ModuleType):
+    """Module proxies and task modules are shared by the runs of one interpreter (module
+    proxies by every task): refuse monkeypatching."""
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        raise SandboxViolation(f"module {self.__name__!r} is read-only in tasks")
+
+    def __delattr__(self, name: str) -> None:
+        raise SandboxViolation(f"module {self.__name__!r} is read-only in tasks")
 
 
 def module_spec(name: str, requires: frozenset[str]) -> Any:
     """What a task may see of module `name` ("*" or a set of names), or None if refused."""
-    spec = ALLOWED_MODULES.get(name) or ENGINE_MODULES.get(name)
+    spec = P["ALLOWED_MODULES"].get(name) or P["ENGINE_MODULES"].get(name)
     if spec is None and "numpy" in requires:
-        spec = NUMPY_MODULES.get(name)
+        spec = P["NUMPY_MODULES"].get(name)
     return spec
 
 
@@ -639,33 +588,12 @@ def _budget_sleep(seconds: float) -> None:
         time.sleep(min(left, 0.02))
 
 
-class ReadOnlyModule(types.ModuleType):
-    """Module proxies are shared by the tasks of one interpreter: refuse monkeypatching."""
-
-    def __setattr__(self, name: str, value: Any) -> None:
-        raise SandboxViolation(f"module {self.__name__!r} is read-only in tasks")
-
-    def __delattr__(self, name: str) -> None:
-        raise SandboxViolation(f"module {self.__name__!r} is read-only in tasks")
-
-
-class Sealed(type):
-    """Metaclass of the task API classes: another task in the same interpreter must not be
-    able to replace `ctx.state.get` or `ctx.upload` on the class and see its data."""
-
-    def __setattr__(cls, name: str, value: Any) -> None:
-        raise SandboxViolation(f"the class {cls.__name__} is read-only in tasks")
-
-    def __delattr__(cls, name: str) -> None:
-        raise SandboxViolation(f"the class {cls.__name__} is read-only in tasks")
-
-
 def _proxy(
     name: str, mod: Any, spec: Any, denied: set[str] | frozenset[str] = frozenset()
 ) -> types.ModuleType:
     """A fresh, read-only module object holding only the allowed attributes of `mod`."""
     proxy = ReadOnlyModule(name, getattr(mod, "__doc__", None))
-    names = [n for n in dir(mod) if not n.startswith("_")] if spec == "*" else spec
+    names = [n for n in dir(mod) if not n.startswith("_")] if spec == "*" else sorted(spec)
     for n in names:
         if n in denied:
             continue
@@ -675,9 +603,13 @@ def _proxy(
             continue
         if isinstance(v, types.ModuleType):
             continue  # a module attribute would hand out os/sys/codecs behind the allowlist
+        if _is_metaclass(v):
+            continue  # ABCMeta & co. build classes from a computed dict
         proxy.__dict__[n] = v
     if name == "time":
         proxy.__dict__["sleep"] = _budget_sleep
+    for attr in P["OWN_CLASS_DECORATORS"].get(name, ()):
+        proxy.__dict__[attr] = _own_class_only(proxy.__dict__[attr])
 
     proxy.__dict__["__getattr__"] = _missing_attr(name)
     return proxy
@@ -692,11 +624,142 @@ def _missing_attr(module: str) -> Any:
     return __getattr__
 
 
+# --------------------------------------------------------------------------- audit gate
+class AuditGate:
+    """Per-interpreter audit hook (sys.addaudithook hooks belong to the interpreter that
+    adds them) that refuses, while a run is open, every audit event the policy does not
+    list: whatever object a task reached, the side effects stay closed.
+
+    Its state lives in the hook's closure, not in attributes: `begin()` opens a run and
+    returns a token object that only the guest's request handler holds; only that token
+    closes the run again, so a task that reached the gate still cannot switch it off."""
+
+    __slots__ = ("begin", "end")
+
+    def __init__(self, runtime_dirs: tuple[str, ...]) -> None:
+        current: list[Any] = [None]  # (token, allowed files, allowed import tops) or None
+        # The import system reads a cached module with open(x.pyc) then marshal.loads of
+        # its body: marshal.loads is allowed for exactly the bytes of the .pyc just opened.
+        pyc: list[Any] = [None, False]  # path of the last .pyc opened, re-reading now
+        allowed = P["AUDIT_ALLOWED"]
+        meta_names = P["AUDIT_SETATTR_NAMES"]
+        lazy = P["AUDIT_IMPORTS"]
+        stdlib = sys.stdlib_module_names - P["AUDIT_IMPORTS_DENIED"]
+        write_flags = os.O_WRONLY | os.O_RDWR | os.O_CREAT | os.O_TRUNC | os.O_APPEND
+        fspath, normpath, join, getcwd = os.fspath, os.path.normpath, os.path.join, os.getcwd
+        # Path types whose __fspath__ is the stdlib's own (the engine opens models by Path);
+        # pathlib is not imported here, only recognised once something else imported it.
+        std_paths = {("pathlib._local", "PosixPath"), ("pathlib._local", "PurePosixPath")}
+
+        def readable(path: Any, files: frozenset[str]) -> bool:
+            kind = _real_type(path)
+            if (
+                kind is not str
+                and kind is not bytes
+                and ((_type_module(kind), _type_name(kind)) not in std_paths)
+            ):
+                return False  # a file descriptor, or an object whose __fspath__ is task code
+            p = fspath(path)
+            if _real_type(p) is bytes:
+                p = p.decode("utf-8", "surrogateescape")
+            p = normpath(join(getcwd(), p))
+            return p in files or any(p.startswith(d) for d in runtime_dirs)
+
+        def is_cached_module(data: Any) -> bool:
+            path, pyc[0] = pyc[0], None
+            if path is None or _real_type(data) is not bytes:
+                return False
+            pyc[1] = True
+            try:
+                fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+                try:
+                    raw = os.read(fd, len(data) + 17)
+                finally:
+                    os.close(fd)
+            except OSError:
+                return False
+            finally:
+                pyc[1] = False
+            return raw[16:] == data
+
+        def own_class(module: Any) -> bool:
+            if _real_type(module) is not str:
+                return False
+            if module.startswith("walle_task."):
+                return True  # dataclass and total_ordering decorate the task's classes
+            # A module the import system is executing right now (numpy's lazy imports
+            # define classes and finish them with setattr); never a loaded, shared one.
+            spec = _real_getattr(sys.modules.get(module), "__spec__", None)
+            return _real_getattr(spec, "_initializing", False) is True
+
+        def hook(event: str, args: tuple[Any, ...]) -> None:
+            run = current[0]
+            if run is None or pyc[1]:
+                return
+            if event == "marshal.loads" and is_cached_module(args[0]):
+                return
+            if event in allowed:
+                if event == "import":
+                    # Loading a module runs no task code; what it could then do is held by
+                    # the other events. Only the standard library and the allowed packages.
+                    top = args[0].partition(".")[0]
+                    if top in run[2] or top in lazy or top in stdlib:
+                        return
+                elif event == "open":
+                    path, mode, flags = args
+                    read_only = (mode is None or not any(c in mode for c in "wax+")) and not (
+                        (flags or 0) & write_flags
+                    )
+                    if read_only and readable(path, run[1]):
+                        if _real_type(path) is str and path.endswith(".pyc"):
+                            pyc[0] = path
+                        return
+                else:
+                    return
+            elif event in ("os.listdir", "os.scandir") and readable(args[0], frozenset()):
+                return  # the import system refreshing its view of the runtime's own dirs
+            elif event in ("object.__setattr__", "object.__delattr__"):
+                target, name = args[0], args[1]
+                if name in meta_names and not (name == "__code__"):
+                    return  # namedtuple, dataclass and pybind11 naming what they build
+                if isinstance(target, _real_type) and own_class(_type_module(target)):
+                    return  # a task's own class, or one a module being imported defines
+            elif event == "object.__getattr__" and args[1] in P["AUDIT_GETATTR_NAMES"]:
+                return  # inspect.signature (dataclasses, numpy) reads these; frames stay out
+            what = args[0] if event in ("import", "open") and args else ""
+            refusal = (
+                FileAccessRefused
+                if event == "open" or event.startswith("os.")
+                else (SandboxViolation)
+            )
+            raise refusal(
+                f"the sandbox refused {event}{f' {what!r}' if what else ''} while the task "
+                "was running (audit hook; see docs/task-authoring.md, The sandbox)"
+            )
+
+        def begin(files: Any, import_tops: frozenset[str]) -> object:
+            if current[0] is not None:
+                raise SandboxViolation("a run is already open in this interpreter")
+            token = object()
+            current[0] = (token, frozenset(files), import_tops)
+            return token
+
+        def end(token: object) -> None:
+            run = current[0]
+            if run is not None and run[0] is token:
+                current[0] = None
+
+        sys.addaudithook(hook)
+        self.begin = begin
+        self.end = end
+
+
 # --------------------------------------------------------------------------- task API
 class Log(metaclass=Sealed):
     """`ctx.log`: call it or use .info/.warning/.error; lines go back with the result."""
 
-    # Internals start with "_" so the sandbox's attribute rule hides them from the task.
+    __slots__ = ("_dropped", "_lines")
+
     def __init__(self) -> None:
         self._lines: list[str] = []
         self._dropped = 0
@@ -726,7 +789,10 @@ class Log(metaclass=Sealed):
 
 class State(metaclass=Sealed):
     """`ctx.state`: keyed task state with per-key TTL and a byte cap, kept by the host
-    between runs. Only the keys a run changes are sent back (last writer wins per key)."""
+    between runs. Only the keys a run changes are sent back (last writer wins per key).
+    Sizes are expanded sizes (see `expanded_size`), the same measure the host applies."""
+
+    __slots__ = ("_cap", "_changed", "_data", "_deleted", "_sizes", "_used")
 
     def __init__(self, snapshot: dict[str, tuple[Any, float | None]], cap: int) -> None:
         now = time.time()
@@ -739,7 +805,7 @@ class State(metaclass=Sealed):
 
     @staticmethod
     def _size(key: str, value: Any) -> int:
-        return len(key.encode()) + len(marshal.dumps(value))
+        return len(key.encode("utf-8", "surrogatepass")) + expanded_size(value)
 
     def _live(self, key: str) -> bool:
         item = self._data.get(key)
@@ -826,52 +892,79 @@ class State(metaclass=Sealed):
 
 
 class Context(metaclass=Sealed):
-    """The object passed to a task's `run(ctx)`."""
+    """The object passed to a task's `run(ctx)`. Plain slots: the run's private state (its
+    uploads, returned tensors, task and budget) lives in the closures of the methods made
+    by `_make_context`, so no attribute, `copy`, `vars` or `__dict__` path reaches it."""
 
-    def __init__(
-        self,
-        task: LoadedTask,
-        req: dict[str, Any],
-        watchdog: Watchdog,
-        buffers: dict[str, memoryview],
-    ) -> None:
-        self.task_id: str = task.task_id
-        self.config: dict[str, Any] = copy.deepcopy(task.config)
-        self.inputs: dict[str, Any] = req.get("inputs") or {}
-        self.window: list[dict[str, Any]] | None = req.get("window")
-        self.device: dict[str, Any] = req.get("device") or {}
-        self.buffers: dict[str, memoryview] = buffers
-        self.state = State(
-            req.get("state") or {}, int(task.config.get("state_max_bytes", 256 * 1024))
-        )
-        self.log = Log()
-        self.files: tuple[str, ...] = tuple(sorted(task.files))
-        self._uploads: list[Any] = []
-        self._upload_bytes = 0
-        self._tensors: dict[str, Any] = {}
-        self._task = task
-        self._watchdog = watchdog
+    __slots__ = (
+        "buffers",
+        "config",
+        "device",
+        "files",
+        "inputs",
+        "log",
+        "model",
+        "read",
+        "return_tensor",
+        "state",
+        "task_id",
+        "time_left",
+        "upload",
+        "window",
+    )
 
-    def upload(self, payload: Any) -> None:
+
+class _Run:
+    """What one run hands back besides its return value; seen by the guest only."""
+
+    __slots__ = ("tensor_bytes", "tensor_cap", "tensors", "token", "upload_bytes", "uploads")
+
+    def __init__(self, token: int, tensor_cap: int) -> None:
+        self.token = token
+        self.uploads: list[Any] = []
+        self.upload_bytes = 0
+        self.tensors: dict[str, Any] = {}
+        self.tensor_bytes = 0
+        self.tensor_cap = tensor_cap
+
+
+def _make_context(
+    task: LoadedTask,
+    req: dict[str, Any],
+    run: _Run,
+    log: Log,
+    state: State,
+    buffers: dict[str, memoryview],
+    watchdog: Watchdog,
+) -> Context:
+    ctx = Context()
+    ctx.task_id = task.task_id
+    ctx.config = copy.deepcopy(req.get("config") or {})  # per run: no other task's config here
+    ctx.inputs = req.get("inputs") or {}
+    ctx.window = req.get("window")
+    ctx.device = req.get("device") or {}
+    ctx.buffers = buffers
+    ctx.state = state
+    ctx.log = log
+    ctx.files = tuple(sorted(task.files))
+
+    def upload(payload: Any) -> None:
         """Queue `payload` (plain data) for the tunnel; it leaves with the run result."""
-        payload = plain(payload, "ctx.upload() payload")
-        size = len(marshal.dumps(payload))
-        if self._upload_bytes + size > UPLOAD_MAX_BYTES:
-            raise ValueError(f"uploads of one run are capped at {UPLOAD_MAX_BYTES} bytes")
-        self._upload_bytes += size
-        self._uploads.append(payload)
+        payload = plain(payload, "ctx.upload() payload", UPLOAD_MAX_BYTES - run.upload_bytes)
+        run.upload_bytes += expanded_size(payload)
+        run.uploads.append(payload)
 
-    def model(self, name: str) -> Any:
+    def model(name: str) -> Any:
         """Load (once per interpreter) the bundle's model file `name` with walle_engine."""
-        return self._task.model(name)
+        return task.model(name)
 
-    def return_tensor(self, name: str, array: Any) -> None:
+    def return_tensor(name: str, array: Any) -> None:
         """Hand an engine array (a `walle_engine.np` array or a Tensor) to the device
         runtime as `RunResult.tensors[name]`: by handle, without a copy (copied once in the
         process backend). Kept only if the run succeeds; until the runtime frees it, the
         memory stays charged to this task."""
-        if type(name) is not str:
-            raise TypeError("tensor name must be a str")
+        if type(name) is not str or len(name) > 256:
+            raise TypeError("tensor name must be a str of at most 256 characters")
         core = sys.modules.get("walle_engine._core")
         np_mod = sys.modules.get("walle_engine.np")
         if core is not None and type(array) is core.Tensor:
@@ -880,54 +973,81 @@ class Context(metaclass=Sealed):
             t = array.tensor
         else:
             raise TypeError(
-                f"ctx.return_tensor() takes a walle_engine.np array or Tensor, got {type(array).__name__}"
+                "ctx.return_tensor() takes a walle_engine.np array or Tensor, "
+                f"got {type(array).__name__}"
             )
-        if name not in self._tensors and len(self._tensors) >= TENSORS_MAX:
+        if name not in run.tensors and len(run.tensors) >= TENSORS_MAX:
             raise ValueError(f"a run may return at most {TENSORS_MAX} tensors")
-        if self._task.guest.in_process:  # another process: the bytes travel
-            self._tensors[name] = (t.dtype, tuple(t.shape), bytes(memoryview(t)))
-            return
-        old = self._tensors.get(name)
-        self._tensors[name] = core.export_tensor(t)
+        nbytes = math.prod(t.shape) * _ITEMSIZE.get(t.dtype, 8)
+        old = run.tensors.pop(name, None)
         if old is not None:
-            core.drop_exported(old)
+            run.tensor_bytes -= old[1]
+            _drop_exported({name: old}, run.token)
+        if run.tensor_bytes + nbytes > run.tensor_cap:
+            raise MemoryError(
+                f"returned tensors would hold {run.tensor_bytes + nbytes} bytes, over the "
+                f"run's cap of {run.tensor_cap} (config max_memory_mb)"
+            )
+        if task.guest.in_process:  # another process: the bytes travel
+            item: Any = (t.dtype, tuple(t.shape), bytes(memoryview(t)))
+        else:
+            item = core.export_tensor(t, run.token)
+        run.tensors[name] = (item, nbytes)
+        run.tensor_bytes += nbytes
 
-    def read(self, name: str) -> bytes:
+    def read(name: str) -> bytes:
         """The bytes of a (non-code) file from the task's bundle, e.g. a vocabulary."""
-        return self._task.read(name)
+        return task.read(name)
 
-    def time_left(self) -> float:
+    def time_left() -> float:
         """Seconds left in this run's wall-time budget."""
-        return max(0.0, self._watchdog.remaining())
+        return max(0.0, watchdog.remaining())
+
+    ctx.upload = upload
+    ctx.model = model
+    ctx.return_tensor = return_tensor
+    ctx.read = read
+    ctx.time_left = time_left
+    return ctx
 
 
-def _drop_exported(tensors: dict[str, Any] | None) -> None:
+_ITEMSIZE = {"float32": 4, "int32": 4, "int64": 8, "bool": 1, "uint8": 1}
+
+
+def _drop_exported(tensors: dict[str, Any] | None, owner: int) -> None:
     """Free tensors handed over by ctx.return_tensor() that the host will never import."""
     core = sys.modules.get("walle_engine._core")
-    for handle in (tensors or {}).values():
-        if type(handle) is int and core is not None:  # not the process backend's bytes
-            core.drop_exported(handle)
+    for item, _ in (tensors or {}).values():
+        if type(item) is int and core is not None:  # not the process backend's bytes
+            core.drop_exported(item, owner)
 
 
 # --------------------------------------------------------------------------- tasks and runs
 class LoadedTask:
-    """A task's compiled modules plus its per-interpreter caches (module globals, models)."""
+    """A task's compiled modules plus its per-interpreter caches (module globals, models).
+    Holds no config: that comes with each run, so one task's config is never in memory
+    while another task runs in the same interpreter."""
 
     def __init__(self, guest: Guest, spec: dict[str, Any]) -> None:
         self.task_id: str = spec["task_id"]
         self.key: str = spec["key"].replace(".", "_")
-        self.config: dict[str, Any] = spec["config"]
         self.files: dict[str, str] = spec["paths"]  # bundle file name -> path on the host
-        self.codes: dict[str, bytes] = spec["codes"]  # module name -> marshal'ed code
-        self.sources: dict[str, str] = spec["sources"]  # filename -> source, for tracebacks
+        # Unmarshalled here, before the run opens: no marshal.loads while task code runs.
+        self.codes: dict[str, types.CodeType] = {
+            name: marshal.loads(code) for name, code in spec["codes"].items()
+        }
         self.guest = guest
         self.modules: dict[str, types.ModuleType] = {}
         self.models: dict[str, Any] = {}
-        self.extra = set(self.config.get("requires") or ())
+        self.extra = frozenset(spec.get("requires") or ())
+        tops = {n.partition(".")[0] for n in (*P["ALLOWED_MODULES"], *P["ENGINE_MODULES"])}
+        tops |= {n.partition(".")[0] for n in P["MODULE_SOURCES"].values()}
+        tops |= P["LIBRARY_PACKAGES"] if "numpy" in self.extra else {"walle_engine"}
+        self.import_tops = frozenset(tops)
         self.builtins = guest.make_builtins(self)
-        for filename, src in self.sources.items():
-            import linecache
+        import linecache
 
+        for filename, src in spec["sources"].items():
             lines = src.splitlines(keepends=True)
             linecache.cache[filename] = (len(src), None, lines, filename)
 
@@ -936,13 +1056,14 @@ class LoadedTask:
         if mod is None:
             # A unique name in sys.modules: dataclasses resolves string annotations through
             # sys.modules[cls.__module__], and no real module is called "walle_task.*".
+            # Read-only: another module of the task must not rebind this one's globals.
             qualname = f"walle_task.{self.key}.{name}"
-            mod = types.ModuleType(qualname)
+            mod = ReadOnlyModule(qualname)
             mod.__dict__["__builtins__"] = self.builtins
             self.modules[name] = mod
             sys.modules[qualname] = mod
             try:
-                exec(marshal.loads(self.codes[name]), mod.__dict__)
+                exec(self.codes[name], mod.__dict__)
             except BaseException:
                 del self.modules[name]
                 sys.modules.pop(qualname, None)
@@ -998,20 +1119,28 @@ class LoadedTask:
 
 
 class Guest:
-    """Per-interpreter singleton: loaded tasks, module proxies, watchdog."""
+    """Per-interpreter singleton: loaded tasks, module proxies, watchdog, audit gate."""
 
-    def __init__(self, in_process: bool) -> None:
+    def __init__(self, in_process: bool, runtime_dirs: tuple[str, ...]) -> None:
         self.in_process = in_process
         self.tasks: dict[str, LoadedTask] = {}
         self.proxies: dict[str, types.ModuleType] = {}
         # Pre-import the allowlist at boot (off the hot path: the pool boots interpreters
         # ahead of need) so an import inside a task is a dict lookup, not a file-system
         # walk while the task's budget runs. walle_engine stays lazy: not every task uses it.
-        for name in ALLOWED_MODULES:
-            __import__(MODULE_SOURCES.get(name, name))
+        for name in P["ALLOWED_MODULES"]:
+            __import__(P["MODULE_SOURCES"].get(name, name))
+        for name in ("encodings.utf_8", "encodings.latin_1", "encodings.ascii"):
+            __import__(name)
+        # Lazy imports during a run must not write .pyc files: the gate refuses writes.
+        sys.dont_write_bytecode = True
         self.watchdog = Watchdog()
+        self.gate = AuditGate(runtime_dirs)
         self.mem_cap = 0
         self.walle = self._walle_module()
+        self.types = ReadOnlyModule("walle_types", "The builtin types class patterns match.")
+        for name in P["MATCH_SELF_TYPES"]:
+            self.types.__dict__[name] = _real_getattr(_builtins, name)
         self.current_log: Log | None = None
         self.runs = 0
 
@@ -1056,53 +1185,56 @@ class Guest:
     def module_proxy(self, name: str, task: LoadedTask) -> types.ModuleType:
         if name == "walle":
             return self.walle
-        key = name
         top = name.split(".")[0]
-        spec = module_spec(name, frozenset(task.extra))
+        spec = module_spec(name, task.extra)
         if spec is None:
             raise SandboxViolation(
                 f"import of {name!r} is not allowed in tasks; allowed: walle, "
-                + ", ".join(sorted(ALLOWED_MODULES))
+                + ", ".join(sorted(P["ALLOWED_MODULES"]))
                 + " (numpy only with isolation 'process')"
             )
-        proxy = self.proxies.get(key)
+        proxy = self.proxies.get(name)
         if proxy is None:
             if top == "numpy" and not self.in_process:
                 raise SandboxViolation(
                     "numpy cannot load in an isolated interpreter; "
                     "set config['isolation'] = 'process'"
                 )
-            source = MODULE_SOURCES.get(name, name)
+            source = P["MODULE_SOURCES"].get(name, name)
             __import__(source)
             mod = sys.modules[source]
             if top == "walle_engine":
                 self.bind_engine(task)
-            denied = DENIED_NAMES.get(name, set()) | (NUMPY_DENIED if top == "numpy" else set())
+            denied = P["DENIED_NAMES"].get(name, frozenset()) | (
+                P["NUMPY_DENIED"] if top == "numpy" else frozenset()
+            )
             proxy = _proxy(name, mod, spec, denied)
-            for sub in SUBMODULES.get(name, ()):
+            for sub in P["SUBMODULES"].get(name, ()):
                 try:
                     proxy.__dict__[sub] = self.module_proxy(f"{name}.{sub}", task)
                 except (ImportError, SandboxViolation):
                     pass
-            self.proxies[key] = proxy
+            self.proxies[name] = proxy
         return proxy
 
     def make_builtins(self, task: LoadedTask) -> dict[str, Any]:
-        import builtins as real
-
-        b: dict[str, Any] = {n: getattr(real, n) for n in SAFE_BUILTIN_NAMES}
-        for n in dir(real):
-            v = getattr(real, n)
+        b: dict[str, Any] = {n: _real_getattr(_builtins, n) for n in P["SAFE_BUILTIN_NAMES"]}
+        for n in dir(_builtins):
+            v = _real_getattr(_builtins, n)
             if isinstance(v, type) and issubclass(v, BaseException):
                 b[n] = v
-        for n, hint in BLOCKED_BUILTINS.items():
+        for n, hint in P["BLOCKED_BUILTINS"].items():
             b[n] = _blocked(n, hint)
         b.update(
+            type=SafeType,
             getattr=safe_getattr,
             hasattr=safe_hasattr,
             setattr=safe_setattr,
             delattr=safe_delattr,
+            __build_class__=safe_build_class,
             _walle_attr=safe_getattr,
+            _walle_store=store_target,
+            _walle_types=self.types,
         )
         b["__name__"] = "builtins"
 
@@ -1113,7 +1245,7 @@ class Guest:
 
         b["print"] = print_
 
-        requires = frozenset(task.extra)
+        requires = task.extra
 
         def import_(
             name: str, globals: Any = None, locals: Any = None, fromlist: Any = (), level: int = 0
@@ -1128,7 +1260,7 @@ class Guest:
             if (
                 module_spec(name, requires) is None
                 and module_spec(top, requires) is not None
-                and top in LIBRARY_PACKAGES
+                and top in P["LIBRARY_PACKAGES"]
             ):
                 # C code inside numpy/the engine (e.g. ndarray.sum) imports its own private
                 # submodules through the *calling frame's* builtins, i.e. this hook. A task
@@ -1161,72 +1293,65 @@ class Guest:
                 traceback="",
             )
             return marshal.dumps(resp)
-        ctx = Context(task, req, self.watchdog, self._buffers(req))
-        self.current_log = ctx.log
-        wd = self.watchdog
         self.mem_cap = int(req.get("max_memory_mb") or 0) << 20
+        run = _Run(int(req.get("run_token") or 0), self.mem_cap or TENSOR_BYTES_DEFAULT_CAP)
+        log = Log()
+        state = State(req.get("state") or {}, int(req.get("state_max_bytes") or 256 * 1024))
+        ctx = _make_context(task, req, run, log, state, self._buffers(req), self.watchdog)
+        self.current_log = log
+        wd = self.watchdog
         wd.arm(float(req["timeout_s"]), self.mem_cap)
+        gate = self.gate.begin(task.files.values(), task.import_tops)
         self.bind_engine(task)
+        err: BaseException | None = None
         try:
             mod = task.main()
             fn = mod.__dict__.get("run")
             if not callable(fn):
                 raise TypeError("the task script must define run(ctx)")
             out = fn(ctx)
-            wd.live = False
-            fired = wd.disarm()
-            if fired is not None:  # tripped while returning through guest code
-                raise type(fired)(*fired.args)
-            resp["output"] = plain(out, "run(ctx) return value")
-            resp["tensors"], ctx._tensors = ctx._tensors, {}
-            resp["ok"] = True
+            # Still under the budget and the gate: the return value is checked and copied
+            # here, capped on its expanded size before anything large is built from it.
+            resp["output"] = plain(out, "run(ctx) return value", OUTPUT_MAX_BYTES)
+            del out
+            resp["state"] = state._delta()
         except BaseException as e:
+            err = e
+        finally:
             wd.live = False
             fired = wd.disarm()
-            err: BaseException = e
-            budget_errors = (TaskTimeout, MemoryBudgetExceeded)
-            # issubclass(type(e)), not isinstance(e): isinstance may read a task-defined
-            # __class__ property, and no task code may run once the budget is off.
-            if fired is not None and not issubclass(type(e), budget_errors):
-                err = fired  # the task caught the budget error and failed some other way
+            self.gate.end(gate)
+            self.current_log = None
+        budget_errors = (TaskTimeout, MemoryBudgetExceeded)
+        # issubclass(type(e)), not isinstance(e): isinstance may read a task-defined
+        # __class__ property, and no task code may run once the budget is off.
+        if fired is not None and (err is None or not issubclass(type(err), budget_errors)):
+            err = fired  # tripped, and the task caught it or returned through guest code
+        if err is None:
+            resp["tensors"] = {name: item for name, (item, _) in run.tensors.items()}
+            resp["uploads"] = run.uploads
+            resp["ok"] = True
+        else:
             name, message = _describe(err)
             resp.update(
                 error_type=name, message=message, traceback=self._format_tb(err, name, message)
             )
+            resp.pop("output", None)
+            resp.pop("state", None)
             if issubclass(type(err), budget_errors):
                 resp["budget"] = name
+            _drop_exported(run.tensors, run.token)
             # The traceback holds the task's frames (and whatever they allocated) in a
             # cycle through this frame; break it so a failed run frees its memory now.
-            del err
-        finally:
-            self.current_log = None
-            _drop_exported(ctx._tensors)  # a failed run's (a successful one handed them on)
-            peak = self.unbind_engine()
-            if peak is not None:
-                resp["engine_peak_bytes"] = peak
-        resp["uploads"] = ctx._uploads
-        resp["logs"] = ctx.log._lines + (
-            [f"WARNING {ctx.log._dropped} log lines dropped"] if ctx.log._dropped else []
+            err = None
+        peak = self.unbind_engine()
+        if peak is not None:
+            resp["engine_peak_bytes"] = peak
+        resp["logs"] = log._lines + (
+            [f"WARNING {log._dropped} log lines dropped"] if log._dropped else []
         )
-        resp["state"] = ctx.state._delta()
         resp["guest_ms"] = (time.perf_counter() - t0) * 1000
-        try:
-            data = marshal.dumps(resp)
-        except ValueError as e:  # pragma: no cover - plain() should make this unreachable
-            _drop_exported(resp.get("tensors"))
-            resp = {"ok": False, "error_type": "TypeError", "message": str(e), "traceback": ""}
-            data = marshal.dumps(resp)
-        if len(data) > OUTPUT_MAX_BYTES:
-            _drop_exported(resp.get("tensors"))  # the run fails after all: nobody imports them
-            resp = {
-                "ok": False,
-                "error_type": "ValueError",
-                "message": f"run result is {len(data)} bytes, over {OUTPUT_MAX_BYTES}",
-                "traceback": "",
-                "guest_ms": resp["guest_ms"],
-            }
-            data = marshal.dumps(resp)
-        return data
+        return marshal.dumps(resp)
 
     @staticmethod
     def _buffers(req: dict[str, Any]) -> dict[str, memoryview]:
@@ -1256,11 +1381,12 @@ class Guest:
 
     def shutdown(self) -> None:
         # Drop every task object while a budget is armed: finalizers a task smuggled in
-        # (a metaclass can add __del__; cycles hold generators) then run here, where the
-        # watchdog can interrupt them, and not inside interpreter destruction, where a
-        # loop would hang the thread destroying it.
+        # (cycles hold generators) then run here, where the watchdog can interrupt them,
+        # and not inside interpreter destruction, where a loop would hang the thread
+        # destroying it.
         wd = self.watchdog
         wd.arm(SHUTDOWN_BUDGET_S, 0)
+        gate = self.gate.begin((), frozenset())
         try:
             for task in self.tasks.values():
                 for mod in task.modules.values():
@@ -1275,6 +1401,7 @@ class Guest:
         finally:
             wd.live = False
             wd.disarm()
+            self.gate.end(gate)
         wd.stop()
 
 
@@ -1316,16 +1443,26 @@ def _builtin_str(cls: type) -> bool:
 _GUEST: Guest | None = None
 
 
-def init(in_process: bool = False) -> Guest:
-    """Create the per-interpreter guest (idempotent)."""
+def init(
+    in_process: bool = False,
+    policy: dict[str, Any] | None = None,
+    runtime_dirs: tuple[str, ...] = (),
+) -> Guest:
+    """Create the per-interpreter guest (idempotent) with the sandbox policy's data."""
     global _GUEST
     if _GUEST is None:
-        _GUEST = Guest(in_process)
+        if policy is not None:
+            P.clear()
+            P.update(policy)
+        if not P:
+            raise ValueError("guest.init() needs the sandbox policy (policy.as_data())")
+        _GUEST = Guest(in_process, tuple(runtime_dirs))
     return _GUEST
 
 
 def handle(req_bytes: bytes) -> bytes:
-    return init().handle(req_bytes)
+    assert _GUEST is not None, "guest.init() first"
+    return _GUEST.handle(req_bytes)
 
 
 def shutdown() -> None:

@@ -9,13 +9,20 @@ from __future__ import annotations
 
 import _interpqueues
 import _interpreters
+import functools
 import itertools
 import logging
 import marshal
 import multiprocessing
+import os
 import queue
 import random
+import secrets
+import signal
+import site
+import struct
 import sys
+import sysconfig
 import threading
 import time
 from collections.abc import Callable
@@ -23,7 +30,7 @@ from concurrent.futures import Future
 from pathlib import Path
 from typing import Any
 
-from . import guest
+from . import boundary, guest, oswall, policy
 
 log = logging.getLogger(__name__)
 
@@ -31,6 +38,29 @@ log = logging.getLogger(__name__)
 # the real path so the guest's "is this my own code" test matches in both backends.
 _GUEST_PATH = str(Path(guest.__file__).resolve())
 GUEST_CODE = marshal.dumps(compile(Path(_GUEST_PATH).read_text(), guest.GUEST_FILE, "exec"))
+POLICY_DATA = marshal.dumps(policy.as_data())
+
+
+@functools.cache
+def runtime_dirs() -> tuple[str, ...]:
+    """The Python runtime's own library directories (stdlib, site-packages), as the guest's
+    audit hook and the OS wall let a run read them: lazy imports of allowed modules."""
+    paths = sysconfig.get_paths()
+    found = {paths[k] for k in ("stdlib", "platstdlib", "purelib", "platlib") if k in paths}
+    found |= set(site.getsitepackages())
+    try:  # the engine's tuning cache: read by walle_engine.load inside a run
+        from walle_engine._model import tuning_cache_path
+
+        found.add(str(tuning_cache_path().parent))
+    except ImportError:
+        pass
+    out = set()
+    for d in found:
+        if os.path.isdir(d):
+            out.add(os.path.join(os.path.normpath(d), ""))
+            out.add(os.path.join(os.path.realpath(d), ""))
+    return tuple(sorted(out))
+
 
 _BOOT = """\
 import sys, marshal, types
@@ -40,7 +70,8 @@ _walle_guest.__file__ = _walle_file
 sys.modules["walle_guest"] = _walle_guest
 exec(marshal.loads(_walle_code), _walle_guest.__dict__)
 del _walle_code
-_walle_guest.init()
+_walle_guest.init(policy=marshal.loads(_walle_policy), runtime_dirs=_walle_dirs)
+del _walle_policy
 import _interpqueues
 import _interpreters  # registers the buffer type so host buffers can be shared zero-copy
 """
@@ -59,8 +90,13 @@ class Job:
         body: dict[str, Any],
         timeout_s: float,
         buffers: dict[str, memoryview] | None = None,
+        limits: boundary.Limits | None = None,
     ) -> None:
         self.key = key
+        # The owner token of this run's returned tensors: the host imports a handle only
+        # under it, so a handle the guest forged or guessed never reaches another run's.
+        self.run_token = secrets.randbits(63)
+        self.limits = limits or boundary.Limits(256 << 10, guest.TENSOR_BYTES_DEFAULT_CAP)
         self.buffers = buffers or {}
         self.load_spec = load_spec
         self.body = body
@@ -71,7 +107,7 @@ class Job:
         self._lock = threading.Lock()
 
     def encode(self, loaded: set[str], copy_buffers: bool = False) -> bytes:
-        req = dict(self.body, key=self.key, buffers=list(self.buffers))
+        req = dict(self.body, key=self.key, buffers=list(self.buffers), run_token=self.run_token)
         if copy_buffers:  # another process cannot see our memory
             req["buffer_data"] = {n: v.tobytes() for n, v in self.buffers.items()}
         if self.key not in loaded:
@@ -124,6 +160,8 @@ def boot_interpreter(pool: InterpreterPool) -> int:
         iid,
         {
             "_walle_code": GUEST_CODE,
+            "_walle_policy": POLICY_DATA,
+            "_walle_dirs": runtime_dirs(),
             "_walle_file": _GUEST_PATH,
             "_walle_path": tuple(p for p in sys.path if isinstance(p, str)),
         },
@@ -169,6 +207,8 @@ class _InterpWorker:
         self.recycle_at = pool.recycle_after + random.randint(0, max(1, pool.recycle_after // 4))
         self.job: Job | None = None
         self.abandoned = False
+        # This worker's slot in the crash black box (which task it is running).
+        self.slot = pool.blackbox.take_slot() if pool.blackbox is not None else None
         self.ready = threading.Event()
         self.thread = threading.Thread(
             target=self._main, name=f"walle-vm-{self.index}", daemon=True
@@ -227,6 +267,8 @@ class _InterpWorker:
         finally:
             self._destroy()
             _interpqueues.destroy(self.qid)
+            if self.pool.blackbox is not None:
+                self.pool.blackbox.give_slot(self.slot)
             self.pool._worker_exit(self)
 
     def _try_create(self) -> bool:
@@ -250,7 +292,14 @@ class _InterpWorker:
                     **{f"_walle_buf{i}": view for i, view in enumerate(job.buffers.values())},
                 },
             )
-            exc = _interpreters.exec(self.iid, _RUN)
+            box = self.pool.blackbox
+            if box is not None:
+                box.enter(self.slot, job.key)  # a native crash in this run names the task
+            try:
+                exc = _interpreters.exec(self.iid, _RUN)
+            finally:
+                if box is not None:
+                    box.leave(self.slot)
             if exc is not None:
                 return {
                     "ok": False,
@@ -260,7 +309,7 @@ class _InterpWorker:
                     "recycle": True,
                 }
             data, *_ = _interpqueues.get(self.qid)
-            resp: dict[str, Any] = marshal.loads(data)
+            resp = boundary.accept(data, job.limits)
         except Exception as e:  # the worker must survive whatever happened in there
             log.exception("walle VM run failed in the host")
             return _vm_error(f"{type(e).__name__}: {e}")
@@ -283,9 +332,16 @@ class InterpreterPool:
     """N worker threads, each with a pre-created isolated interpreter, sharing one queue."""
 
     def __init__(
-        self, size: int, *, recycle_after: int = 100, grace_s: float = 2.0, spares: int = 1
+        self,
+        size: int,
+        *,
+        recycle_after: int = 100,
+        grace_s: float = 2.0,
+        spares: int = 1,
+        blackbox: Any = None,
     ) -> None:
         self.size = size
+        self.blackbox = blackbox
         self.spare_target = spares
         self._spares: queue.SimpleQueue[int] = queue.SimpleQueue()
         self._spare_count = 0
@@ -352,11 +408,15 @@ class InterpreterPool:
                 continue
             self._maker_wake.wait(1.0)
 
-    def _spawn(self) -> _InterpWorker:
-        w = _InterpWorker(self)
+    def _spawn(self) -> _InterpWorker | None:
+        # Under the lock, and only while open: close() snapshots `workers` under the same
+        # lock, so it never sees (and joins) a replacement whose thread has not started.
         with self._lock:
+            if self._closed.is_set():
+                return None
+            w = _InterpWorker(self)
+            w.thread.start()
             self.workers.add(w)
-        w.thread.start()
         return w
 
     def _note_create(self, ms: float) -> None:
@@ -397,14 +457,18 @@ class InterpreterPool:
                         self._abandoned.append(w)
                     job.finish(_stuck_response(job, self.grace_s, hard_killed=False))
                     log.warning("walle VM worker %s abandoned (stuck run)", w.index)
-                    if not self._closed.is_set():
-                        self._spawn()
+                    self._spawn()
 
-    def close(self, timeout: float = 10.0) -> None:
-        self._closed.set()
+    def close(self, timeout: float = 10.0) -> bool:
+        """Stop the workers within `timeout` seconds; False if some are still stuck in C
+        (their interpreters cannot be destroyed, see TaskVM.close)."""
         with self._lock:
+            self._closed.set()
             workers = list(self.workers)
             stuck = list(self._abandoned)
+        self._supervisor.join(timeout)
+        with self._lock:  # a replacement the supervisor spawned just before it saw closed
+            workers = list(self.workers | set(workers))
         for _ in workers + stuck:  # a stuck worker that recovers must find a sentinel too
             self.jobs.put(None)
         end = time.monotonic() + timeout
@@ -435,26 +499,40 @@ class InterpreterPool:
                         "traceback": "",
                     }
                 )
+        return not any(w.thread.is_alive() for w in workers + stuck)
 
 
 # --------------------------------------------------------------------------- processes
-def _child_main(conn: Any, memory_mb: int | None) -> None:
-    """Entry point of a worker process: the same guest, in the child's main interpreter."""
-    if memory_mb:
+_HEADER = struct.Struct("<d")  # the run's CPU allowance in seconds, ahead of each request
+
+
+def _child_main(
+    conn: Any, memory_mb: int | None, wall: tuple[str, ...] | None, dirs: tuple[str, ...]
+) -> None:
+    """Entry point of a worker process: the OS wall (if asked), then the same guest as in
+    the interpreter backend, in the child's main interpreter."""
+    sys.dont_write_bytecode = True  # nothing to write, and the wall refuses writes anyway
+    report: dict[str, Any] = {}
+    if wall is not None:
+        report = oswall.apply(wall, memory_mb)
+    elif memory_mb:
         import resource
 
         limit = memory_mb << 20
         resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
-    g = guest.init(in_process=True)
-    del g
+    conn.send_bytes(marshal.dumps(report))  # ready: what the wall could apply, if any
+    guest.init(in_process=True, policy=marshal.loads(POLICY_DATA), runtime_dirs=dirs)
     while True:
         try:
-            req = conn.recv_bytes()
+            msg = conn.recv_bytes()
         except (EOFError, OSError):
             break
-        if not req:
+        if not msg:
             break
-        conn.send_bytes(guest.handle(req))
+        (cpu_s,) = _HEADER.unpack_from(msg)
+        if wall is not None:
+            oswall.arm_cpu(cpu_s)
+        conn.send_bytes(guest.handle(memoryview(msg)[_HEADER.size :]))
     guest.shutdown()
 
 
@@ -469,6 +547,7 @@ class _ProcWorker:
         self.conn: Any = None
         self.loaded: set[str] = set()
         self.ready = threading.Event()
+        self.busy = threading.Event()  # a run is in the worker process
         self.thread = threading.Thread(target=self._main, name=f"walle-proc-{index}", daemon=True)
 
     def _start(self) -> None:
@@ -476,12 +555,19 @@ class _ProcWorker:
         parent, child = ctx.Pipe()
         proc = ctx.Process(
             target=_child_main,
-            args=(child, self.pool.memory_mb),
+            args=(child, self.pool.memory_mb, self.pool.wall_dirs, runtime_dirs()),
             name=f"walle-task-proc-{self.index}",
             daemon=True,
         )
         proc.start()
         child.close()
+        # The child reports what its OS wall could apply before it serves any run.
+        if not parent.poll(60):
+            proc.kill()
+            raise RuntimeError("the worker process did not start")
+        report = boundary.accept_report(parent.recv_bytes())
+        if self.pool.wall_dirs is not None:
+            self.pool.wall_report = report
         self.proc, self.conn, self.loaded = proc, parent, set()
 
     def _try_start(self) -> bool:
@@ -513,8 +599,13 @@ class _ProcWorker:
             if self.proc is None and not self._try_start():
                 job.finish(_vm_error("could not start a task worker process (see the log)"))
                 continue
-            job.finish(self._run(job))
-            job = None  # see _InterpWorker: don't keep the result alive while idle
+            self.busy.set()
+            try:
+                resp = self._run(job)
+            finally:
+                self.busy.clear()
+            job.finish(resp)
+            job = resp = None  # see _InterpWorker: don't keep the result alive while idle
         if self.proc is not None:
             try:
                 self.conn.send_bytes(b"")
@@ -527,34 +618,58 @@ class _ProcWorker:
 
     def _run(self, job: Job) -> dict[str, Any]:
         try:
-            self.conn.send_bytes(job.encode(self.loaded, copy_buffers=True))
+            # CPU allowance for the run (all threads), a backstop behind the host's kill.
+            cpu_s = (job.timeout_s + self.pool.grace_s) * (os.cpu_count() or 1) + 1
+            self.conn.send_bytes(_HEADER.pack(cpu_s) + job.encode(self.loaded, copy_buffers=True))
             if self.conn.poll(job.timeout_s + self.pool.grace_s):
-                resp: dict[str, Any] = marshal.loads(self.conn.recv_bytes())
+                resp = boundary.accept(self.conn.recv_bytes(), job.limits)
                 self.loaded.add(job.key)
-                if resp.get("budget"):
+                if resp.get("budget") or resp.get("recycle"):
                     self._kill()  # start the next run from a clean process
                 return resp
             self._kill()
             return _stuck_response(job, self.pool.grace_s, hard_killed=True)
         except (EOFError, OSError) as e:
-            code = self.proc.exitcode if self.proc is not None else None
+            code = None
+            if self.proc is not None:
+                self.proc.join(2)  # reap it, so the exit code (or signal) is known
+                code = self.proc.exitcode
             self._kill()
+            how = f"exit code {code}"
+            if code is not None and code < 0:
+                try:
+                    how = f"signal {signal.Signals(-code).name}"
+                except ValueError:
+                    how = f"signal {-code}"
             return {
                 "ok": False,
                 "error_type": "WorkerCrashed",
                 "traceback": "",
-                "message": f"the task's worker process died (exit code {code}): {e!r}; "
-                "a memory limit or a crash in native code are the usual causes",
+                "crash": True,
+                "message": f"the task's worker process died ({how}): {e!r}; "
+                "a memory limit, the OS wall's CPU limit or a crash in native code are "
+                "the usual causes",
             }
 
 
 class ProcessPool:
     """Pre-started worker processes (spawn) for tasks that need numpy or a hard kill."""
 
-    def __init__(self, size: int, *, grace_s: float = 2.0, memory_mb: int | None = None) -> None:
+    def __init__(
+        self,
+        size: int,
+        *,
+        grace_s: float = 2.0,
+        memory_mb: int | None = None,
+        wall_dirs: tuple[str, ...] | None = None,
+    ) -> None:
         self.size = size
         self.grace_s = grace_s
         self.memory_mb = memory_mb
+        # Directories a walled worker may read (None: no OS wall); what the last worker
+        # started could apply (oswall.apply's report).
+        self.wall_dirs = wall_dirs
+        self.wall_report: dict[str, Any] | None = None
         self.restarts = 0
         self.jobs: queue.SimpleQueue[Job | None] = queue.SimpleQueue()
         self.workers = [_ProcWorker(self, i) for i in range(size)]
