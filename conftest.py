@@ -15,6 +15,10 @@ def _isolated_content(settings, tmp_path):
     settings.WALLE_CONTENT_DIR = tmp_path / "content"
     # The slow default hasher costs ~0.3 s per user; tests make several users each.
     settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
+    # Each test's database starts empty; so does each process's cache of active releases.
+    from releases.desired import CACHE
+
+    CACHE.clear()
 
 
 @pytest.fixture

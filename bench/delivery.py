@@ -1,32 +1,48 @@
-"""Delivery benchmark: release notice and full cycle to N connected devices, next to a bare
-`websockets` broadcast of the same frame in the same run (DESIGN §9).
+"""Delivery benchmark: a release's full cycle to N connected devices, for walle embedded,
+walle scale-out and a same-protocol asyncio peer, against the same simulator in the same run.
 
-    .venv/bin/python bench/delivery.py                     # 1,000 devices
-    .venv/bin/python bench/delivery.py --devices 10000     # 10,000 devices, 2 fleet processes
+    .venv/bin/python bench/delivery.py                          # 1,000 devices, all three systems
+    .venv/bin/python bench/delivery.py --devices 10000          # 10,000 devices
+    .venv/bin/python bench/delivery.py --devices 20000 --systems scaleout   # the scale-out target
+    .venv/bin/python bench/delivery.py --devices 10000 --faults  # + kill -9 / dropped connections
 
-One daphne process (the embedded configuration: SQLite + in-process channel layer, started by
-tests.live.live_server) serves every device; the simulated devices (walle_device.DeviceClient)
-run in separate fleet processes so the server does not share an event loop with them. Once every
-device is connected and its `hello` is answered, the bench uploads a task version through the
-REST API, creates a release and starts it. Per device it measures, from just before the start
-call (time.time_ns(), comparable across processes on one machine):
+Systems (`--systems`, default all three):
 
-  notice     until the device's client handled the `notify` frame
-  succeeded  until the device's client sent its `succeeded` report
-  all (srv)  until GET /api/v1/releases/<id>/ first showed succeeded == N (polled every 0.25 s)
+  embedded  one daphne process, SQLite, in-process channel layer (tests.live.live_server)
+  scaleout  two daphne processes, PostgreSQL + Redis (throwaway database, devices split over both)
+  peer      a minimal asyncio `websockets` server with in-memory state and no Django, no database:
+            the same hello -> desired -> pull (signed manifest with the same inlined files) ->
+            run -> report/run_stats -> ack exchange, answered by the same simulator. It is the
+            floor: what the protocol costs on this machine at this moment.
 
-The peer: a bare `websockets` asyncio server in its own process, the same N connections from bare
-clients in the same number of client processes, the same notify frame sent with
-`websockets.broadcast()` and, as a second row, with `await ws.send()` per socket. Its latency is
-measured from just before the broadcast call.
+The simulated devices (walle_device.fleet: the real DeviceClient, tasks run in the VM) live in
+separate client processes (one per 5,000 devices). Once every device is connected and its hello
+answered, a task version (main.py + a 4 KiB data file) is released to all devices. Per system:
 
-Internal roles (spawned by the bench itself): --role fleet | wsserver | wsfleet.
+  notice      start call (t0, time.time_ns) -> the device's client handled `notify`
+  all done    t0 -> the server first counted N succeeded (polled every 0.25 s)
+  missed      devices that had not succeeded by --timeout
+  server CPU  CPU seconds of the server processes (daphne; not PostgreSQL/Redis, which other
+              jobs share) from t0 to all done; simulator CPU the same for the client processes
+  enroll      devices enrolled per second (walle only; the peer has no enrollment)
+  connect     seconds until every device's first hello was answered
+  storm       every device drops its socket at once; seconds until all have a fresh `desired`
+  idle socket server RSS growth per connected idle device (one daphne)
+
+With --faults (walle systems): during the release 20% of the devices drop their connection, and
+in the scale-out system one daphne is killed with SIGKILL and started again; the run then checks
+that every device converged and that every report a device sent is counted exactly once.
+
+JSON goes to bench/out/delivery-<N>.json. Internal roles (spawned by the bench itself):
+--role fleet | peer.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import base64
+import hashlib
 import json
 import math
 import os
@@ -34,7 +50,6 @@ import platform
 import random
 import resource
 import shutil
-import signal
 import subprocess
 import sys
 import tempfile
@@ -50,6 +65,7 @@ if str(ROOT) not in sys.path:
 OUT_DIR = ROOT / "bench" / "out"
 TASK_MAIN = b"def run(ctx):\n    return len(ctx.read('data.bin'))\n"
 TASK_DATA = bytes(random.Random(1).getrandbits(8) for _ in range(4096))
+TICK = os.sysconf("SC_CLK_TCK")
 
 
 def raise_nofile() -> int:
@@ -57,6 +73,25 @@ def raise_nofile() -> int:
     if soft < hard:
         resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
     return resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+
+
+def cpu_seconds(pid: int) -> float:
+    """utime + stime of a process (0 if it is gone)."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / TICK
+
+
+def rss_bytes(pid: int) -> int:
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return 0
 
 
 def emit(event: str, **fields) -> None:
@@ -71,21 +106,36 @@ async def read_command() -> str:
 
 
 # ---------------------------------------------------------------------------------------------
-# role: fleet (Walle device clients)
+# role: fleet (Walle device clients, against walle or the peer)
 
 
 async def fleet_main(args) -> None:
+    from walle_device.client import Identity
     from walle_device.fleet import build_fleet
 
+    servers = args.server.split(",")
+    identity_for = None
+    if args.peer_key:
+
+        def identity_for(i: int) -> Identity:
+            uid = f"peer-{args.seed}-{i}"
+            return Identity(uid, f"{uid}.x", "bench", args.peer_key, servers[i % len(servers)])
+
     t = time.monotonic()
-    fleet = await build_fleet(args.server, args.enroll_key, args.devices, seed=args.seed)
-    emit("enrolled", n=len(fleet.devices), seconds=round(time.monotonic() - t, 2))
+    fleet = await build_fleet(
+        servers[0], args.enroll_key or "", args.devices, seed=args.seed, identity_for=identity_for
+    )
+    enroll_s = time.monotonic() - t
+    for i, device in enumerate(fleet.devices):  # spread over every server process
+        device.identity.server = servers[i % len(servers)]
+    emit("enrolled", n=len(fleet.devices), seconds=round(enroll_s, 2))
 
     n = len(fleet.devices)
     notice_ns = [0] * n
     succeeded_ns = [0] * n
     failed = [""] * n
     hello_ok = [asyncio.Event() for _ in range(n)]
+    sent_reports: list[list[tuple[int, str]]] = [[] for _ in range(n)]
 
     for i, device in enumerate(fleet.devices):
         original = device._handle
@@ -101,6 +151,7 @@ async def fleet_main(args) -> None:
             if event == "notify" and not notice_ns[i]:
                 notice_ns[i] = time.time_ns()
             elif event == "report":
+                sent_reports[i].append((data["deployment"], data["state"]))
                 if data.get("state") == "succeeded" and not succeeded_ns[i]:
                     succeeded_ns[i] = time.time_ns()
                 elif data.get("state") == "failed":
@@ -108,7 +159,7 @@ async def fleet_main(args) -> None:
 
         device.listeners.append(listener)
 
-    # Connect in waves, so the bench measures delivery, not a 10k-socket SYN storm at one port.
+    # Connect in waves, so the bench measures delivery, not a SYN storm at one port.
     stop = asyncio.Event()
     t = time.monotonic()
     deadline = t + args.connect_timeout
@@ -127,103 +178,206 @@ async def fleet_main(args) -> None:
         "ready",
         n=n,
         hello_ok=sum(e.is_set() for e in hello_ok),
-        started=len(runners),
         seconds=round(time.monotonic() - t, 2),
     )
 
-    command = await read_command()
-    while command == "collect":
-        emit(
-            "results",
-            notice_ns=notice_ns,
-            succeeded_ns=succeeded_ns,
-            failed=[f for f in failed if f],
-            connects=sum(d.stats.connects for d in fleet.devices),
-            notices=sum(d.stats.notices for d in fleet.devices),
-            pending=sum(d.pending for d in fleet.devices),
-            errors=[e for d in fleet.devices for e in d.stats.errors][:20],
-        )
+    while True:
         command = await read_command()
+        if command == "collect":
+            emit(
+                "results",
+                notice_ns=notice_ns,
+                succeeded_ns=succeeded_ns,
+                failed=[f for f in failed if f],
+                connects=sum(d.stats.connects for d in fleet.devices),
+                notices=sum(d.stats.notices for d in fleet.devices),
+                pending=sum(d.pending for d in fleet.devices),
+                errors=[e for d in fleet.devices for e in d.stats.errors][:20],
+                reports={
+                    d.identity.device_id: sent_reports[i] for i, d in enumerate(fleet.devices)
+                },
+                versions=[
+                    (d.cache.active("bench-task").version if d.cache.active("bench-task") else 0)
+                    for d in fleet.devices
+                ],
+            )
+        elif command.startswith("drop "):
+            # Abort the TCP connection of a share of the devices, as a flaky network does.
+            share = float(command.split()[1])
+            rng = random.Random(args.seed)
+            victims = [d for d in fleet.devices if d._ws is not None and rng.random() < share]
+            for d in victims:
+                d._ws.transport.abort()
+            emit("dropped", n=len(victims))
+        elif command == "storm":
+            for event in hello_ok:
+                event.clear()
+            t = time.monotonic()
+            for d in fleet.devices:
+                if d._ws is not None:
+                    d._ws.transport.abort()
+            try:
+                await asyncio.wait_for(
+                    asyncio.gather(*(e.wait() for e in hello_ok)), args.connect_timeout
+                )
+            except TimeoutError:
+                pass
+            emit(
+                "stormed",
+                hello_ok=sum(e.is_set() for e in hello_ok),
+                seconds=round(time.monotonic() - t, 2),
+            )
+        else:
+            break
     stop.set()
     await asyncio.gather(*runners, return_exceptions=True)
     await fleet.http.aclose()
 
 
 # ---------------------------------------------------------------------------------------------
-# role: wsserver (the bare websockets peer)
+# role: peer (the same protocol, in memory, no Django)
 
 
-async def wsserver_main(args) -> None:
+def peer_manifest(key) -> tuple[bytes, str, dict[str, bytes]]:
+    """The task version as walle builds it: canonical manifest, Ed25519 signature, the same
+    small files inlined. Returns (manifest document, digest, blobs)."""
+    from walle_device.protocol import canonical_json
+
+    files = {"data.bin": TASK_DATA, "main.py": TASK_MAIN}
+    manifest = {
+        "app": "bench",
+        "task": "bench-task",
+        "version": 1,
+        "parent": None,
+        "entry_point": "main.py",
+        "config": {},
+        "files": [
+            {"path": p, "sha256": hashlib.sha256(d).hexdigest(), "size": len(d)}
+            for p, d in sorted(files.items())
+        ],
+    }
+    payload = canonical_json(manifest)
+    digest = hashlib.sha256(payload).hexdigest()
+    blobs = {hashlib.sha256(d).hexdigest(): d for d in files.values()}
+    document = {
+        "manifest": manifest,
+        "signature": base64.b64encode(key.sign(payload)).decode(),
+        "digest": digest,
+        "inline": {sha: base64.b64encode(d).decode() for sha, d in blobs.items()},
+    }
+    return json.dumps(document, separators=(",", ":")).encode(), digest, blobs
+
+
+async def peer_main(args) -> None:
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
     from websockets.asyncio.server import broadcast, serve
+    from websockets.datastructures import Headers
+    from websockets.http11 import Response
 
-    conns: set = set()
+    from walle_device import protocol
+
+    key = Ed25519PrivateKey.generate()
+    public = base64.b64encode(
+        key.public_key().public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
+    ).decode()
+    document, digest, blobs = peer_manifest(key)
+    sockets: dict[str, object] = {}
+    deployments: dict[str, int] = {}  # device uid -> deployment id (once released)
+    reported: set[tuple[int, str]] = set()
+    succeeded: set[int] = set()
+    released = False
+
+    def content(connection, request):
+        if request.path.startswith("/ws/"):
+            return None
+        body, ctype = None, "application/octet-stream"
+        if request.path == f"/content/manifests/{digest}.json":
+            body, ctype = document, "application/json"
+        elif request.path.startswith("/content/blobs/"):
+            body = blobs.get(request.path.rsplit("/", 1)[1])
+        if body is None:
+            return connection.respond(404, "not found\n")
+        headers = Headers(
+            [("Content-Type", ctype), ("Content-Length", str(len(body))), ("ETag", f'"{digest}"')]
+        )
+        return Response(200, "OK", headers, body)
+
+    def desired(uid: str) -> list[dict]:
+        if not released:
+            return []
+        return [
+            {
+                "task": "bench-task",
+                "version": 1,
+                "digest": digest,
+                "manifest_url": f"/content/manifests/{digest}.json",
+                "deployment": deployments[uid],
+                "release": 1,
+                "max_retries": 3,
+                "retry_backoff_s": 2.0,
+                "pull_jitter_s": 0.0,
+            }
+        ]
 
     async def handler(ws):
-        conns.add(ws)
+        token = ws.request.headers.get("Authorization", "").removeprefix("Bearer ")
+        uid = token.partition(".")[0]
+        if not uid:
+            return
+        sockets[uid] = ws
         try:
-            await ws.wait_closed()
+            async for frame in ws:
+                msg = protocol.decode(frame)
+                mtype = msg["type"]
+                if mtype == "hello":
+                    reply = protocol.message(
+                        "desired", tasks=desired(uid), server_time=time.time(), ref=msg.get("id")
+                    )
+                elif mtype == "report":
+                    reported.add((msg["deployment"], msg["state"]))
+                    if msg["state"] == "succeeded":
+                        succeeded.add(msg["deployment"])
+                    reply = protocol.message("ack", ref=msg["id"])
+                elif mtype == "upload":
+                    reply = protocol.message(
+                        "upload_ack", keys=[i["key"] for i in msg["items"]], ref=msg["id"]
+                    )
+                elif mtype == "ping":
+                    reply = protocol.message("pong", t=msg.get("t", time.time()))
+                else:
+                    reply = protocol.message("ack", ref=msg["id"])
+                await ws.send(protocol.encode(reply))
+        except Exception:
+            pass
         finally:
-            conns.discard(ws)
+            if sockets.get(uid) is ws:
+                del sockets[uid]
 
-    async with serve(handler, "127.0.0.1", 0, backlog=4096, max_size=2**20) as server:
-        port = server.sockets[0].getsockname()[1]
-        emit("listening", port=port)
+    frame = protocol.encode(protocol.message("notify", task="bench-task", version=1, digest=digest))
+    async with serve(
+        handler,
+        "127.0.0.1",
+        0,
+        backlog=4096,
+        max_size=2**20,
+        process_request=content,
+        ping_interval=300,  # as walle's daphne (tests/live.py)
+        ping_timeout=120,
+    ) as server:
+        emit("listening", port=server.sockets[0].getsockname()[1], key=public, pid=os.getpid())
         while True:
             command = await read_command()
-            if command == "count":
-                emit("count", n=len(conns))
-            elif command.startswith("send "):
-                mode, frame = command[5:].split(" ", 1)
-                targets = list(conns)
-                t0 = time.time_ns()
-                if mode == "broadcast":
-                    broadcast(targets, frame)
-                else:
-                    for ws in targets:
-                        await ws.send(frame)
-                t1 = time.time_ns()
-                emit("sent", t0=t0, t1=t1, n=len(targets))
+            if command == "release":
+                released = True
+                for i, uid in enumerate(sorted(sockets)):
+                    deployments[uid] = i + 1
+                broadcast(list(sockets.values()), frame)
+                emit("released", n=len(deployments))
+            elif command == "count":
+                emit("count", succeeded=len(succeeded), reports=len(reported), n=len(deployments))
             else:
                 break
-
-
-# role: wsfleet (bare websockets clients)
-
-
-async def wsfleet_main(args) -> None:
-    from websockets.asyncio.client import connect
-
-    n = args.devices
-    arrivals: list[list[int]] = [[] for _ in range(n)]
-    ready = [asyncio.Event() for _ in range(n)]
-    stop = asyncio.Event()
-
-    async def client(i: int) -> None:
-        async with connect(args.url, open_timeout=60, max_size=2**20) as ws:
-            ready[i].set()
-            receiver = asyncio.ensure_future(_recv_loop(ws, arrivals[i]))
-            await stop.wait()
-            receiver.cancel()
-
-    async def _recv_loop(ws, out: list[int]) -> None:
-        async for _ in ws:
-            out.append(time.time_ns())
-
-    tasks = []
-    t = time.monotonic()
-    for start in range(0, n, args.wave):
-        wave = range(start, min(n, start + args.wave))
-        tasks += [asyncio.ensure_future(client(i)) for i in wave]
-        await asyncio.wait_for(asyncio.gather(*(ready[i].wait() for i in wave)), 300)
-    emit("ready", n=n, seconds=round(time.monotonic() - t, 2))
-    command = await read_command()
-    while command == "collect":
-        emit("results", arrivals=arrivals)
-        for a in arrivals:
-            a.clear()
-        command = await read_command()
-    stop.set()
-    await asyncio.gather(*tasks, return_exceptions=True)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -245,8 +399,7 @@ class Role:
             bufsize=1,
         )
 
-    def expect(self, event: str, timeout: float = 600) -> dict:
-        # Blocking readline; the roles always answer or die (then readline returns "").
+    def expect(self, event: str, timeout: float = 900) -> dict:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             line = self.proc.stdout.readline()
@@ -273,14 +426,10 @@ class Role:
         except (BrokenPipeError, ValueError, OSError):
             pass
         try:
-            self.proc.wait(timeout=30)
+            self.proc.wait(timeout=60)
         except subprocess.TimeoutExpired:
-            self.proc.terminate()
-            try:
-                self.proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+            self.proc.kill()
+            self.proc.wait()
 
 
 def split(n: int, parts: int) -> list[int]:
@@ -291,8 +440,7 @@ def pct(values: list[float], p: float) -> float | None:
     if not values:
         return None
     s = sorted(values)
-    k = max(0, min(len(s) - 1, math.ceil(p / 100 * len(s)) - 1))
-    return s[k]
+    return s[max(0, min(len(s) - 1, math.ceil(p / 100 * len(s)) - 1))]
 
 
 def summarize(latencies_s: list[float | None]) -> dict:
@@ -303,64 +451,76 @@ def summarize(latencies_s: list[float | None]) -> dict:
         "p99_s": pct(got, 99),
         "max_s": max(got) if got else None,
         "missed": len(latencies_s) - len(got),
-        "first_s": min(got) if got else None,
-        "spread_s": max(got) - min(got) if got else None,
     }
 
 
-def notify_frame() -> str:
-    from walle_device import protocol
+def start_fleets(args, work: Path, name: str, servers: list[str], **extra) -> list[Role]:
+    argv_extra = []
+    for key, value in extra.items():
+        argv_extra += [f"--{key.replace('_', '-')}", str(value)]
+    return [
+        Role(
+            f"{name}-fleet-{k}",
+            ["--role", "fleet", "--server", ",".join(servers), "--devices", str(m),
+             "--seed", str(k + 1), "--wave", str(args.wave),
+             "--connect-timeout", str(args.connect_timeout), *argv_extra],
+            work / f"{name}-fleet-{k}.log",
+        )
+        for k, m in enumerate(split(args.devices, args.fleet_procs))
+    ]  # fmt: skip
 
-    return protocol.encode(
-        protocol.message("notify", task="bench-task", version=1, digest="0" * 64)
-    )
+
+def collect(fleets: list[Role], t0: int) -> dict:
+    out = {"notice": [], "succeeded": [], "failed": [], "connects": 0, "notices": 0, "pending": 0}
+    out["errors"], out["reports"], out["versions"] = [], {}, []
+    for f in fleets:
+        f.send("collect")
+        r = f.expect("results")
+        out["notice"] += [(x - t0) / 1e9 if x else None for x in r["notice_ns"]]
+        out["succeeded"] += [(x - t0) / 1e9 if x else None for x in r["succeeded_ns"]]
+        out["failed"] += r["failed"]
+        for k in ("connects", "notices", "pending"):
+            out[k] += r[k]
+        out["errors"] += r["errors"]
+        out["reports"].update(r["reports"])
+        out["versions"] += r["versions"]
+    return out
 
 
-def run_walle(args, work: Path, result: dict) -> None:
+def storm(fleets: list[Role]) -> dict:
+    t = time.monotonic()
+    for f in fleets:
+        f.send("storm")
+    results = [f.expect("stormed") for f in fleets]
+    return {
+        "hello_ok": sum(r["hello_ok"] for r in results),
+        "seconds": round(time.monotonic() - t, 2),
+    }
+
+
+def run_walle(args, work: Path, system: str) -> dict:
     from tests.live import live_server
 
     n = args.devices
-    # Production settings (DEBUG off): with DEBUG on, Django keeps every query and runs an extra
-    # quoting query per query on SQLite, which is not what a deployed server pays.
-    extra_env = {
-        "WALLE_DEBUG": "1" if args.debug else "0",
-        "WALLE_SECRET_KEY": os.urandom(32).hex(),
-    }
-    with live_server(work, extra_env=extra_env) as srv:
-        daphne_pid = srv.procs[0].pid
-        result["walle"] = {"server": srv.url, "daphne_pid": daphne_pid}
-        print(f"daphne pid {daphne_pid} at {srv.url}", flush=True)
+    extra_env = {"WALLE_DEBUG": "0", "WALLE_SECRET_KEY": os.urandom(32).hex()}
+    backend = "scaleout" if system == "scaleout" else "embedded"
+    out: dict = {"system": system}
+    with live_server(work / system, backend, worker=True, extra_env=extra_env) as srv:
+        daphnes = [p.pid for p in srv.procs[: len(srv.urls)]]
         api = srv.api()
-        # Create the release key up front, so key generation is not part of enrollment timing
-        # (it also raced on first use until tasks/signing.py wrote it atomically).
-        srv.manage("shell", "-c", "from tasks.signing import release_key; release_key()")
-        t = time.monotonic()
-        fleets = [
-            Role(
-                f"fleet-{k}",
-                [
-                    "--role", "fleet", "--server", srv.url, "--enroll-key", srv.enroll_key,
-                    "--devices", str(m), "--seed", str(k + 1), "--wave", str(args.wave),
-                    "--connect-timeout", str(args.connect_timeout),
-                ],
-                work / f"fleet-{k}.log",
-            )
-            for k, m in enumerate(split(n, args.fleet_procs))
-        ]  # fmt: skip
-        profiler = None
+        rss_idle = sum(rss_bytes(p) for p in daphnes)
+        fleets = start_fleets(args, work, system, srv.urls, enroll_key=srv.enroll_key)
         try:
-            for f in fleets:
-                f.expect("enrolled")
-            enroll_s = time.monotonic() - t
+            # Enrollment as the simulators timed it (their start-up is not the server's).
+            enroll_s = max(f.expect("enrolled")["seconds"] for f in fleets)
+            t = time.monotonic()
             ready = [f.expect("ready") for f in fleets]
-            connect_s = time.monotonic() - t - enroll_s
+            connect_s = time.monotonic() - t
             hello_ok = sum(r["hello_ok"] for r in ready)
-            print(
-                f"walle: {n} enrolled in {enroll_s:.1f}s; {hello_ok} connected + hello answered"
-                f" in {connect_s:.1f}s"
-            )
-            time.sleep(1.0)  # every socket registered, the server idle again
-
+            time.sleep(2.0)  # every socket registered, the server idle again
+            rss_connected = sum(rss_bytes(p) for p in daphnes)
+            print(f"{system}: {n} enrolled in {enroll_s:.1f}s ({n / enroll_s:.0f}/s); "
+                  f"{hello_ok} connected + hello answered in {connect_s:.1f}s", flush=True)  # fmt: skip
             task = api.post("/api/v1/tasks/", json={"app": srv.app, "name": "bench-task"})
             task.raise_for_status()
             version = api.post(
@@ -374,27 +534,26 @@ def run_walle(args, work: Path, result: dict) -> None:
             release_id = created.json()["id"]
             time.sleep(0.5)
 
-            if args.py_spy:
+            # Server = the daphne processes and the rollout worker. A daphne killed by --faults
+            # takes its CPU seconds with it (the restarted one counts from zero).
+            server_cpu0 = {p.pid: cpu_seconds(p.pid) for p in srv.procs}
+            profiler = None
+            if args.py_spy:  # `pip install py-spy` in the venv; not a project dependency
                 spy = shutil.which("py-spy") or str(Path(sys.executable).parent / "py-spy")
-                out = OUT_DIR / f"delivery-daphne-{n}.txt"
                 profiler = subprocess.Popen(
-                    [spy, "record", "-r", "200", "--format", "raw", "-o", str(out),
-                     "--pid", str(daphne_pid), "--threads", "--idle"],
+                    [spy, "record", "-r", "100", "--nonblocking", "--format", "raw", "--threads",
+                     "-o", str(OUT_DIR / f"delivery-{system}-{n}.folded"), "--pid", str(daphnes[0])],
                     stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                 )  # fmt: skip
                 time.sleep(1.0)
-
+            fleet_cpu0 = sum(cpu_seconds(f.proc.pid) for f in fleets)
             t0 = time.time_ns()
             started = api.post(f"/api/v1/releases/{release_id}/start/", timeout=600)
-            t_start_resp = time.time_ns()
+            start_call_s = (time.time_ns() - t0) / 1e9
             started.raise_for_status()
-            print(f"walle: release started ({(t_start_resp - t0) / 1e9:.2f}s for the start call)")
-
-            # Server side: poll the counts until every device succeeded (or the timeout). A
-            # poll that times out is recorded, not fatal: an overloaded server is a result.
-            series = []
-            poll_errors = 0
-            all_ok_ns = None
+            print(f"{system}: release started ({start_call_s:.2f}s for the start call)", flush=True)
+            faults = {}
+            all_ok_s, series, poll_errors = None, [], 0
             deadline = time.monotonic() + args.timeout
             while time.monotonic() < deadline:
                 try:
@@ -402,149 +561,190 @@ def run_walle(args, work: Path, result: dict) -> None:
                 except httpx.HTTPError:
                     poll_errors += 1
                     continue
-                now = time.time_ns()
-                series.append({"t_s": round((now - t0) / 1e9, 3), **counts})
-                if counts.get("succeeded", 0) + counts.get("failed", 0) >= n:
-                    all_ok_ns = now if counts.get("succeeded") == n else None
+                now_s = (time.time_ns() - t0) / 1e9
+                series.append({"t_s": round(now_s, 3), **counts})
+                if args.faults and not faults and counts.get("succeeded", 0) >= n // 4:
+                    faults = inject_faults(srv, fleets, system)
+                if counts.get("succeeded") == n:
+                    all_ok_s = now_s
                     break
                 time.sleep(0.25)
-            if profiler:
-                profiler.send_signal(signal.SIGINT)
+            server_cpu = sum(cpu_seconds(p.pid) - server_cpu0.get(p.pid, 0.0) for p in srv.procs)
+            if profiler is not None:
+                profiler.send_signal(2)
                 profiler.wait(timeout=120)
+            fleet_cpu = sum(cpu_seconds(f.proc.pid) for f in fleets) - fleet_cpu0
             time.sleep(1.0)
-
-            notice, succeeded, failed = [], [], []
-            extra = {"connects": 0, "notices": 0, "pending": 0, "errors": []}
-            for f in fleets:
-                f.send("collect")
-                r = f.expect("results")
-                notice += [(x - t0) / 1e9 if x else None for x in r["notice_ns"]]
-                succeeded += [(x - t0) / 1e9 if x else None for x in r["succeeded_ns"]]
-                failed += r["failed"]
-                for k in ("connects", "notices", "pending"):
-                    extra[k] += r[k]
-                extra["errors"] += r["errors"]
-            result["walle"].update(
-                {
-                    "enroll_s": round(enroll_s, 2),
-                    "connect_s": round(connect_s, 2),
-                    "ready": ready,
-                    "hello_ok": hello_ok,
-                    "start_call_s": (t_start_resp - t0) / 1e9,
-                    "notice": summarize(notice),
-                    "succeeded": summarize(succeeded),
-                    "all_succeeded_server_s": (all_ok_ns - t0) / 1e9 if all_ok_ns else None,
-                    "final_counts": series[-1] if series else {},
-                    "poll_errors": poll_errors,
-                    "counts_series": series,
-                    "failed_reasons": failed[:20],
-                    **extra,
-                }
+            got = collect(fleets, t0)
+            out.update(
+                enroll_s=round(enroll_s, 2),
+                enroll_per_s=round(n / enroll_s, 1),
+                connect_s=round(connect_s, 2),
+                hello_ok=hello_ok,
+                idle_socket_kib=round((rss_connected - rss_idle) / max(hello_ok, 1) / 1024, 1),
+                start_call_s=round(start_call_s, 3),
+                notice=summarize(got["notice"]),
+                succeeded=summarize(got["succeeded"]),
+                all_succeeded_s=all_ok_s,
+                final_counts=series[-1] if series else {},
+                server_cpu_s=round(server_cpu, 1),
+                simulator_cpu_s=round(fleet_cpu, 1),
+                poll_errors=poll_errors,
+                connects=got["connects"],
+                notices=got["notices"],
+                unacked=got["pending"],
+                failed_reasons=got["failed"][:10],
+                errors=got["errors"][:10],
+                faults=faults,
+                counts_series=series,
             )
+            if args.faults:
+                out["fault_check"] = check_exactly_once(srv, release_id, got)
+            if args.storm:
+                out["storm"] = storm(fleets)
+                print(f"{system}: reconnect storm {out['storm']}", flush=True)
         finally:
-            if profiler and profiler.poll() is None:
-                profiler.kill()
             for f in fleets:
                 f.close()
+    return out
 
 
-def run_peer(args, work: Path, result: dict) -> None:
+def inject_faults(srv, fleets: list[Role], system: str) -> dict:
+    """Mid-release: drop 20% of the devices' connections; in the scale-out pair, kill -9 one
+    daphne and start it again."""
+    done = {"dropped": 0}
+    for f in fleets:
+        f.send("drop 0.2")
+    done["dropped"] = sum(f.expect("dropped")["n"] for f in fleets)
+    if system == "scaleout":
+        srv.kill(1)
+        srv.restart(1)
+        done["killed"] = "daphne 1 (SIGKILL), restarted"
+    print(f"{system}: faults injected: {done}", flush=True)
+    return done
+
+
+def check_exactly_once(srv, release_id: int, got: dict) -> dict:
+    """Every report a device sent is one history row on the server, and nothing else is."""
+    rows = server_events(srv, release_id)
+    device_side = {(uid, dep, state) for uid, reps in got["reports"].items() for dep, state in reps}
+    server_side = set(rows)
+    return {
+        "device_reports": sum(len(r) for r in got["reports"].values()),
+        "server_events": len(rows),
+        "duplicates_on_server": len(rows) - len(server_side),
+        "sent_not_counted": len(device_side - server_side),
+        "counted_not_sent": len(server_side - device_side),
+        "not_converged": sum(1 for v in got["versions"] if v != 1),
+    }
+
+
+def server_events(srv, release_id: int) -> list[tuple]:
+    return srv.query(
+        "SELECT dv.uid, d.id, e.state FROM releases_deploymentevent e "
+        "JOIN releases_deployment d ON d.id = e.deployment_id "
+        "JOIN devices_device dv ON dv.id = d.device_id "
+        "WHERE d.release_id = %s AND e.source = 'device'",
+        (release_id,),
+    )
+
+
+def run_peer(args, work: Path) -> dict:
     n = args.devices
-    frame = notify_frame()
-    server = Role("wsserver", ["--role", "wsserver"], work / "wsserver.log")
-    clients = []
+    peer = Role("peer", ["--role", "peer"], work / "peer.log")
+    fleets: list[Role] = []
+    out: dict = {"system": "peer"}
     try:
-        port = server.expect("listening")["port"]
-        clients = [
-            Role(
-                f"wsfleet-{k}",
-                ["--role", "wsfleet", "--url", f"ws://127.0.0.1:{port}/", "--devices", str(m),
-                 "--wave", str(args.wave)],
-                work / f"wsfleet-{k}.log",
-            )
-            for k, m in enumerate(split(n, args.fleet_procs))
-        ]  # fmt: skip
-        for c in clients:
-            c.expect("ready")
-        server.send("count")
-        assert server.expect("count")["n"] == n
-        result["peer"] = {}
-        rounds: dict[str, list[dict]] = {"broadcast": [], "send": []}
-        for _ in range(args.peer_rounds):  # interleaved rounds; the median round is reported
-            for mode in ("broadcast", "send"):
-                time.sleep(1.0)
-                server.send(f"send {mode} {frame}")
-                sent = server.expect("sent")
-                time.sleep(2.0 + n / 5000)
-                latencies = []
-                for c in clients:
-                    c.send("collect")
-                    arrivals = c.expect("results")["arrivals"]
-                    latencies += [(a[0] - sent["t0"]) / 1e9 if a else None for a in arrivals]
-                rounds[mode].append(
-                    {"send_call_s": (sent["t1"] - sent["t0"]) / 1e9, "notice": summarize(latencies)}
-                )
-        for mode, rs in rounds.items():
-            ordered = sorted(rs, key=lambda r: r["notice"]["p99_s"] or float("inf"))
-            result["peer"][mode] = {
-                **ordered[len(ordered) // 2],
-                "rounds_p99_s": [r["notice"]["p99_s"] for r in rs],
-            }
+        hello = peer.expect("listening")
+        url = f"http://127.0.0.1:{hello['port']}"
+        fleets = start_fleets(args, work, "peer", [url], peer_key=hello["key"])
+        t = time.monotonic()
+        for f in fleets:
+            f.expect("enrolled")
+        ready = [f.expect("ready") for f in fleets]
+        connect_s = time.monotonic() - t
+        hello_ok = sum(r["hello_ok"] for r in ready)
+        print(f"peer: {hello_ok} connected + hello answered in {connect_s:.1f}s", flush=True)
+        time.sleep(2.0)
+        server_cpu0 = cpu_seconds(hello["pid"])
+        fleet_cpu0 = sum(cpu_seconds(f.proc.pid) for f in fleets)
+        t0 = time.time_ns()
+        peer.send("release")
+        peer.expect("released")
+        all_ok_s = None
+        count = {}
+        deadline = time.monotonic() + args.timeout
+        while time.monotonic() < deadline:
+            peer.send("count")
+            count = peer.expect("count")
+            if count["succeeded"] >= n:
+                all_ok_s = (time.time_ns() - t0) / 1e9
+                break
+            time.sleep(0.25)
+        server_cpu = cpu_seconds(hello["pid"]) - server_cpu0
+        fleet_cpu = sum(cpu_seconds(f.proc.pid) for f in fleets) - fleet_cpu0
+        time.sleep(1.0)
+        got = collect(fleets, t0)
+        out.update(
+            connect_s=round(connect_s, 2),
+            hello_ok=hello_ok,
+            notice=summarize(got["notice"]),
+            succeeded=summarize(got["succeeded"]),
+            all_succeeded_s=all_ok_s,
+            final_counts=count,
+            server_cpu_s=round(server_cpu, 1),
+            simulator_cpu_s=round(fleet_cpu, 1),
+            unacked=got["pending"],
+            failed_reasons=got["failed"][:10],
+        )
+        if args.storm:
+            out["storm"] = storm(fleets)
+            print(f"peer: reconnect storm {out['storm']}", flush=True)
     finally:
-        for c in clients:
-            c.close()
-        server.close()
+        for f in fleets:
+            f.close()
+        peer.close()
+    return out
 
 
-def fmt(v: float | None) -> str:
-    return "-" if v is None else f"{v:.3f}"
+def fmt(v: float | None, digits: int = 2) -> str:
+    return "–" if v is None else f"{v:.{digits}f}"
 
 
 def table(result: dict) -> str:
     n = result["devices"]
     lines = [
-        f"N = {n} devices, {result['fleet_procs']} client process(es), one server process",
+        f"N = {n} devices in {result['fleet_procs']} simulator process(es); load average "
+        f"{' '.join(f'{x:.2f}' for x in result['machine']['loadavg_before'])} before, "
+        f"{' '.join(f'{x:.2f}' for x in result['machine'].get('loadavg_after', (0, 0, 0)))} after",
         "",
-        "| system | what | p50 s | p99 s | max s | first→last s | missed |",
-        "|---|---|---|---|---|---|---|",
+        "| system | notice p50 s | notice p99 s | all succeeded s | missed | server CPU s "
+        "| simulator CPU s | start call s | connect s | enroll /s | storm s | idle socket KiB |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
-    w = result.get("walle")
-    if w and "notice" in w:
-        for key, label in (("notice", "notice"), ("succeeded", "succeeded report sent")):
-            s = w[key]
-            lines.append(
-                f"| walle (daphne) | {label} | {fmt(s['p50_s'])} | {fmt(s['p99_s'])} | "
-                f"{fmt(s['max_s'])} | {fmt(s['spread_s'])} | {s['missed']} |"
-            )
+    for name in ("embedded", "scaleout", "peer"):
+        r = result["systems"].get(name)
+        if not r or "notice" not in r:
+            continue
+        missed = n - (r["final_counts"].get("succeeded", 0) if r.get("final_counts") else 0)
         lines.append(
-            f"| walle (daphne) | server counts: all {n} succeeded | | | "
-            f"{fmt(w['all_succeeded_server_s'])} | | {n - w['final_counts'].get('succeeded', 0)} |"
+            f"| {name} | {fmt(r['notice']['p50_s'])} | {fmt(r['notice']['p99_s'])} | "
+            f"{fmt(r['all_succeeded_s'], 1)} | {missed} | {r['server_cpu_s']} | "
+            f"{r['simulator_cpu_s']} | {fmt(r.get('start_call_s'))} | {r['connect_s']} | "
+            f"{r.get('enroll_per_s', '–')} | {fmt((r.get('storm') or {}).get('seconds'), 1)} | "
+            f"{r.get('idle_socket_kib', '–')} |"
         )
-    for mode, p in (result.get("peer") or {}).items():
-        s = p["notice"]
-        label = "broadcast()" if mode == "broadcast" else "await send() loop"
-        lines.append(
-            f"| bare websockets {label} | notice | {fmt(s['p50_s'])} | {fmt(s['p99_s'])} | "
-            f"{fmt(s['max_s'])} | {fmt(s['spread_s'])} | {s['missed']} |"
-        )
-    if w and "notice" in w:
-        lines += [
-            "",
-            f"walle: start call {w['start_call_s']:.3f}s; enroll {w['enroll_s']}s; "
-            f"{w['hello_ok']} connected + hello in {w['connect_s']}s; notices {w['notices']}, "
-            f"connects {w['connects']}, unacked {w['pending']}, failed {len(w['failed_reasons'])}",
-        ]
-        peer = result.get("peer", {}).get("broadcast")
-        if peer and w["notice"]["p99_s"] and peer["notice"]["p99_s"]:
-            lines.append(
-                f"notice p99 ratio walle / websockets broadcast: "
-                f"{w['notice']['p99_s'] / peer['notice']['p99_s']:.1f}x"
-            )
+    peer = result["systems"].get("peer", {}).get("all_succeeded_s")
+    for name in ("embedded", "scaleout"):
+        r = result["systems"].get(name)
+        if r and r.get("all_succeeded_s") and peer:
+            lines.append(f"\n{name}: full cycle {r['all_succeeded_s'] / peer:.2f}x the peer's")
+        if r and r.get("fault_check"):
+            lines.append(f"{name}: faults {r['faults']}; check {r['fault_check']}")
     return "\n".join(lines)
 
 
 def source_tree() -> str:
-    """The commit measured, and whether the working tree had uncommitted changes."""
     try:
         head = subprocess.run(
             ["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True
@@ -565,7 +765,6 @@ def orchestrate(args) -> None:
         "devices": args.devices,
         "fleet_procs": args.fleet_procs,
         "timeout_s": args.timeout,
-        "debug": args.debug,
         "command": " ".join([Path(sys.executable).name, *sys.argv]),
         "when": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         "tree": source_tree(),
@@ -575,16 +774,30 @@ def orchestrate(args) -> None:
             "nofile": raise_nofile(),
             "loadavg_before": os.getloadavg(),
         },
+        "systems": {},
     }
+    out = Path(args.out or OUT_DIR / f"delivery-{args.devices}.json")
     try:
-        if not args.skip_peer:
-            run_peer(args, work, result)
-            print(table(result), flush=True)
-        if not args.skip_walle:
-            run_walle(args, work, result)
+        for system in args.systems.split(","):
+            if system == "scaleout":
+                from tests.live import scaleout_unavailable
+
+                if why := scaleout_unavailable():
+                    print(f"skipping scaleout: {why}")
+                    continue
+            print(f"--- {system} (load {os.getloadavg()[0]:.2f})", flush=True)
+            try:
+                if system == "peer":
+                    result["systems"][system] = run_peer(args, work)
+                else:
+                    result["systems"][system] = run_walle(args, work, system)
+            except Exception as exc:  # one system failing is a result too
+                result["systems"][system] = {"error": f"{type(exc).__name__}: {exc}"}
+                print(f"{system} failed: {exc}", flush=True)
+            result["machine"].setdefault("loadavg_during", {})[system] = os.getloadavg()
+            out.write_text(json.dumps(result, indent=1))
     finally:
         result["machine"]["loadavg_after"] = os.getloadavg()
-        out = Path(args.out or OUT_DIR / f"delivery-{args.devices}.json")
         out.write_text(json.dumps(result, indent=1))
         if args.keep:
             print(f"logs kept in {work}")
@@ -593,41 +806,45 @@ def orchestrate(args) -> None:
     print()
     print(table(result))
     print(f"\nwrote {out}")
-    shutil.copy(out, OUT_DIR / "delivery.json")
 
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--devices", type=int, default=1000)
+    p.add_argument("--systems", default="peer,embedded,scaleout")
     p.add_argument("--fleet-procs", type=int, default=0, help="client processes (default 1 per 5k)")
     p.add_argument("--timeout", type=float, default=0, help="seconds to wait for all succeeded")
     p.add_argument(
-        "--wave", type=int, default=100, help="devices per client process connecting at a time"
+        "--wave", type=int, default=200, help="devices per client process connecting at a time"
     )
     p.add_argument("--connect-timeout", type=float, default=600, help="seconds for all to connect")
-    p.add_argument("--skip-peer", action="store_true")
-    p.add_argument("--peer-rounds", type=int, default=3)
-    p.add_argument("--skip-walle", action="store_true")
-    p.add_argument("--debug", action="store_true", help="run daphne with WALLE_DEBUG=1")
-    p.add_argument("--py-spy", action="store_true", help="profile daphne during the release")
+    p.add_argument(
+        "--faults",
+        action="store_true",
+        help="drop 20%% of connections (and kill -9 a scale-out daphne) mid-release",
+    )
+    p.add_argument(
+        "--no-storm", dest="storm", action="store_false", help="skip the reconnect storm"
+    )
     p.add_argument("--keep", action="store_true", help="keep the server and fleet logs")
+    p.add_argument(
+        "--py-spy", action="store_true", help="profile the first daphne during the release"
+    )
     p.add_argument("--out")
-    p.add_argument("--role", default="bench", choices=["bench", "fleet", "wsserver", "wsfleet"])
+    p.add_argument("--role", default="bench", choices=["bench", "fleet", "peer"])
     p.add_argument("--server")
     p.add_argument("--enroll-key")
+    p.add_argument("--peer-key")
     p.add_argument("--seed", type=int, default=1)
-    p.add_argument("--url")
-    args = p.parse_args()
+    args = p.parse_args()  # fmt: skip
     raise_nofile()
     if args.role == "fleet":
         asyncio.run(fleet_main(args))
-    elif args.role == "wsserver":
-        asyncio.run(wsserver_main(args))
-    elif args.role == "wsfleet":
-        asyncio.run(wsfleet_main(args))
+    elif args.role == "peer":
+        asyncio.run(peer_main(args))
     else:
         args.fleet_procs = args.fleet_procs or max(1, -(-args.devices // 5000))
-        args.timeout = args.timeout or max(60.0, args.devices * 0.03)
+        args.timeout = args.timeout or max(90.0, args.devices * 0.03)
         orchestrate(args)
 
 

@@ -95,8 +95,9 @@ def child_main(args) -> None:
     from django.utils import timezone
 
     from accounts.models import App
+    from devices import targeting
     from devices.models import Device
-    from releases import monitoring, policy, services, targeting
+    from releases import monitoring, policy, services
     from releases.choices import DeploymentState as S
     from releases.choices import ReleaseState
     from releases.models import Deployment, DeploymentEvent, Release

@@ -6,7 +6,6 @@ costs the same as the first one and no page runs a COUNT(*).
 
 from __future__ import annotations
 
-from collections.abc import Iterable
 from dataclasses import dataclass
 
 from django.core.cache import cache
@@ -15,9 +14,8 @@ from django.db.models.fields.json import KeyTextTransform, KeyTransform
 from django.db.models.functions import Cast
 
 from accounts.models import App
-from devices.choices import GroupKind
-from devices.models import Device, DeviceGroup
-from releases import targeting
+from devices import targeting
+from devices.models import Device
 from releases.choices import DeploymentState, RunningState
 from releases.models import Deployment, RunningVersion
 
@@ -138,56 +136,15 @@ def fleet_choices(app: App) -> dict[str, list[str]]:
     return choices
 
 
-def _sql_prefilter(qs: QuerySet, target: dict) -> QuerySet:
-    """Narrow with SQL where a filter maps onto a column; Python checks the rest exactly."""
-    if "device_ids" in target:
-        qs = qs.filter(uid__in=target["device_ids"])
-    if "models" in target:
-        cond = Q()
-        for pattern in target["models"]:
-            cond |= Q(model__startswith=pattern[:-1]) if pattern.endswith("*") else Q(model=pattern)
-        qs = qs.filter(cond)
-    if "regions" in target:
-        qs = qs.filter(region__in=target["regions"])
-    if "os" in target:
-        qs = qs.filter(os__in=target["os"])
-    return qs
-
-
-def matching_devices(app: App, target: dict) -> Iterable[tuple[str, dict]]:
-    """(uid, attrs) of every device of `app` inside `target`, before stage bucketing."""
-    groups = list(
-        DeviceGroup.objects.filter(app=app, pk__in=target.get("groups") or []).prefetch_related(
-            "members"
-        )
-    )
-    static = {g.pk: {m.pk for m in g.members.all()} for g in groups if g.kind == GroupKind.STATIC}
-    fields = ["id", "uid", "app_version", "os", "os_version", "model", "region", "tags"]
-    rows = _sql_prefilter(Device.objects.filter(app=app), target).values(*fields)
-    for row in rows.iterator(chunk_size=2000):
-        attrs = {k: row[k] for k in fields[2:]}
-        group_ids = frozenset(
-            g.pk
-            for g in groups
-            if (
-                row["id"] in static[g.pk]
-                if g.kind == GroupKind.STATIC
-                else targeting.matches(g.filter, row["uid"], attrs)
-            )
-        )
-        if targeting.matches(target, row["uid"], attrs, group_ids):
-            yield row["uid"], attrs
-
-
 def match_summary(app: App, target: dict, sample: int = 5) -> dict:
     errors = targeting.validate_target(target)
     if errors:
         return {"errors": errors}
     count, uids = 0, []
-    for uid, _ in matching_devices(app, target):
+    for device in targeting.reached_devices(app.pk, target):
         count += 1
         if len(uids) < sample:
-            uids.append(uid)
+            uids.append(device.uid)
     return {"count": count, "sample": uids}
 
 

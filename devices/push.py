@@ -4,24 +4,38 @@ Each daphne process keeps its own registry of connected device sockets. A releas
 published once on the channel layer to one group that has a single member per process (never
 one member per device); each process encodes the frame once and writes it to the matching
 local sockets. With Redis this is one PUBLISH per notice whatever the fleet size.
+
+The same per-process subscription carries "release changed" messages: every process drops
+what it cached about the app's releases (see `on_release_changed`), so a hello answered by any
+process reflects the change. A notice implies a change, so it invalidates first, then rings.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-from dataclasses import asdict
-from typing import TYPE_CHECKING, Protocol
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from typing import Protocol
 
 from channels.layers import get_channel_layer
 
 from walle_device import protocol
 
-if TYPE_CHECKING:
-    from releases.services import Notice
-
 log = logging.getLogger(__name__)
 NOTICE_GROUP = "walle.notices"
+FAN_OUT_SLICE = 1000  # sockets written between two turns of the event loop
+
+
+@dataclass
+class Notice:
+    """What is published after commit: the doorbell frame and the devices it is for."""
+
+    app: int
+    task: str
+    version: int
+    digest: str
+    device_uids: list[str]
 
 
 class Socket(Protocol):
@@ -30,6 +44,24 @@ class Socket(Protocol):
     async def send(
         self, text_data: str | None = None, bytes_data: bytes | None = None, close: bool = False
     ) -> None: ...
+
+
+# Callbacks run in every server process when an app's releases changed (argument: app id).
+_release_changed_hooks: list[Callable[[int], None]] = []
+
+
+def on_release_changed(callback: Callable[[int], None]) -> None:
+    """Run `callback(app_id)` in this process whenever any process says an app's releases changed."""
+    if callback not in _release_changed_hooks:
+        _release_changed_hooks.append(callback)
+
+
+def release_changed_here(app_id: int) -> None:
+    for callback in _release_changed_hooks:
+        try:
+            callback(app_id)
+        except Exception:  # a cache that cannot be dropped must not stop the doorbell
+            log.exception("release-changed hook %r failed", callback)
 
 
 class Registry:
@@ -51,13 +83,13 @@ class Registry:
         if self.sockets.get(socket.device_uid) is socket:
             del self.sockets[socket.device_uid]
 
-    async def ensure_listener(self) -> None:
+    def ensure_listener(self) -> None:
         """Subscribe this process to the notice group once per event loop."""
         loop = asyncio.get_running_loop()
         if self._listener is not None and not self._listener.done() and self._listener_loop is loop:
             return
-        # Claim the slot before the first await: sockets connecting at the same moment must
-        # not each subscribe (every notice would then be delivered once per subscription).
+        # Claim the slot synchronously: sockets connecting at the same moment must not each
+        # subscribe (every notice would then be delivered once per subscription).
         self._listener_loop = loop
         self._listener = loop.create_task(self._subscribe_and_listen())
 
@@ -77,17 +109,25 @@ class Registry:
                 log.exception("notice listener failed; retrying")
                 await asyncio.sleep(1)
                 continue
+            kind = message.get("type")
             try:
-                if message.get("type") == "release.notice":
+                if kind in ("release.notice", "release.changed"):
+                    release_changed_here(int(message["app"]))
+                if kind == "release.notice":
                     await self.fan_out(message)
-                elif message.get("type") == "device.revoked":
+                elif kind == "device.revoked":
                     from devices.limits import close_devices
 
                     await close_devices(message["device_uids"])
             except Exception:  # one bad message must not stop the listener
-                log.exception("notice %r could not be delivered", message.get("type"))
+                log.exception("notice %r could not be delivered", kind)
 
     async def fan_out(self, message: dict) -> int:
+        """Write the notify frame, encoded once, to this process's sockets among `device_uids`.
+
+        daphne's send buffers and returns without suspending; the pass gives the loop a turn
+        only every FAN_OUT_SLICE sockets.
+        """
         frame = protocol.encode(
             protocol.message(
                 "notify", task=message["task"], version=message["version"], digest=message["digest"]
@@ -95,19 +135,23 @@ class Registry:
         )
         uids = message["device_uids"]
         sockets = self.sockets
-        sent = 0
         # Iterate over the smaller side: a notice for 10 devices in a process holding 10k.
         if len(uids) <= len(sockets):
             targets = [sockets[u] for u in uids if u in sockets]
         else:
             wanted = set(uids)
             targets = [s for u, s in list(sockets.items()) if u in wanted]
-        for socket in targets:
+        sent = 0
+        for index, socket in enumerate(targets, start=1):
             try:
                 await socket.send(text_data=frame)
                 sent += 1
             except Exception:  # one dead socket must not stop the others
                 log.debug("notice to %s failed", socket.device_uid, exc_info=True)
+            if index % FAN_OUT_SLICE == 0:
+                # Let the loop write what else is waiting (the start call's own response)
+                # between slices, instead of after the whole fleet's notices.
+                await asyncio.sleep(0)
         self.notices_sent += sent
         return sent
 
@@ -116,7 +160,14 @@ registry = Registry()
 
 
 def publish_notice(notice: Notice) -> None:
-    """Publish one notice to every server process (called after commit, from sync code)."""
+    """Publish one notice to every server process (called after commit, from any thread)."""
     from walle_web.relay import group_send
 
     group_send(NOTICE_GROUP, {"type": "release.notice", **asdict(notice)})
+
+
+def publish_release_changed(app_id: int) -> None:
+    """Tell every server process that an app's releases changed (called after commit)."""
+    from walle_web.relay import group_send
+
+    group_send(NOTICE_GROUP, {"type": "release.changed", "app": app_id})

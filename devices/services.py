@@ -12,6 +12,7 @@ from django.utils import timezone
 
 from accounts.models import App
 from accounts.services import audit, find_enrollment_key, hash_secret
+from devices import push, targeting
 from devices.choices import GroupKind
 from devices.models import Device, DeviceGroup, Result, RunStat
 from walle_device import protocol
@@ -35,30 +36,106 @@ def clean_attrs(attrs: dict) -> dict:
     return {name: attrs[name] for name in ATTR_FIELDS if name in attrs}
 
 
+def enroll_devices(
+    requests: list[tuple[str, dict]],
+) -> list[tuple[Device, str] | EnrollmentError | ProtocolError]:
+    """Enroll new devices [(enrollment key, attrs)] in one insert; per request the device and
+    its plain token (`uid.secret`, shown only once), or why it was refused (ProtocolError for
+    attributes out of bounds, EnrollmentError for a bad key)."""
+    keys = {plain: find_enrollment_key(plain or "") for plain in {k for k, _ in requests}}
+    results: list[tuple[Device, str] | EnrollmentError | ProtocolError] = []
+    new: list[Device] = []
+    for plain, attrs in requests:
+        try:
+            attrs = clean_attrs(attrs)
+        except ProtocolError as exc:
+            results.append(exc)
+            continue
+        key = keys[plain]
+        if key is None:
+            results.append(
+                EnrollmentError(
+                    "unknown or revoked enrollment key; ask an app admin for a valid key"
+                )
+            )
+            continue
+        uid = f"dev-{secrets.token_hex(10)}"
+        secret = secrets.token_urlsafe(32)
+        device = Device(app=key.app, uid=uid, token_hash=hash_secret(secret), **attrs)
+        new.append(device)
+        results.append((device, f"{uid}.{secret}"))
+    # bulk_create sets primary keys on SQLite and PostgreSQL alike.
+    Device.objects.bulk_create(new, batch_size=500)
+    return results
+
+
 def enroll_device(enrollment_key: str, attrs: dict) -> tuple[Device, str]:
     """Enroll a new device; returns it and its plain token (`uid.secret`), shown only once.
 
-    Raises ProtocolError for attributes out of bounds, EnrollmentError for a bad key.
-    """
-    attrs = clean_attrs(attrs)  # ProtocolError (a 400) before the key lookup
-    key = find_enrollment_key(enrollment_key or "")
-    if key is None:
-        raise EnrollmentError("unknown or revoked enrollment key; ask an app admin for a valid key")
-    uid = f"dev-{secrets.token_hex(10)}"
-    secret = secrets.token_urlsafe(32)
-    device = Device.objects.create(app=key.app, uid=uid, token_hash=hash_secret(secret), **attrs)
-    return device, f"{uid}.{secret}"
+    Raises ProtocolError for attributes out of bounds, EnrollmentError for a bad key."""
+    with transaction.atomic():
+        [result] = enroll_devices([(enrollment_key, attrs)])
+    if isinstance(result, EnrollmentError | ProtocolError):
+        raise result
+    return result
+
+
+def _split_token(token: str) -> tuple[str, str]:
+    """(uid, secret) of a token, or ("", "") for one that cannot be a device's."""
+    uid, _, secret = (token or "").partition(".")
+    if len(uid) > 40 or len(secret) > 200 or "\x00" in token:
+        return "", ""
+    return uid, secret
+
+
+def authenticate_devices(tokens: list[str]) -> list[Device | None]:
+    """The active device each token belongs to (None for an unknown, wrong or retired one), in
+    one query for all."""
+    wanted = {uid for uid, secret in map(_split_token, tokens) if uid and secret}
+    found = {
+        d.uid: d
+        for d in Device.objects.select_related("app").filter(
+            uid__in=wanted, retired_at__isnull=True
+        )
+    }
+    result: list[Device | None] = []
+    for token in tokens:
+        uid, secret = _split_token(token)
+        device = found.get(uid) if uid and secret else None
+        if device is None or not hmac.compare_digest(device.token_hash, hash_secret(secret)):
+            result.append(None)
+        else:
+            result.append(device)
+    return result
 
 
 def authenticate_device(token: str) -> Device | None:
-    """The active device this token belongs to, or None (unknown, wrong secret or retired)."""
-    uid, _, secret = (token or "").partition(".")
-    if not uid or not secret or len(uid) > 40 or "\x00" in token:
-        return None
-    device = Device.objects.select_related("app").filter(uid=uid, retired_at__isnull=True).first()
-    if device is None or not hmac.compare_digest(device.token_hash, hash_secret(secret)):
-        return None
-    return device
+    return authenticate_devices([token])[0]
+
+
+def clean_current(current: dict) -> dict:
+    """What a device says it runs, as stored: {task: {"version": n, "digest": "..."}}."""
+    return {
+        str(k): {"version": int(v["version"]), "digest": str(v.get("digest", ""))[:64]}
+        for k, v in current.items()
+    }
+
+
+def record_hellos(hellos: list[tuple[Device, dict, dict]]) -> None:
+    """Store what devices said in `hello` (attributes, running versions), only where it changed:
+    a reconnect storm of unchanged devices writes nothing here."""
+    changed: dict[int, Device] = {}
+    fields: set[str] = set()
+    for device, attrs, current in hellos:
+        new = {**clean_attrs(attrs), "current": clean_current(current)}
+        diff = {name: value for name, value in new.items() if getattr(device, name) != value}
+        if diff:
+            for name, value in diff.items():
+                setattr(device, name, value)
+            changed[device.pk] = device
+            fields.update(diff)
+    if changed:
+        Device.objects.bulk_update(list(changed.values()), sorted(fields), batch_size=500)
 
 
 def retire_device(device: Device, *, by: AbstractBaseUser | None = None) -> Device:
@@ -89,27 +166,104 @@ def retire_device(device: Device, *, by: AbstractBaseUser | None = None) -> Devi
 
 
 def device_hello(device: Device, attrs: dict, current: dict) -> list[dict]:
-    """A device (re)connected and said who it is: store that, answer with its desired state."""
-    from releases.services import desired_state
+    """A device (re)connected and said who it is: store that, answer with its desired state.
 
-    fields = clean_attrs(attrs)
-    for task, cur in current.items():
-        protocol.check_fields(f"current[{task!r}]", cur, protocol.CURRENT_FIELDS)
+    The one-device form of what the ingest writer does for a batch of hellos."""
+    from devices import ingest
+
+    item = ingest.Item(kind="hello", device=device, payload={"attrs": attrs, "current": current})
     with transaction.atomic():
-        for name, value in fields.items():
-            setattr(device, name, value)
-        device.current = {
-            str(k): {"version": int(v["version"]), "digest": str(v.get("digest", ""))[:64]}
-            for k, v in current.items()
-        }
-        device.online = True
-        device.last_seen = timezone.now()
-        device.save(update_fields=[*fields, "current", "online", "last_seen"])
-        return desired_state(device)
+        Device.objects.filter(pk=device.pk).update(online=True, last_seen=timezone.now())
+        ingest.run_handlers([item])
+    if item.error is not None:
+        raise item.error
+    return item.result or []
 
 
-def set_presence(device: Device, online: bool) -> None:
-    Device.objects.filter(pk=device.pk).update(online=online, last_seen=timezone.now())
+def record_presence(connected: list, disconnected: list) -> None:
+    """Mark sockets' devices online/offline. Each socket remembers the `last_seen` it wrote
+    (`presence_stamp`); a disconnect turns a device offline only if nobody wrote since, so
+    the old socket of a device that already reconnected elsewhere (another process, after
+    a server was killed or a network dropped) does not hide the new one from the notifier."""
+    now = timezone.now()
+    if connected:
+        Device.objects.filter(pk__in={s.device.pk for s in connected}).update(
+            online=True, last_seen=now
+        )
+        for socket in connected:
+            socket.presence_stamp = now
+    for socket in disconnected:
+        stamp = getattr(socket, "presence_stamp", None)
+        if stamp is not None:
+            Device.objects.filter(pk=socket.device.pk, last_seen=stamp).update(
+                online=False, last_seen=now
+            )
+
+
+# --- ingest handlers (devices/ingest.py); registered in DevicesConfig.ready ------------
+
+
+def ingest_enroll(items: list) -> None:
+    for item, result in zip(
+        items,
+        enroll_devices([(i.payload["enrollment_key"], i.payload["attrs"]) for i in items]),
+        strict=True,
+    ):
+        if isinstance(result, EnrollmentError | ProtocolError):
+            item.error = result
+        else:
+            item.result = result
+
+
+def ingest_auth(items: list) -> None:
+    for item, device in zip(items, authenticate_devices([i.payload for i in items]), strict=True):
+        item.result = device
+
+
+def ingest_connect(items: list) -> None:
+    record_presence([i.socket for i in items], [])
+
+
+def ingest_disconnect(items: list) -> None:
+    record_presence([], [i.socket for i in items])
+
+
+def ingest_hello(items: list) -> None:
+    valid = []
+    for item in items:
+        try:
+            clean_attrs(item.payload["attrs"])
+            for task, cur in item.payload["current"].items():
+                protocol.check_fields(f"current[{task!r}]", cur, protocol.CURRENT_FIELDS)
+        except ProtocolError as exc:  # this hello only: the others of the batch go on
+            item.error = exc
+            continue
+        valid.append(item)
+    record_hellos([(i.device, i.payload["attrs"], i.payload["current"]) for i in valid])
+
+
+def ingest_run_stats(items: list) -> None:
+    from devices.ingest import Rejected
+
+    for item in items:
+        try:
+            item.result = record_run_stats(item.device, item.payload)
+        except ProtocolError as exc:  # out of bounds: the device drops it (a final code)
+            item.error = exc
+        except ValueError as exc:
+            item.error = Rejected(str(exc))
+
+
+def ingest_upload(items: list) -> None:
+    from devices.ingest import Rejected
+
+    for item in items:
+        try:
+            item.result = store_results(item.device, item.payload["items"])
+        except ProtocolError as exc:  # out of bounds: the device drops it (a final code)
+            item.error = exc
+        except ValueError as exc:
+            item.error = Rejected(str(exc))
 
 
 def _storable_json(value: object, what: str, max_bytes: int | None = None) -> None:
@@ -221,8 +375,6 @@ def save_group(
     by: AbstractBaseUser | None,
 ) -> DeviceGroup:
     """Create (group=None) or update a device group; raises GroupError with what to fix."""
-    from releases import targeting
-
     errors: dict[str, str] = {}
     name = name.strip()
     if not name:
@@ -264,4 +416,8 @@ def save_group(
             str(group.pk),
             {"name": name, "kind": kind},
         )
+        # Targets may name groups: every process's cached view of the app's releases is stale.
+        push.release_changed_here(app.pk)
+        transaction.on_commit(lambda: push.release_changed_here(app.pk))
+        transaction.on_commit(lambda: push.publish_release_changed(app.pk))
     return group

@@ -22,6 +22,7 @@ from datetime import datetime
 from django.utils import timezone
 
 from devices import health
+from devices.targeting import reached_devices
 from releases.models import Release
 from walle_web import stats
 from walle_web.timerange import TimeRange
@@ -57,11 +58,9 @@ def labels(release: Release, control_versions: list[int]) -> dict[str, str]:
 
 
 def _split(release: Release, start: datetime, end: datetime):
-    from releases.services import targeted_devices
-
     rows, truncated = health.load(release.app_id, release.task.name, start, end)
     if release.target:  # an empty target is the whole app: every row is in it
-        targeted = {d.pk for d in targeted_devices(release.app_id, release.target)}
+        targeted = {d.id for d in reached_devices(release.app_id, release.target)}
         rows = [s for s in rows if s.device_id in targeted]
     number = release.version.number
     new = [s for s in rows if s.version == number]

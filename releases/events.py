@@ -1,13 +1,28 @@
-"""Live updates for watchers of a release (the console dashboard), published after commit."""
+"""What a release change tells others, after commit: watchers (the console dashboard) and
+every server process's cache of the app's releases.
+
+Two kinds of change:
+
+- `release_changed`: the release itself (started, advanced, paused, completed, rolled back).
+  The console is told at once, and every process drops its cached releases of the app.
+- `deployments_changed`: only counts moved (reports, admissions, timeouts). Thousands of
+  these a second during a rollout would flood the dashboard and, worse, block the ingest
+  writer on the event loop; in a server process they are coalesced to at most one publish
+  per release per `COALESCE_SECONDS`, sent from the loop, never waited for.
+"""
 
 from __future__ import annotations
 
 import logging
+import threading
 
 from django.db import transaction
 from django.dispatch import Signal
 
+from devices.push import publish_release_changed, release_changed_here
+
 log = logging.getLogger(__name__)
+COALESCE_SECONDS = 0.5
 
 
 def release_group(release_id: int) -> str:
@@ -29,8 +44,28 @@ def _publish(release_id: int, app_id: int, kind: str) -> None:
         log.warning("could not publish the update of release %s", release_id, exc_info=True)
 
 
+def app_releases_changed(app_id: int) -> None:
+    """An app's active releases, their targets or its pins/groups changed: drop this
+    process's cached copy now (the transaction's own later reads reload it) and every
+    process's once the change is committed."""
+    release_changed_here(app_id)
+
+    def after_commit() -> None:
+        release_changed_here(app_id)
+        try:
+            publish_release_changed(app_id)
+        except Exception:  # the caches' TTL bounds how stale another process can be
+            log.warning("could not publish that app %s's releases changed", app_id, exc_info=True)
+
+    transaction.on_commit(after_commit)
+
+
 def release_changed(release_id: int, app_id: int, kind: str = "state") -> None:
-    """Tell watchers, once the current transaction commits, that a release or its counts changed."""
+    """Tell watchers and every process, once the transaction commits, that a release changed."""
+    if kind != "state":
+        deployments_changed(release_id, app_id)
+        return
+    app_releases_changed(app_id)
     transaction.on_commit(lambda: _publish(release_id, app_id, kind))
 
 
@@ -48,3 +83,42 @@ def release_event(release, event: str, **detail) -> None:
 # Sent by the rollout worker on every pass (`manage.py rolloutd`), so apps above releases can
 # do periodic work in the worker without releases importing them (alerts deliver their outbox).
 worker_tick = Signal()
+
+
+class _Coalescer:
+    """Per process: releases whose counts changed since the last publish, flushed from the
+    server's event loop at most every COALESCE_SECONDS."""
+
+    def __init__(self) -> None:
+        self._dirty: dict[int, int] = {}
+        self._lock = threading.Lock()
+        self._scheduled_on = None  # the loop a flush is scheduled on, if any
+
+    def mark(self, release_id: int, app_id: int) -> None:
+        from walle_web.relay import server_loop
+
+        loop = server_loop()
+        if loop is None:  # no server loop here (rollout worker, a shell): publish now
+            _publish(release_id, app_id, "deployment")
+            return
+        with self._lock:
+            self._dirty[release_id] = app_id
+            if self._scheduled_on is loop:
+                return
+            self._scheduled_on = loop
+        loop.call_soon_threadsafe(loop.call_later, COALESCE_SECONDS, self._flush)
+
+    def _flush(self) -> None:
+        with self._lock:
+            dirty, self._dirty = self._dirty, {}
+            self._scheduled_on = None
+        for release_id, app_id in dirty.items():
+            _publish(release_id, app_id, "deployment")
+
+
+_coalescer = _Coalescer()
+
+
+def deployments_changed(release_id: int, app_id: int) -> None:
+    """Deployment counts of a release moved: the dashboard refreshes, coalesced, after commit."""
+    transaction.on_commit(lambda: _coalescer.mark(release_id, app_id))

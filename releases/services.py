@@ -13,16 +13,17 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from django.contrib.auth.models import AbstractBaseUser
-from django.db import IntegrityError, transaction
-from django.db.models import Count, Exists, OuterRef, Q
+from django.db import connection, transaction
+from django.db.models import Count, Exists, F, OuterRef, Q
 from django.utils import timezone
 
 from accounts.services import audit
-from devices.choices import GroupKind
+from devices.ingest import Rejected
 from devices.models import Device, DeviceGroup
-from releases import compare, policy, running, targeting
+from devices.push import Notice, publish_notice
+from devices.targeting import bucket, reached_devices, validate_target
+from releases import compare, policy, running
 from releases.choices import (
-    ACTIVE_RELEASE_STATES,
     DEPLOYMENT_ORDER,
     FINAL_DEPLOYMENT_STATES,
     DeploymentState,
@@ -30,17 +31,22 @@ from releases.choices import (
     ReleaseEvent,
     ReleaseState,
 )
-from releases.events import release_changed, release_event
+from releases.desired import admit_devices
+from releases.events import (
+    app_releases_changed,
+    deployments_changed,
+    release_changed,
+    release_event,
+)
 from releases.models import Deployment, DeploymentEvent, Pin, Release
 from tasks.models import Task, TaskVersion
-from tasks.storage import manifest_url
 
 DEFAULT_STAGES = [{"basis_points": 10_000}]
 IN_FLIGHT = (DeploymentState.NOTIFIED, DeploymentState.DOWNLOADING, DeploymentState.INSTALLED)
 FAILURES = (DeploymentState.FAILED, DeploymentState.TIMED_OUT)
 
 
-class ReleaseError(ValueError):
+class ReleaseError(Rejected):
     """A release action that is not possible now; the message says why and what to do."""
 
 
@@ -64,7 +70,7 @@ def create_release(
         DEFAULT_STAGES if stages is None else stages
     )
     delivery_full, delivery_errors = policy.normalize_delivery(delivery)
-    errors = targeting.validate_target(target) + stage_errors + delivery_errors
+    errors = validate_target(target) + stage_errors + delivery_errors
     if on_error not in ErrorAction.values:
         errors.append(f"on_error must be one of {', '.join(ErrorAction.values)}")
     if "groups" in target and not errors:
@@ -99,93 +105,16 @@ def create_release(
     return release
 
 
-def _group_ids_of(
-    device: Device, groups: list[DeviceGroup], static_members: dict[int, set[int]]
-) -> frozenset[int]:
-    return frozenset(
-        g.pk
-        for g in groups
-        if (
-            device.pk in static_members.get(g.pk, ())
-            if g.kind == GroupKind.STATIC
-            else targeting.matches(g.filter, device.uid, device.attrs())
-        )
-    )
-
-
-def _groups_with_members(
-    app_id: int, ids: list[int] | None = None
-) -> tuple[list[DeviceGroup], dict[int, set[int]]]:
-    qs = DeviceGroup.objects.filter(app_id=app_id)
-    if ids is not None:
-        qs = qs.filter(pk__in=ids)
-    groups = list(qs)
-    static = [g.pk for g in groups if g.kind == GroupKind.STATIC]
-    members: dict[int, set[int]] = {pk: set() for pk in static}
-    for group_id, device_id in DeviceGroup.members.through.objects.filter(
-        devicegroup_id__in=static
-    ).values_list("devicegroup_id", "device_id"):
-        members[group_id].add(device_id)
-    return groups, members
-
-
-def targeted_devices(app_id: int, target: dict, *, not_in: Release | None = None) -> list[Device]:
-    """Every enrolled device of the app inside the target (before stage bucketing).
-
-    `not_in` skips devices that already have a deployment of that release, in SQL (an
-    anti-join on the unique (release, device) index): the steady-state rollout tick then
-    looks only at devices enrolled since, not at the whole fleet.
-    """
-    devices = Device.objects.filter(app_id=app_id)
-    if not_in is not None:
-        devices = devices.exclude(
-            Exists(Deployment.objects.filter(release=not_in, device=OuterRef("pk")))
-        )
-    # Narrow in SQL what SQL can say; targeting.matches below stays the single source of truth.
-    if target.get("regions"):
-        devices = devices.filter(region__in=target["regions"])
-    if target.get("os"):
-        devices = devices.filter(os__in=target["os"])
-    if target.get("models"):
-        by_model = Q()
-        for pattern in target["models"]:
-            by_model |= (
-                Q(model__startswith=pattern[:-1]) if pattern.endswith("*") else Q(model=pattern)
-            )
-        devices = devices.filter(by_model)
-    devices = devices.order_by().only(
-        "id",
-        "uid",
-        "app_id",
-        "app_version",
-        "os",
-        "os_version",
-        "model",
-        "region",
-        "tags",
-        "engine_version",
-        "online",
-    )
-    if "device_ids" in target:
-        devices = devices.filter(uid__in=target["device_ids"])
-    groups, members = _groups_with_members(app_id, target.get("groups", []))
-    return [
-        d
-        for d in devices.iterator(chunk_size=5000)
-        if targeting.matches(target, d.uid, d.attrs(), _group_ids_of(d, groups, members))
-    ]
-
-
 def preview(app_id: int, target: dict, stages: list[dict] | None = None, salt: str = "") -> dict:
     """How many enrolled devices a target reaches now, in total and cumulatively per stage."""
     stages_full, stage_errors = policy.normalize_stages(
         DEFAULT_STAGES if stages is None else stages
     )
-    errors = targeting.validate_target(target) + stage_errors
+    errors = validate_target(target) + stage_errors
     if errors:
         raise ReleaseError("; ".join(errors))
     salt = salt or "preview"
-    buckets = [targeting.bucket(salt, d.uid) for d in targeted_devices(app_id, target)]
+    buckets = [bucket(salt, d.uid) for d in reached_devices(app_id, target)]
     return {
         "total": len(buckets),
         "stages": [sum(1 for b in buckets if b < s["basis_points"]) for s in stages_full],
@@ -196,42 +125,40 @@ def preview(app_id: int, target: dict, stages: list[dict] | None = None, salt: s
 # --- notices ----------------------------------------------------------------------------
 
 
-@dataclass
-class Notice:
-    """What is published after commit: the doorbell frame and the devices it is for."""
-
-    task: str
-    version: int
-    digest: str
-    device_uids: list[str]
-
-
 def _publish_after_commit(release: Release, uids: list[str]) -> None:
     if not uids:
         return
     notice = Notice(
+        app=release.app_id,
         task=release.task.name,
         version=release.version.number,
         digest=release.version.digest,
         device_uids=uids,
     )
-    from devices.push import publish_notice
-
     transaction.on_commit(lambda: publish_notice(notice))
 
 
-def _admit_stage(release: Release) -> int:
-    """Create pending deployments for targeted devices whose bucket is inside the current stage."""
+def _admit_stage(release: Release, now: datetime) -> int:
+    """Admit the targeted devices whose bucket is inside the current stage.
+
+    Built from value rows, not model instances (10k devices at a release start). When the
+    release rings everyone at once, online devices are admitted already notified and rung
+    after commit; a paced release admits them pending and `_notify_pending` rings them.
+    """
     threshold = release.stage_basis_points()
-    new = []
-    for device in targeted_devices(release.app_id, release.target, not_in=release):
-        b = targeting.bucket(release.salt, device.uid)
+    ring_now = release.state == ReleaseState.RUNNING and not policy.limited(release.delivery or {})
+    rows, rung = [], []
+    already = Exists(Deployment.objects.filter(release=release, device=OuterRef("pk")))
+    for device in reached_devices(release.app_id, release.target, exclude=already):
+        b = bucket(release.salt, device.uid)
         if b < threshold:
-            new.append(
-                Deployment(release=release, device=device, bucket=b, stage=release.current_stage)
-            )
-    Deployment.objects.bulk_create(new, batch_size=2000)
-    return len(new)
+            notified = ring_now and device.online
+            rows.append((device.id, b, notified))
+            if notified:
+                rung.append(device.uid)
+    admit_devices(release.pk, release.app_id, release.current_stage, rows, now)
+    _publish_after_commit(release, rung)
+    return len(rows)
 
 
 def _notify_pending(release: Release, now: datetime) -> int:
@@ -327,7 +254,7 @@ def start_release(
                 "last_notify_at",
             ]
         )
-        _admit_stage(release)
+        _admit_stage(release, now)
         _notify_pending(release, now)
         audit(release.app, by, "release.start", "release", str(release.pk))
         release_changed(release.pk, release.app_id)
@@ -361,7 +288,7 @@ def resume_release(release: Release, *, by: AbstractBaseUser | None = None) -> R
         release.last_notify_at = now
         release.notify_credit = 0.0
         release.save(update_fields=["state", "reason", "last_notify_at", "notify_credit"])
-        _admit_stage(release)  # devices enrolled while paused
+        _admit_stage(release, now)  # devices enrolled while paused
         _notify_pending(release, now)
         audit(release.app, by, "release.resume", "release", str(release.pk))
         release_changed(release.pk, release.app_id)
@@ -372,7 +299,7 @@ def _advance(release: Release, now: datetime, by: AbstractBaseUser | None, why: 
     release.current_stage += 1
     release.stage_started_at = now
     release.save(update_fields=["current_stage", "stage_started_at"])
-    admitted = _admit_stage(release)
+    admitted = _admit_stage(release, now)
     _notify_pending(release, now)
     audit(
         release.app,
@@ -514,7 +441,7 @@ def rollback_release(
             stage_started_at=now,
             last_notify_at=now,
         )
-        _admit_stage(rollback)
+        _admit_stage(rollback, now)
         _notify_pending(rollback, now)
         audit(
             release.app,
@@ -559,6 +486,7 @@ def pin_device(
             device.uid,
             {"task": version.task.name, "version": version.number},
         )
+        app_releases_changed(device.app_id)
     return pin
 
 
@@ -566,75 +494,174 @@ def unpin_device(device: Device, task: Task, *, by: AbstractBaseUser | None = No
     with transaction.atomic():
         Pin.objects.filter(device=device, task=task).delete()
         audit(device.app, by, "device.unpin", "device", device.uid, {"task": task.name})
+        app_releases_changed(device.app_id)
 
 
 # --- reports and gates ------------------------------------------------------------------
 
 
-def _record_event(
-    deployment: Deployment, state: str, *, source: str, error_code: str = "", message: str = ""
-) -> bool:
-    """Append a history row; False if this deployment already passed through `state`."""
-    try:
-        with transaction.atomic():
-            DeploymentEvent.objects.create(
-                deployment=deployment,
-                state=state,
-                source=source,
-                error_code=error_code,
-                message=message[:2000],
+@dataclass
+class Report:
+    """One device report: deployment `deployment_id` of `device` reached `state`."""
+
+    device: Device
+    deployment_id: int
+    state: str
+    error_code: str = ""
+    error: str = ""
+
+
+DEVICE_REPORTABLE = frozenset(DeploymentState.values) - {
+    DeploymentState.PENDING,
+    DeploymentState.NOTIFIED,
+    DeploymentState.TIMED_OUT,
+    DeploymentState.ROLLED_BACK,
+}
+
+
+def apply_report(deployment: Deployment, report: Report, now: datetime) -> list[str]:
+    """Apply one new report's transition to a deployment (in memory); the fields it changed.
+
+    The single place a device report moves a deployment: only forward (a late "downloading"
+    after "succeeded" stays in the history but does not move the state back), and never out
+    of a final state."""
+    current = DeploymentState(deployment.state)
+    state = DeploymentState(report.state)
+    if DEPLOYMENT_ORDER[state] <= DEPLOYMENT_ORDER[current] or current in FINAL_DEPLOYMENT_STATES:
+        return []
+    deployment.state = state
+    fields = ["state", "updated_at"]
+    deployment.updated_at = now
+    if state == DeploymentState.DOWNLOADING:
+        deployment.attempts += 1
+        fields.append("attempts")
+    if state in FINAL_DEPLOYMENT_STATES:
+        deployment.finished_at = now
+        fields.append("finished_at")
+    if state == DeploymentState.FAILED:
+        deployment.error_code = report.error_code[:40]
+        deployment.error_message = report.error[:2000]
+        fields += ["error_code", "error_message"]
+    return fields
+
+
+def _insert_events(rows: list[tuple], at: datetime) -> None:
+    """Append history rows [(deployment id, state, source, error code, message)] in one
+    executemany: bulk_create's per-field preparation was the writer's largest cost at 10k."""
+    if not rows:
+        return
+    meta = DeploymentEvent._meta
+    names = ("deployment", "state", "source", "error_code", "message", "at")
+    columns = ", ".join(connection.ops.quote_name(meta.get_field(n).column) for n in names)
+    stamp = connection.ops.adapt_datetimefield_value(at)
+    with connection.cursor() as cursor:
+        cursor.executemany(
+            f"INSERT INTO {connection.ops.quote_name(meta.db_table)} ({columns}) "
+            f"VALUES ({', '.join(['%s'] * len(names))})",
+            [(*row, stamp) for row in rows],
+        )
+
+
+def record_reports(reports: list[Report]) -> tuple[list[ReleaseError | None], set[int]]:
+    """Apply a batch of device reports in the caller's transaction. Returns, per report, None
+    when it is stored (or was already: a duplicate changes nothing) or the error that refuses
+    it; and the releases that got a failure, whose error gate the caller evaluates after
+    commit (it must not wait for the rollout worker's next tick).
+
+    Idempotent per (deployment, state), enforced by the unique history row: the deployments
+    are locked first (PostgreSQL row locks; SQLite holds the write lock), so a report sent
+    again to another server process meanwhile waits and then finds its row."""
+    outcomes: list[ReleaseError | None] = [None] * len(reports)
+    ids = sorted({r.deployment_id for r in reports})
+    deployments = {
+        d.pk: d for d in Deployment.objects.select_for_update().filter(pk__in=ids).order_by("pk")
+    }
+    seen = set(
+        DeploymentEvent.objects.filter(deployment_id__in=ids).values_list("deployment_id", "state")
+    )
+    now = timezone.now()
+    events: list[tuple] = []
+    changed: dict[int, set[str]] = {}
+    failed_releases: set[int] = set()
+    touched: dict[int, int] = {}
+    transitions: list[running.Transition] = []
+    for index, report in enumerate(reports):
+        deployment = deployments.get(report.deployment_id)
+        if report.state not in DEVICE_REPORTABLE:
+            outcomes[index] = ReleaseError(f"a device cannot report state {report.state!r}")
+            continue
+        if deployment is None or deployment.device_id != report.device.pk:
+            outcomes[index] = ReleaseError(
+                f"deployment {report.deployment_id} does not exist for this device"
             )
-    except IntegrityError:
-        return False
-    return True
+            continue
+        if (deployment.pk, report.state) in seen:
+            continue  # duplicate report
+        seen.add((deployment.pk, report.state))
+        events.append(
+            (deployment.pk, report.state, "device", report.error_code[:40], report.error[:2000])
+        )
+        if fields := apply_report(deployment, report, now):
+            changed.setdefault(deployment.pk, set()).update(fields)
+            touched[deployment.release_id] = report.device.app_id
+            transitions.append(running.Transition(deployment.pk, report.state))
+            if report.state == DeploymentState.FAILED:
+                failed_releases.add(deployment.release_id)
+    _insert_events(events, now)
+    # One UPDATE per distinct set of new values (a batch is mostly "these 300 are now
+    # installed"); Django's bulk_update builds a CASE per row and cost half the writer's time.
+    by_values: dict[tuple, list[int]] = {}
+    for pk, fields in changed.items():
+        d = deployments[pk]
+        values = tuple(
+            (f, getattr(d, f)) for f in sorted(fields) if f not in ("attempts", "updated_at")
+        )
+        by_values.setdefault((values, "attempts" in fields), []).append(pk)
+    for (values, bump_attempts), pks in by_values.items():
+        update = dict(values, updated_at=now)
+        if bump_attempts:
+            update["attempts"] = F("attempts") + 1
+        Deployment.objects.filter(pk__in=pks).update(**update)
+    # What each device runs follows the reports that moved its deployments (in order).
+    running.apply_running_version(transitions)
+    for release_id, app_id in touched.items():
+        deployments_changed(release_id, app_id)
+    return outcomes, failed_releases
 
 
 def record_report(
     device: Device, deployment_id: int, state: str, *, error_code: str = "", error: str = ""
 ) -> Deployment:
     """Apply one device report. Idempotent: the same (deployment, state) twice changes nothing."""
-    if state not in DeploymentState.values or state in (
-        DeploymentState.PENDING,
-        DeploymentState.NOTIFIED,
-        DeploymentState.TIMED_OUT,
-        DeploymentState.ROLLED_BACK,
-    ):
-        raise ReleaseError(f"a device cannot report state {state!r}")
     with transaction.atomic():
-        deployment = (
-            Deployment.objects.select_for_update().filter(pk=deployment_id, device=device).first()
+        [outcome], failed = record_reports(
+            [Report(device, deployment_id, state, error_code=error_code, error=error)]
         )
-        if deployment is None:
-            raise ReleaseError(f"deployment {deployment_id} does not exist for this device")
-        if not _record_event(
-            deployment, state, source="device", error_code=error_code, message=error
-        ):
-            return deployment  # duplicate report
-        current = DeploymentState(deployment.state)
-        if (
-            DEPLOYMENT_ORDER[DeploymentState(state)] <= DEPLOYMENT_ORDER[current]
-            or current in FINAL_DEPLOYMENT_STATES
-        ):
-            return deployment  # late report of an earlier step: history keeps it, state does not move back
-        deployment.state = state
-        fields = ["state", "updated_at"]
-        if state == DeploymentState.DOWNLOADING:
-            deployment.attempts += 1
-            fields.append("attempts")
-        if state in FINAL_DEPLOYMENT_STATES:
-            deployment.finished_at = timezone.now()
-            fields.append("finished_at")
-        if state == DeploymentState.FAILED:
-            deployment.error_code = error_code[:40]
-            deployment.error_message = error[:2000]
-            fields += ["error_code", "error_message"]
-        deployment.save(update_fields=fields)
-        running.apply_running_version([running.Transition(deployment.pk, state)])
-        release_changed(deployment.release_id, device.app_id, "deployment")
-    if state == DeploymentState.FAILED:
-        # The error gate must not wait for the next worker tick: every failure evaluates it.
-        check_error_gate(deployment.release_id)
-    return deployment
+    if outcome is not None:
+        raise outcome
+    for release_id in failed:
+        check_error_gate(release_id)
+    return Deployment.objects.get(pk=deployment_id)
+
+
+def ingest_report(items: list) -> None:
+    """Ingest handler: a batch of `report` messages."""
+    outcomes, failed = record_reports(
+        [
+            Report(
+                item.device,
+                item.payload["deployment"],
+                item.payload["state"],
+                error_code=item.payload.get("error_code") or "",
+                error=item.payload.get("error") or "",
+            )
+            for item in items
+        ]
+    )
+    for item, outcome in zip(items, outcomes, strict=True):
+        item.error = outcome
+    for release_id in failed:
+        transaction.on_commit(lambda r=release_id: check_error_gate(r))
 
 
 def stage_counts(release: Release, stage: int | None = None) -> dict[str, int]:
@@ -793,10 +820,14 @@ def evaluate_release(release: Release, *, now: datetime | None = None) -> str:
             if release.current_stage < len(release.stages) - 1:
                 _advance(release, now, None, f"gate met: {succeeded_share:.0%} succeeded")
                 return "advanced"
-            if Deployment.objects.filter(release=release, state__in=IN_FLIGHT).exists():
-                # Complete only once every rung device finished (or timed out): a failure
-                # still in flight must be able to trip the error gate of the last stage.
-                return "finishing"
+            # Complete only once every deployment the release can still reach is final: a
+            # failure in flight must be able to trip the last stage's error gate, and a paced
+            # release must still ring its pending online devices, because a completed release
+            # rings nobody (a pending device that is offline gets the version on its hello).
+            _admit_stage(release, now)
+            notified = _notify_pending(release, now)
+            if notified or unfinished(release):
+                return f"finishing, notified {notified}" if notified else "finishing"
             release.state = ReleaseState.COMPLETED
             release.finished_at = now
             release.save(update_fields=["state", "finished_at"])
@@ -811,9 +842,19 @@ def evaluate_release(release: Release, *, now: datetime | None = None) -> str:
             release_event(release, ReleaseEvent.COMPLETED, succeeded_share=succeeded_share)
             release_changed(release.pk, release.app_id)
             return "completed"
-        _admit_stage(release)  # devices enrolled since the stage began
+        _admit_stage(release, now)  # devices enrolled since the stage began
         notified = _notify_pending(release, now)
         return f"notified {notified}" if notified else "waiting"
+
+
+def unfinished(release: Release) -> bool:
+    """Does the release still have a deployment to finish: one in flight, or one pending on a
+    device that is online (so it can be rung now)?"""
+    return (
+        Deployment.objects.filter(release=release)
+        .filter(Q(state__in=IN_FLIGHT) | Q(state=DeploymentState.PENDING, device__online=True))
+        .exists()
+    )
 
 
 def due_releases() -> list[int]:
@@ -825,94 +866,6 @@ def due_releases() -> list[int]:
             | Q(state=ReleaseState.DRAFT, scheduled_at__lte=now)
         ).values_list("id", flat=True)
     )
-
-
-# --- desired state ----------------------------------------------------------------------
-
-
-def desired_state(device: Device) -> list[dict]:
-    """The task versions this device should run now.
-
-    Rules, in order: a pin wins; otherwise the newest started release of the task that has
-    this device in its current stage wins (a newer release at 1% does not take the device
-    from an older release at 100% until its own stage reaches it). A paced release hands
-    out its version only once the notifier has rung the device.
-    """
-    result: dict[str, dict] = {}
-    pins = Pin.objects.filter(device=device).select_related("task", "version")
-    for pin in pins:
-        result[pin.task.name] = {
-            "task": pin.task.name,
-            "version": pin.version.number,
-            "digest": pin.version.digest,
-            "manifest_url": manifest_url(pin.version.digest),
-            "deployment": None,
-            "release": None,
-        }
-    releases = list(
-        Release.objects.filter(
-            app_id=device.app_id, state__in=(*ACTIVE_RELEASE_STATES, ReleaseState.ABORTED)
-        )
-        .select_related("task", "version")
-        .order_by("-started_at", "-id")
-    )
-    if not releases:
-        return [result[k] for k in sorted(result)]
-    deployments = {
-        d.release_id: d
-        for d in Deployment.objects.filter(device=device, release__in=[r.pk for r in releases])
-    }
-    group_ids: frozenset[int] | None = None
-    now = timezone.now()
-    for release in releases:
-        task_name = release.task.name
-        if task_name in result:
-            continue  # pinned, or a newer release of this task already decided
-        deployment = deployments.get(release.pk)
-        if deployment is None and release.state in (ReleaseState.RUNNING, ReleaseState.COMPLETED):
-            if group_ids is None:
-                groups, members = _groups_with_members(device.app_id)
-                group_ids = _group_ids_of(device, groups, members)
-            if not targeting.matches(release.target, device.uid, device.attrs(), group_ids):
-                continue
-            b = targeting.bucket(release.salt, device.uid)
-            threshold = (
-                10_000 if release.state == ReleaseState.COMPLETED else release.stage_basis_points()
-            )
-            if b >= threshold:
-                continue
-            deployment, _ = Deployment.objects.get_or_create(
-                release=release,
-                device=device,
-                defaults={"bucket": b, "stage": release.current_stage},
-            )
-        if deployment is None or deployment.state == DeploymentState.ROLLED_BACK:
-            continue
-        if deployment.state == DeploymentState.PENDING:
-            paced = policy.limited(release.delivery or {}) and release.state == ReleaseState.RUNNING
-            if paced or release.state not in (ReleaseState.RUNNING, ReleaseState.COMPLETED):
-                # Paced: the notifier rings it within the rate. Paused or aborted: no new devices.
-                continue
-            Deployment.objects.filter(pk=deployment.pk, state=DeploymentState.PENDING).update(
-                state=DeploymentState.NOTIFIED, notified_at=now
-            )
-        delivery = release.delivery or {}
-        result[task_name] = {
-            "task": task_name,
-            "version": release.version.number,
-            "digest": release.version.digest,
-            "manifest_url": manifest_url(release.version.digest),
-            "deployment": deployment.pk,
-            "release": release.pk,
-            "max_retries": int(
-                delivery.get("max_retries", policy.DELIVERY_DEFAULTS["max_retries"])
-            ),
-            "retry_backoff_s": float(
-                delivery.get("retry_backoff_s", policy.DELIVERY_DEFAULTS["retry_backoff_s"])
-            ),
-            "pull_jitter_s": float(delivery.get("pull_jitter_s", 0.0)),
-        }
-    return [result[k] for k in sorted(result)]
 
 
 def set_worker_error(release_id: int, error: str) -> bool:

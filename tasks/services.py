@@ -119,6 +119,9 @@ def create_version(
             str(version.pk),
             {"task": task.name, "number": number},
         )
+    # The document devices download, written once next to the blobs: served without the
+    # database (tasks/content.py) or by a static server / CDN.
+    store.put_manifest(version.manifest, version.signature, version.digest)
     return version
 
 

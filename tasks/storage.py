@@ -1,8 +1,15 @@
-"""The content-addressed store: a file's name is its SHA-256, so a URL never changes meaning."""
+"""The content-addressed store: a file's name is its SHA-256, so a URL never changes meaning.
+
+Blobs live at `root/ab/cdef…` (the file's SHA-256); the signed manifest document of each
+version at `root/manifests/<digest>.json`, written once at upload, so the content handler
+(tasks/content.py), a static server or a CDN can serve both without the database.
+"""
 
 from __future__ import annotations
 
+import base64
 import hashlib
+import json
 import os
 import shutil
 import tempfile
@@ -65,6 +72,41 @@ class ContentStore:
 
     def read(self, sha256: str) -> bytes:
         return self.path(sha256).read_bytes()
+
+    def manifest_path(self, digest: str) -> Path:
+        if not is_sha256(digest):
+            raise ValueError(f"not a sha256 digest: {digest!r}")
+        return self.root / "manifests" / f"{digest}.json"
+
+    def put_manifest(self, manifest: dict, signature: str, digest: str) -> bytes:
+        """Write (once) and return the manifest document devices download."""
+        target = self.manifest_path(digest)
+        if target.is_file():
+            return target.read_bytes()
+        document = manifest_document(manifest, signature, digest, self)
+        atomic_write(target, document)
+        return document
+
+
+def manifest_document(manifest: dict, signature: str, digest: str, store: ContentStore) -> bytes:
+    """The signed manifest, plus small files inlined (base64, by sha256) so that a device
+    pulling a small version makes one request instead of one per file. Inlined bytes are
+    outside the signature, but the signed manifest names each file's sha256 and the device
+    checks it, exactly as for a downloaded blob."""
+    inline: dict[str, str] = {}
+    budget = settings.WALLE_INLINE_TOTAL_BYTES
+    for entry in sorted(manifest["files"], key=lambda f: f["size"]):
+        size = int(entry["size"])
+        if size > settings.WALLE_INLINE_MAX_BYTES or size > budget:
+            continue
+        if entry["sha256"] in inline or not store.exists(entry["sha256"]):
+            continue
+        inline[entry["sha256"]] = base64.b64encode(store.read(entry["sha256"])).decode()
+        budget -= size
+    document: dict = {"manifest": manifest, "signature": signature, "digest": digest}
+    if inline:
+        document["inline"] = inline
+    return json.dumps(document, separators=(",", ":")).encode()
 
 
 def content_store() -> ContentStore:

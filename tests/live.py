@@ -49,6 +49,33 @@ def scaleout_unavailable() -> str | None:
     return None
 
 
+def daphne_command(port: int) -> list[str]:
+    """How the tests and benchmarks run daphne (docs/operations.md explains the options)."""
+    return [
+        sys.executable,
+        "-m",
+        "daphne",
+        # A deep accept backlog: thousands of devices reconnect at once after a failure.
+        "-e",
+        f"tcp:port={port}:interface=127.0.0.1:backlog=4096",
+        # Devices ping every 60 s and wait 120 s for the pong; the server's own pings only
+        # find dead peers, so every 5 minutes is enough (at daphne's 20 s default, pinging
+        # 10k sockets was a tenth of the event loop), and a pong may take 120 s to come
+        # back from a busy device before the socket is closed.
+        "--ping-interval",
+        "300",
+        "--ping-timeout",
+        "120",
+        # daphne answers a handshake the application has not accepted by then with 403, the
+        # status of a bad token; walle closes an overloaded handshake with 1013 after
+        # WALLE_CONNECT_BUDGET_S, so daphne's own limit must be well above it, even when the
+        # event loop is backed up.
+        "--websocket_connect_timeout",
+        "30",
+        "walle_web.asgi:application",
+    ]
+
+
 @dataclass
 class LiveServer:
     urls: list[str]
@@ -58,6 +85,37 @@ class LiveServer:
     enroll_key: str
     app: str
     procs: list[subprocess.Popen] = field(default_factory=list)
+    dbname: str | None = None
+    logs: list[Path] = field(default_factory=list)
+
+    def query(self, sql: str, params: tuple = ()) -> list[tuple]:
+        """Read the server's database directly (`%s` placeholders), as an operator would."""
+        if self.dbname:
+            import psycopg
+
+            with psycopg.connect(PG_URL + self.dbname) as conn:
+                return [tuple(r) for r in conn.execute(sql, params).fetchall()]
+        import sqlite3
+
+        with sqlite3.connect(self.var_dir / "walle.sqlite3") as conn:
+            return [tuple(r) for r in conn.execute(sql.replace("%s", "?"), params).fetchall()]
+
+    def kill(self, index: int) -> None:
+        """kill -9 one daphne process (fault tests)."""
+        proc = self.procs[index]
+        proc.kill()
+        proc.wait(timeout=30)
+
+    def restart(self, index: int) -> None:
+        """Start daphne `index` again on its old port and wait until it is healthy."""
+        port = int(self.urls[index].rsplit(":", 1)[1])
+        log = self.logs[index]
+        with log.open("a") as fh:
+            proc = subprocess.Popen(
+                daphne_command(port), cwd=ROOT, env=self.env, stdout=fh, stderr=subprocess.STDOUT
+            )
+        self.procs[index] = proc
+        _wait_healthy(self.urls[index], proc, log)
 
     @property
     def url(self) -> str:
@@ -133,6 +191,7 @@ def live_server(
     env.update(extra_env or {})
     processes = processes or 1
     procs: list[subprocess.Popen] = []
+    logs: list[Path] = []
     try:
         subprocess.run(
             [sys.executable, "manage.py", "migrate", "--noinput"],
@@ -155,22 +214,11 @@ def live_server(
         for i in range(processes):
             port = free_port()
             log = tmp / f"daphne-{i}.log"
-            proc = subprocess.Popen(
-                [
-                    sys.executable,
-                    "-m",
-                    "daphne",
-                    "-b",
-                    "127.0.0.1",
-                    "-p",
-                    str(port),
-                    "walle_web.asgi:application",
-                ],
-                cwd=ROOT,
-                env=env,
-                stdout=log.open("w"),
-                stderr=subprocess.STDOUT,
-            )
+            logs.append(log)
+            with log.open("w") as fh:
+                proc = subprocess.Popen(
+                    daphne_command(port), cwd=ROOT, env=env, stdout=fh, stderr=subprocess.STDOUT
+                )
             procs.append(proc)
             url = f"http://127.0.0.1:{port}"
             _wait_healthy(url, proc, log)
@@ -196,6 +244,8 @@ def live_server(
             enroll_key=boot["enroll_key"],
             app=boot["app"],
             procs=procs,
+            dbname=dbname,
+            logs=logs,
         )
     finally:
         for proc in procs:

@@ -111,8 +111,10 @@ def test_a_version_goes_from_upload_to_every_device_and_back(server, tmp_path: P
         assert results["count"] == FLEET + 1
 
         # A file tampered with in the content store is refused by the device that pulls it.
+        # Larger than WALLE_INLINE_MAX_BYTES, so it is downloaded, not inlined in the manifest.
+        weights = b"model weights " * 2000
         v2 = await asyncio.to_thread(
-            upload_version, api, task["id"], {"main.py": TASK_V2, "data.bin": b"model weights"}
+            upload_version, api, task["id"], {"main.py": TASK_V2, "data.bin": weights}
         )
         data_sha = next(f["sha256"] for f in v2["files"] if f["path"] == "data.bin")
         blob = server.var_dir / "content" / data_sha[:2] / data_sha[2:]

@@ -10,6 +10,8 @@ and are sent again after a reconnect, so a dropped connection loses nothing.
 from __future__ import annotations
 
 import asyncio
+import base64
+import binascii
 import hashlib
 import json
 import logging
@@ -25,7 +27,7 @@ from urllib.parse import urljoin
 
 import httpx
 from websockets.asyncio.client import connect
-from websockets.exceptions import InvalidStatus, WebSocketException
+from websockets.exceptions import ConnectionClosed, InvalidStatus, WebSocketException
 
 from walle_device import protocol
 from walle_device.bundles import ActiveVersion, BundleCache, VerifyError, verify_manifest
@@ -37,6 +39,8 @@ log = logging.getLogger("walle_device")
 
 BACKOFF_BASE_S = 0.5
 BACKOFF_CAP_S = 60.0
+# Close code of a server that could not take the connection now (RFC 6455: try again later).
+TRY_AGAIN_LATER = 1013
 
 
 class EnrollError(Exception):
@@ -67,11 +71,20 @@ class Identity:
         return cls(**json.loads(path.read_text()))
 
 
-async def enroll(http: httpx.AsyncClient, server: str, enroll_key: str, attrs: dict) -> Identity:
-    response = await http.post(
-        urljoin(server, "/api/v1/devices/enroll/"),
-        json={"enrollment_key": enroll_key, "attrs": attrs},
-    )
+async def enroll(
+    http: httpx.AsyncClient, server: str, enroll_key: str, attrs: dict, attempts: int = 8
+) -> Identity:
+    rng = random.Random()
+    for attempt in range(attempts):
+        response = await http.post(
+            urljoin(server, "/api/v1/devices/enroll/"),
+            json={"enrollment_key": enroll_key, "attrs": attrs},
+        )
+        if response.status_code not in (429, 503) or attempt == attempts - 1:
+            break
+        # A busy server says when to come back; nothing was stored.
+        retry_after = float(response.headers.get("Retry-After", "1") or 1)
+        await asyncio.sleep(backoff_delay(attempt, rng, retry_after))
     if response.status_code != 201:
         raise EnrollError(f"enrollment refused ({response.status_code}): {response.text[:300]}")
     body = response.json()
@@ -91,9 +104,13 @@ def ws_url(server: str) -> str:
     return "ws://" + base.removeprefix("http://") + "/ws/device/"
 
 
-def backoff_delay(attempt: int, rng: random.Random) -> float:
-    """Exponential backoff with full jitter: a fleet that lost its server does not return in lockstep."""
-    return rng.uniform(0, min(BACKOFF_CAP_S, BACKOFF_BASE_S * (2**attempt)))
+def backoff_delay(attempt: int, rng: random.Random, retry_after: float = 0.0) -> float:
+    """Exponential backoff with full jitter: a fleet that lost its server does not return in
+    lockstep. A server's `retry_after` hint sets the scale instead when it is longer."""
+    delay = rng.uniform(0, min(BACKOFF_CAP_S, BACKOFF_BASE_S * (2**attempt)))
+    if retry_after > 0:
+        delay = max(delay, rng.uniform(0.5, 1.5) * min(retry_after, BACKOFF_CAP_S))
+    return delay
 
 
 TaskRunner = Callable[[ActiveVersion, dict[str, bytes], dict], RunOutcome]
@@ -161,6 +178,9 @@ class DeviceClient:
         self._upload_waiters: dict[str, asyncio.Future] = {}
         self._background: set[asyncio.Task] = set()
         self._hello_queued = False
+        self._hello_id = ""
+        self._retry_after = 0.0  # the server's last "busy" hint, for the next reconnect
+        self._served = False  # this session got a `desired`: the server is taking us
 
     # persistence of pending messages (real devices; simulated ones keep them in memory)
     def _pending_path(self) -> Path | None:
@@ -212,12 +232,12 @@ class DeviceClient:
                     ws_url(self.identity.server),
                     additional_headers={"Authorization": f"Bearer {self.identity.token}"},
                     open_timeout=30,
-                    # A server busy for 20 s (the default) must not set off a reconnect storm.
-                    ping_interval=30,
+                    # A server busy for 20 s (the default) must not set off a reconnect storm;
+                    # one ping a minute keeps NAT mappings and finds a dead server.
+                    ping_interval=60,
                     ping_timeout=120,
                     max_size=protocol.MAX_FRAME_BYTES * 4,
                 ) as ws:
-                    attempt = 0
                     await self._session(ws, stop)
             except InvalidStatus as exc:
                 status = exc.response.status_code
@@ -225,6 +245,11 @@ class DeviceClient:
                     "device %s: server refused the connection (%s)", self.identity.device_id, status
                 )
                 self.stats.errors.append(f"handshake {status}")
+            except ConnectionClosed as exc:
+                if exc.rcvd is not None and exc.rcvd.code == TRY_AGAIN_LATER:
+                    log.info("device %s: server busy, reconnecting later", self.identity.device_id)
+                else:
+                    log.info("device %s: connection lost: %s", self.identity.device_id, exc)
             except (OSError, WebSocketException, TimeoutError) as exc:
                 log.info("device %s: connection lost: %s", self.identity.device_id, exc)
             finally:
@@ -232,7 +257,11 @@ class DeviceClient:
                 self.connected.clear()
             if stop.is_set():
                 break
-            delay = backoff_delay(attempt, self.rng)
+            if self._served:
+                attempt = 0  # the server took us: a later drop starts the backoff afresh
+            delay = backoff_delay(attempt, self.rng, self._retry_after)
+            self._retry_after = 0.0
+            self._served = False
             attempt += 1
             try:
                 await asyncio.wait_for(stop.wait(), timeout=delay)
@@ -282,13 +311,23 @@ class DeviceClient:
             task: {"version": av.version, "digest": av.digest}
             for task, av in self.cache.all_active().items()
         }
+        self._hello_id = uuid.uuid4().hex
         await self._send(
-            protocol.message("hello", attrs=self.attrs, current=current, id=uuid.uuid4().hex)
+            protocol.message("hello", attrs=self.attrs, current=current, id=self._hello_id)
         )
+
+    async def _send_again_later(self, ref: str | None, delay: float) -> None:
+        """The server was busy and stored nothing: send that message again after `delay`."""
+        await asyncio.sleep(delay * self.rng.uniform(1.0, 1.5))
+        if ref is not None and ref in self._pending:
+            await self._send(self._pending[ref])
+        elif ref is not None and ref == self._hello_id:
+            await self._send_hello()
 
     def _handle(self, msg: dict) -> None:
         mtype = msg["type"]
         if mtype == "desired":
+            self._served = True
             self._desired = msg["tasks"]
             self._schedule_sync()
         elif mtype == "notify":
@@ -316,6 +355,12 @@ class DeviceClient:
                 msg["message"],
             )
             self.stats.errors.append(f"{msg['code']}: {msg['message']}")
+            if msg.get("retry_after") is not None:
+                # Busy: nothing was stored. Send the message again later (or, before a close
+                # with 1013, reconnect later); it stays pending meanwhile.
+                self._retry_after = float(msg["retry_after"])
+                if msg.get("ref"):
+                    self._spawn(self._send_again_later(msg["ref"], self._retry_after))
             # A rejected message will be rejected again: do not resend it forever.
             if (
                 msg.get("ref")
@@ -439,11 +484,24 @@ class DeviceClient:
                 raise VerifyError(
                     "download_failed", f"manifest download answered {response.status_code}"
                 )
-            manifest = verify_manifest(response.json(), self.identity.release_key, entry["digest"])
+            document = response.json()
+            manifest = verify_manifest(document, self.identity.release_key, entry["digest"])
             blob_base = manifest_url.rsplit("/manifests/", 1)[0] + "/blobs/"
+            inline = document.get("inline") if isinstance(document.get("inline"), dict) else {}
             for f in manifest["files"]:
                 if self.cache.has(f["sha256"]):
                     continue  # cached (e.g. the previous version's files on a rollback)
+                if isinstance(inline.get(f["sha256"]), str):
+                    # Small files come inside the manifest document; put() checks the hash the
+                    # signed manifest names, as for a download.
+                    try:
+                        data = base64.b64decode(inline[f["sha256"]], validate=True)
+                    except binascii.Error:
+                        raise VerifyError(
+                            "bad_manifest", f"{f['path']}: inlined content is not base64"
+                        ) from None
+                    self.cache.put(f["sha256"], data)
+                    continue
                 blob = await self.http.get(blob_base + f["sha256"])
                 if blob.status_code != 200:
                     raise VerifyError(

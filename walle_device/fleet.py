@@ -7,6 +7,7 @@ import random
 import sys
 import time
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -51,10 +52,32 @@ def make_attrs(rng: random.Random) -> dict:
     }
 
 
+class GatedHTTP:
+    """One HTTP client shared by a whole simulated fleet, entered by at most `limit`
+    requests at a time. Thousands of devices pulling at once otherwise all wait inside
+    httpcore's pool, whose every hand-out scans the waiters: at 10k devices the simulator,
+    not the server, set the pace of the pull phase (bench/README.md)."""
+
+    def __init__(self, client: httpx.AsyncClient, limit: int) -> None:
+        self.client = client
+        self.gate = asyncio.Semaphore(limit)
+
+    async def get(self, *args, **kwargs) -> httpx.Response:
+        async with self.gate:
+            return await self.client.get(*args, **kwargs)
+
+    async def post(self, *args, **kwargs) -> httpx.Response:
+        async with self.gate:
+            return await self.client.post(*args, **kwargs)
+
+    async def aclose(self) -> None:
+        await self.client.aclose()
+
+
 @dataclass
 class Fleet:
     devices: list[DeviceClient]
-    http: httpx.AsyncClient
+    http: GatedHTTP
     reused: int = 0  # devices an earlier start enrolled (from the identities file)
 
     def summary(self) -> dict:
@@ -79,14 +102,23 @@ async def build_fleet(
     *,
     seed: int = 1,
     http: httpx.AsyncClient | None = None,
-    concurrency: int = 32,
+    concurrency: int = 64,
     vm: object | None = None,
+    identity_for: Callable[[int], Identity] | None = None,
     identities_file: Path | None = None,
 ) -> Fleet:
-    """Enroll `n` simulated devices (concurrently, bounded) and return their clients; with
+    """Enroll `n` simulated devices (concurrently, bounded) and return their clients.
+
+    `identity_for(i)` skips enrollment (a benchmark peer that has no enrollment API); with
     `identities_file`, reuse the devices enrolled by an earlier start (and store new ones)."""
-    http = http or httpx.AsyncClient(
-        timeout=60, limits=httpx.Limits(max_connections=64, max_keepalive_connections=64)
+    connections = 64
+    gated = GatedHTTP(
+        http
+        or httpx.AsyncClient(
+            timeout=60,
+            limits=httpx.Limits(max_connections=connections, max_keepalive_connections=connections),
+        ),
+        connections,
     )
     rng = random.Random(seed)
     attrs_list = [make_attrs(rng) for _ in range(n)]
@@ -94,15 +126,17 @@ async def build_fleet(
     stored: list[Identity | None] = (
         list(identities.load(identities_file, server)[:n]) if identities_file else []
     )
-    known = await identities.still_enrolled(http, stored) if stored else []
+    known = await identities.still_enrolled(gated, stored) if stored else []
     # A device the server forgot (its database was reset) enrolls again in its place.
     stored = [i if ok else None for i, ok in zip(stored, known, strict=True)]
 
     async def one(i: int) -> DeviceClient:
         identity = stored[i] if i < len(stored) else None
-        if identity is None:
+        if identity_for is not None:
+            identity = identity_for(i)
+        elif identity is None:
             async with gate:
-                identity = await enroll(http, server, enroll_key, attrs_list[i])
+                identity = await enroll(gated, server, enroll_key, attrs_list[i])
         # One VM for the whole simulated fleet, tasks scoped per device (the process's
         # shared VM unless the caller passes one).
         runner = VMRunner(
@@ -112,7 +146,7 @@ async def build_fleet(
             identity,
             attrs_list[i],
             BundleCache(None),
-            http,
+            gated,
             rng=random.Random(seed * 1_000_003 + i),
             runner=runner,
         )
@@ -120,7 +154,7 @@ async def build_fleet(
     devices = await asyncio.gather(*(one(i) for i in range(n)))
     if identities_file:
         identities.save(identities_file, [d.identity for d in devices])
-    return Fleet(devices=list(devices), http=http, reused=sum(1 for i in stored if i))
+    return Fleet(devices=list(devices), http=gated, reused=sum(1 for i in stored if i))
 
 
 async def run_fleet(

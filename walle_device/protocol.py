@@ -138,8 +138,10 @@ SCHEMAS: dict[str, dict[str, Field]] = {
     "ping": {"t": (_NUM, False, TIME)},
     "pong": {"t": (_NUM, False, TIME)},
     # server -> device: what was wrong with a frame; the connection stays open. `ref` names
-    # the refused message when its id could be read; `retry_after` (seconds) marks a refusal
-    # the device should retry later (rate_limited), every other code is final.
+    # the refused message when its id could be read. `retry_after` (seconds) marks a refusal
+    # to retry later (codes rate_limited, busy, server_error: nothing was stored, send the
+    # message again after that many seconds; before a close with code 1013 it is how long to
+    # wait before reconnecting); every other code is final.
     "error": {
         "code": (_STR, True),
         "message": (_STR, True),
@@ -149,7 +151,7 @@ SCHEMAS: dict[str, dict[str, Field]] = {
 }
 
 # Error codes after which the device must drop the message instead of sending it again: the
-# same bytes would be refused the same way. `rate_limited` is the one to retry (later).
+# same bytes would be refused the same way. The RETRY_ERROR_CODES say "send it again later".
 FINAL_ERROR_CODES = frozenset(
     {
         "malformed",
@@ -161,7 +163,7 @@ FINAL_ERROR_CODES = frozenset(
         "rejected",
     }
 )
-RETRY_ERROR_CODES = frozenset({"rate_limited"})
+RETRY_ERROR_CODES = frozenset({"rate_limited", "busy", "server_error"})
 
 DEVICE_TO_SERVER = frozenset({"hello", "report", "run_stats", "upload", "ping"})
 SERVER_TO_DEVICE = frozenset({"desired", "notify", "upload_ack", "ack", "pong", "error"})

@@ -1,5 +1,7 @@
-"""ASGI entry point: HTTP through Django, websockets through Channels."""
+"""ASGI entry point: content downloads and device enrollment on the event loop (they are
+most of a fleet's HTTP requests), other HTTP through Django, websockets through Channels."""
 
+import asyncio
 import os
 
 from django.core.asgi import get_asgi_application
@@ -16,12 +18,15 @@ django_asgi_app = ASGIStaticFilesHandler(django_asgi_app)
 from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402
 
 from console.routing import websocket_urlpatterns as console_ws  # noqa: E402
+from devices import enroll  # noqa: E402
+from devices.push import registry  # noqa: E402
 from devices.routing import websocket_urlpatterns as device_ws  # noqa: E402
+from tasks.content import ContentHandler  # noqa: E402
 from walle_web import relay  # noqa: E402
 
 relay.IN_SERVER = True
 
-application = ProtocolTypeRouter(
+router = ProtocolTypeRouter(
     {
         "http": django_asgi_app,
         # Devices authenticate with their token header, not cookies, so no origin check for them;
@@ -29,3 +34,21 @@ application = ProtocolTypeRouter(
         "websocket": URLRouter(device_ws + console_ws),
     }
 )
+content = ContentHandler(fallback=django_asgi_app)
+
+
+async def application(scope, receive, send):
+    if scope["type"] in ("http", "websocket"):
+        # The first request binds this process's loop: publishes from threads go to it
+        # without waiting, and the process subscribes to notices and release changes.
+        loop = asyncio.get_running_loop()
+        if relay.server_loop() is not loop:
+            relay.bind_server_loop(loop)
+            registry.ensure_listener()
+    if content.handles(scope):
+        await content(scope, receive, send)
+        return
+    if enroll.handles(scope):
+        await enroll.enroll_app(scope, receive, send)
+        return
+    await router(scope, receive, send)

@@ -34,8 +34,14 @@ def env_list(name: str, default: list[str]) -> list[str]:
     return [item.strip() for item in raw.split(",") if item.strip()]
 
 
-def database_from_url(url: str, base_dir: str) -> dict:
-    """Turn `sqlite:///path` or `postgres://user:pw@host:port/name` into a DATABASES entry."""
+def database_from_url(url: str, base_dir: str, pool_size: int = 8) -> dict:
+    """Turn `sqlite:///path` or `postgres://user:pw@host:port/name` into a DATABASES entry.
+
+    PostgreSQL connections come from a pool of at most `pool_size` per process: Django runs
+    each request's sync code on a thread of its own, and with persistent connections
+    (`conn_max_age`) every such thread kept one open, so two servers enrolling a few hundred
+    devices at once ran PostgreSQL out of connections ("too many clients already").
+    """
     parts = urlsplit(url)
     scheme = parts.scheme
     if scheme == "sqlite":
@@ -60,6 +66,17 @@ def database_from_url(url: str, base_dir: str) -> dict:
         }
     if scheme in ("postgres", "postgresql", "pgsql"):
         query = {k: v[-1] for k, v in parse_qs(parts.query).items()}
+        conn_max_age = int(query.pop("conn_max_age", "0"))
+        if pool_size > 0:
+            if conn_max_age:
+                raise ValueError(
+                    "DATABASE_URL has conn_max_age, which the connection pool replaces: remove "
+                    "?conn_max_age=… (the pool keeps connections open and bounds them per "
+                    "process with WALLE_DB_POOL_SIZE), or set WALLE_DB_POOL_SIZE=0 to use "
+                    "persistent connections without a bound"
+                )
+            # Waiting up to `timeout` for a free connection is what bounds the process.
+            query["pool"] = {"min_size": 1, "max_size": pool_size, "timeout": 30}
         return {
             "ENGINE": "django.db.backends.postgresql",
             "NAME": unquote(parts.path.lstrip("/")) or "postgres",
@@ -67,7 +84,7 @@ def database_from_url(url: str, base_dir: str) -> dict:
             "PASSWORD": unquote(parts.password or ""),
             "HOST": parts.hostname or "",
             "PORT": str(parts.port or ""),
-            "CONN_MAX_AGE": int(query.pop("conn_max_age", "0")),
+            "CONN_MAX_AGE": conn_max_age,
             "OPTIONS": query,
         }
     raise ValueError(

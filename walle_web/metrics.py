@@ -18,7 +18,13 @@ from devices.push import registry
 from releases.models import Deployment, Release
 
 # Incremented by the device consumer in this process.
-COUNTERS = {"reports_received": 0, "uploads_received": 0, "frames_rejected": 0}
+COUNTERS = {
+    "reports_received": 0,
+    "uploads_received": 0,
+    "frames_rejected": 0,
+    "messages_deferred": 0,
+    "handshakes_deferred": 0,
+}
 
 
 def _lines(name: str, kind: str, help_text: str, samples: list[tuple[dict, float]]) -> list[str]:
@@ -99,6 +105,18 @@ def metrics(request: HttpRequest) -> HttpResponse:
             "counter",
             "Device frames answered with an error by this process.",
             [({}, COUNTERS["frames_rejected"])],
+        ),
+        *_lines(
+            "walle_process_messages_deferred_total",
+            "counter",
+            "Device messages answered 'busy, retry_after' because the ingest queue was full.",
+            [({}, COUNTERS["messages_deferred"])],
+        ),
+        *_lines(
+            "walle_process_handshakes_deferred_total",
+            "counter",
+            "Device handshakes closed with 1013 (try again later) under overload.",
+            [({}, COUNTERS["handshakes_deferred"])],
         ),
     ]
     return HttpResponse("\n".join(lines) + "\n", content_type="text/plain; version=0.0.4")

@@ -13,6 +13,7 @@ server publishes itself (RELAY_SHAPES): a forged or malformed message never reac
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import hmac
 import json
@@ -45,18 +46,41 @@ RELAY_SHAPES: dict[str, tuple[re.Pattern, dict[str, tuple]]] = {
     "release.notice": (
         re.compile(r"^walle\.notices$"),
         {
+            "app": (int, True, protocol.ROW_ID),
             "task": (str, True, protocol.TASK_NAME),
             "version": (int, True, protocol.VERSION),
             "digest": (str, True, protocol.DIGEST),
             "device_uids": _UIDS,
         },
     ),
+    "release.changed": (re.compile(r"^walle\.notices$"), {"app": (int, True, protocol.ROW_ID)}),
     "device.revoked": (re.compile(r"^walle\.notices$"), {"device_uids": _UIDS}),
     "release.update": (
         re.compile(r"^console\.(release|app)\.\d{1,19}$"),
         {"release": (int, True, protocol.ROW_ID), "kind": (str, True, protocol.Bound(max_len=32))},
     ),
 }
+
+_server_loop: asyncio.AbstractEventLoop | None = None
+
+
+def bind_server_loop(loop: asyncio.AbstractEventLoop) -> None:
+    """Remember the server's event loop (walle_web.asgi does, on its first call)."""
+    global _server_loop
+    _server_loop = loop
+
+
+def server_loop() -> asyncio.AbstractEventLoop | None:
+    """The running server event loop of this process, if there is one."""
+    loop = _server_loop
+    if loop is None or loop.is_closed() or not loop.is_running():
+        return None
+    return loop
+
+
+def _log_failure(future) -> None:
+    if not future.cancelled() and future.exception() is not None:
+        log.warning("channel-layer publish failed: %s", future.exception())
 
 
 def relay_key() -> bytes | None:
@@ -101,8 +125,9 @@ def group_send(group: str, message: dict, *, skip_if_empty: bool = False) -> Non
     """Publish one message to a channel-layer group, from any process.
 
     `skip_if_empty`: in the server process of the embedded configuration, where the group's
-    members are visible, skip the (blocking) hop to the event loop when nobody listens, as
-    for a release dashboard nobody has open while thousands of devices report.
+    members are visible, skip the publish when nobody listens (a release dashboard nobody
+    has open). In a server process the publish is handed to the event loop and never
+    waited for; elsewhere (the rollout worker, a shell) it is sent before returning.
     """
     layer = get_channel_layer()
     if (
@@ -135,6 +160,22 @@ def group_send(group: str, message: dict, *, skip_if_empty: bool = False) -> Non
             # Devices still converge: they ask for their desired state on every reconnect.
             log.warning("relay to %s failed: %s", settings.WALLE_RELAY_URL, exc)
         return
+    loop = server_loop()
+    if loop is not None:
+        # In a server process: hand the publish to the event loop and return. The callers are
+        # the ingest writer and request threads after commit; neither must wait for a loop
+        # that is busy with thousands of sockets.
+        try:
+            running = asyncio.get_running_loop()
+        except RuntimeError:
+            running = None
+        if running is loop:
+            loop.create_task(layer.group_send(group, message)).add_done_callback(_log_failure)
+        else:
+            asyncio.run_coroutine_threadsafe(
+                layer.group_send(group, message), loop
+            ).add_done_callback(_log_failure)
+        return
     async_to_sync(layer.group_send)(group, message)
 
 
@@ -155,5 +196,5 @@ def relay(request: HttpRequest) -> HttpResponse:
         group, message = check_message(protocol.loads_strict(body))
     except (ValueError, UnicodeDecodeError) as exc:
         return _refuse(400, str(exc))
-    async_to_sync(get_channel_layer().group_send)(group, message)
+    group_send(group, message)
     return JsonResponse({"ok": True})

@@ -100,7 +100,9 @@ TEMPLATES = [
 ]
 
 DATABASE_URL = env_str("DATABASE_URL", f"sqlite:///{VAR_DIR / 'walle.sqlite3'}")
-DATABASES = {"default": database_from_url(DATABASE_URL, str(BASE_DIR))}
+# PostgreSQL: at most this many connections per process (0: no pool); see docs/operations.md.
+DB_POOL_SIZE = env_int("WALLE_DB_POOL_SIZE", 8)
+DATABASES = {"default": database_from_url(DATABASE_URL, str(BASE_DIR), DB_POOL_SIZE)}
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 # Channel layer: in-process by default. With REDIS_URL, the pub/sub layer, so a release notice
@@ -300,6 +302,23 @@ SECURE_CSP = {
     "frame-ancestors": [CSP.NONE],
     "form-action": [CSP.SELF],
 }
+
+# The device ingest path (devices/ingest.py): one writer per process applies device messages
+# in batches of at most WALLE_INGEST_BATCH, waiting WALLE_INGEST_WINDOW_MS for company; past
+# WALLE_INGEST_QUEUE waiting messages a device is told to retry later.
+WALLE_INGEST_QUEUE = env_int("WALLE_INGEST_QUEUE", 20000)
+WALLE_INGEST_BATCH = env_int("WALLE_INGEST_BATCH", 500)
+WALLE_INGEST_WINDOW_MS = env_int("WALLE_INGEST_WINDOW_MS", 5)
+# A websocket handshake not authenticated within this many seconds is accepted and closed
+# with 1013 (try again later); keep it well below daphne's --websocket_connect_timeout (run
+# daphne with 30; its default 5 s answers 403, the status of a bad token).
+WALLE_CONNECT_BUDGET_S = float(env_str("WALLE_CONNECT_BUDGET_S", "3"))
+# Safety net for the per-process cache of each app's active releases (releases/desired.py),
+# which every process drops on a release change anyway.
+WALLE_RELEASE_CACHE_TTL = float(env_str("WALLE_RELEASE_CACHE_TTL", "5"))
+# Files up to this size are inlined in the manifest document (at most the total per version).
+WALLE_INLINE_MAX_BYTES = env_int("WALLE_INLINE_MAX_BYTES", 16 * 1024)
+WALLE_INLINE_TOTAL_BYTES = env_int("WALLE_INLINE_TOTAL_BYTES", 64 * 1024)
 
 LOGGING = {
     "version": 1,

@@ -232,6 +232,9 @@ def test_release_list_and_dashboard_show_counts_and_failures(cast):
     dashboard = viewer.get(url("release", cast, release_id=release.pk)).content.decode()
     assert "oom" in dashboard and "out of memory" in dashboard
     assert deployment.device.uid in dashboard  # a sample device of the failure
+    # The other devices were offline at the start: admitted, not rung yet, and shown so.
+    pending = len(cast.devices) - 1
+    assert f"<span data-stage-pending>{pending}</span> not rung yet" in dashboard
     assert 'data-count="failed">1<' in dashboard
 
 

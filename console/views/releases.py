@@ -12,10 +12,10 @@ from console.access import app_page
 from console.queries import counts_for_releases, keyset_page
 from console.views.base import page
 from devices.models import DeviceGroup
+from devices.targeting import TARGET_KEYS
 from releases import compare, gates, monitoring, policy
 from releases.choices import ReleaseState
 from releases.models import Release
-from releases.targeting import TARGET_KEYS
 from tasks.models import Task
 
 ACTIONS = {

@@ -30,8 +30,8 @@ from devices.api.serializers import (
     TunnelAckSerializer,
     TunnelBatchSerializer,
 )
+from devices.enroll import enrolled_body
 from devices.models import Device, Result
-from tasks.signing import public_key_b64
 from walle_device import protocol
 from walle_web.filters import ListFiltersOnly
 from walle_web.params import ParamError, whole_number
@@ -63,13 +63,7 @@ class EnrollView(APIView):
             return Response({"attrs": [exc.message]}, status=status.HTTP_400_BAD_REQUEST)
         except services.EnrollmentError as exc:
             return Response({"enrollment_key": [str(exc)]}, status=status.HTTP_403_FORBIDDEN)
-        data = {
-            "device_id": device.uid,
-            "token": token,
-            "app": device.app.slug,
-            "release_key": public_key_b64(),
-        }
-        return Response(data, status=status.HTTP_201_CREATED)
+        return Response(enrolled_body(device, token), status=status.HTTP_201_CREATED)
 
 
 class DeviceViewSet(

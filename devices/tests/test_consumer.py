@@ -18,9 +18,15 @@ from walle_web.asgi import application
 pytestmark = pytest.mark.django_db(transaction=True)
 
 
+class Communicator(WebsocketCommunicator):
+    async def connect(self, timeout: float = 10):
+        # The token check is a trip through the ingest writer: give a loaded machine time.
+        return await super().connect(timeout)
+
+
 def connect(token: str | None) -> WebsocketCommunicator:
     headers = [(b"authorization", f"Bearer {token}".encode())] if token else []
-    return WebsocketCommunicator(application, "/ws/device/", headers=headers)
+    return Communicator(application, "/ws/device/", headers=headers)
 
 
 async def receive(comm: WebsocketCommunicator) -> dict:
@@ -187,16 +193,119 @@ def test_uploads_are_stored_once_and_acked_every_time(cast):
 def test_presence_follows_the_connection(cast):
     device = cast.devices[0]
 
+    def is_online() -> bool:
+        return type(device).objects.get(pk=device.pk).online
+
     async def go():
         comm = connect(cast.tokens[device.uid])
         await comm.connect()
-        await send(comm, "ping")
-        online = await database_sync_to_async(
-            lambda: type(device).objects.get(pk=device.pk).online
-        )()
+        # Presence goes through the ingest writer, ahead of the hello in its queue: once the
+        # hello is answered, the connection is recorded.
+        await send(comm, "hello", attrs={}, current={})
+        online = await database_sync_to_async(is_online)()
         await comm.disconnect()
+        for _ in range(100):  # the disconnect is applied by the writer's next batch
+            if not await database_sync_to_async(is_online)():
+                break
+            await asyncio.sleep(0.05)
         return online
 
     assert run(go()) is True
     device.refresh_from_db()
     assert device.online is False and device.last_seen is not None
+
+
+def test_an_overloaded_server_says_try_again_later_not_forbidden(cast, settings):
+    settings.WALLE_INGEST_QUEUE = 0  # nothing fits: not even the handshake's token check
+
+    async def go():
+        comm = connect(cast.tokens[cast.devices[0].uid])
+        connected, _ = await comm.connect()
+        assert connected  # accepted, so it can say why it closes: 1013, not a 403
+        busy = await receive(comm)
+        assert (busy["type"], busy["code"]) == ("error", "busy") and busy["retry_after"] >= 1
+        assert await comm.receive_output(timeout=5) == {"type": "websocket.close", "code": 1013}
+
+    run(go())
+
+
+def test_a_full_queue_answers_retry_after_and_stores_nothing(cast):
+    release = start_release(create_release(cast.version))
+    device = cast.devices[0]
+    dep = Deployment.objects.get(release=release, device=device)
+
+    async def go():
+        from devices.ingest import ingest
+
+        comm = connect(cast.tokens[device.uid])
+        assert (await comm.connect())[0]
+        ingest().max_pending = 0
+        busy = await send(comm, "report", id="r1", deployment=dep.pk, state="downloading")
+        assert busy["code"] == "busy" and busy["ref"] == "r1" and busy["retry_after"] > 0
+        ingest().max_pending = 100
+        ack = await send(comm, "report", id="r1", deployment=dep.pk, state="downloading")
+        assert ack == protocol.message("ack", ref="r1")
+        await comm.disconnect()
+
+    run(go())
+    assert dep.events.count() == 1
+
+
+def test_a_batch_that_cannot_commit_is_not_acked(cast, monkeypatch):
+    from django.db import OperationalError
+
+    from releases import services
+
+    release = start_release(create_release(cast.version))
+    device = cast.devices[0]
+    dep = Deployment.objects.get(release=release, device=device)
+
+    def locked(reports):
+        raise OperationalError("database is locked")
+
+    async def go():
+        comm = connect(cast.tokens[device.uid])
+        assert (await comm.connect())[0]
+        monkeypatch.setattr(services, "record_reports", locked)
+        busy = await send(comm, "report", id="r1", deployment=dep.pk, state="downloading")
+        assert busy["code"] == "busy" and busy["ref"] == "r1" and busy["retry_after"] > 0
+        await comm.disconnect()
+
+    run(go())
+    dep.refresh_from_db()
+    assert dep.state == "pending" and dep.events.count() == 0
+
+
+def test_messages_of_many_devices_share_one_transaction(cast):
+    release = start_release(create_release(cast.version))
+
+    async def go():
+        from devices.ingest import ingest
+
+        comms = []
+        for device in cast.devices:
+            comm = connect(cast.tokens[device.uid])
+            assert (await comm.connect())[0]
+            comms.append((comm, device))
+        uids = [d.uid for d in cast.devices]
+        online = database_sync_to_async(
+            lambda: type(cast.devices[0]).objects.filter(uid__in=uids, online=True).count()
+        )
+        while await online() < len(uids):  # the connections' presence batch is done
+            await asyncio.sleep(0.05)
+        # The writer now waits this long for company after a first message: all four
+        # hellos arrive meanwhile and go in one batch.
+        ingest().window_s = 2.0
+        batches = ingest().batches
+        for comm, _ in comms:  # sent together: one batch, one commit
+            await comm.send_to(
+                text_data=json.dumps(protocol.message("hello", attrs={}, current={}, id="h"))
+            )
+        answers = [protocol.decode(await comm.receive_from(timeout=10)) for comm, _ in comms]
+        assert ingest().batches == batches + 1
+        for comm, _ in comms:
+            await comm.disconnect()
+        return answers
+
+    answers = run(go())
+    assert {a["tasks"][0]["release"] for a in answers} == {release.pk}

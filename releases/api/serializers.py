@@ -3,13 +3,14 @@ from __future__ import annotations
 from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
-from releases import policy, targeting
+from devices import targeting
+from releases import policy
 from releases.models import Deployment, DeploymentEvent, Release
 from tasks.api.serializers import VisibleVersionField
 
 
 # Typed in the OpenAPI schema from the same tables that validate them (releases/policy.py,
-# releases/targeting.py); the service layer does the checking and says what to fix.
+# devices/targeting.py); the service layer does the checking and says what to fix.
 @extend_schema_field(policy.stages_schema())
 class StagesField(serializers.JSONField):
     pass

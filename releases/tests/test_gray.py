@@ -10,15 +10,15 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from accounts.models import AuditEntry
+from devices import targeting
 from devices.services import device_hello
-from releases import targeting
+from releases.desired import desired_state
 from releases.models import Deployment, Release
 from releases.services import (
     ReleaseError,
     abort_release,
     advance_release,
     create_release,
-    desired_state,
     evaluate_release,
     pause_release,
     pin_device,

@@ -10,9 +10,10 @@ from statistics import NormalDist
 import pytest
 from django.utils import timezone
 
+from devices import targeting
 from devices.models import RunStat
 from devices.services import record_run_stats
-from releases import gates, targeting, timeline
+from releases import gates, timeline
 from releases.compare import new_vs_control
 from releases.models import Deployment, DeploymentEvent, Release
 from releases.monitoring import deployment_counts

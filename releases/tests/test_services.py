@@ -7,11 +7,11 @@ from devices.models import DeviceGroup
 from devices.services import device_hello
 from releases import services
 from releases.choices import DeploymentState, ReleaseState
+from releases.desired import desired_state
 from releases.models import Deployment, DeploymentEvent
 from releases.services import (
     ReleaseError,
     create_release,
-    desired_state,
     record_report,
     start_release,
 )

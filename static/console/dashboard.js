@@ -289,6 +289,9 @@
       li.querySelector("[data-stage-total]").textContent = c.total;
       li.querySelector("[data-stage-ok]").textContent = c.succeeded;
       li.querySelector("[data-stage-failed]").textContent = (c.failed || 0) + (c.timed_out || 0);
+      // Pending = admitted but not rung yet: the stage is not finished while they wait.
+      const pending = li.querySelector("[data-stage-pending]");
+      if (pending && c.pending !== undefined) pending.textContent = c.pending;
     });
   }
 

@@ -17,7 +17,7 @@ import httpx
 import pytest
 
 from alerts.tests.receiver import Receiver, verify
-from releases import targeting
+from devices import targeting
 from tests.browser.conftest import BackgroundFleet, shot
 from walle_web.tests.test_stats import fisher_by_enumeration
 

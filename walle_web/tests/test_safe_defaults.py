@@ -118,6 +118,7 @@ def body(message: dict, group: str = NOTICE_GROUP, sent_at: float | None = None)
 
 NOTICE = {
     "type": "release.notice",
+    "app": 1,
     "task": "item-features",
     "version": 2,
     "digest": "a" * 64,
@@ -186,7 +187,7 @@ def test_a_malformed_notice_does_not_stop_the_push_listener(settings):
         import asyncio
 
         registry.add(socket)
-        await registry.ensure_listener()
+        registry.ensure_listener()
         await asyncio.sleep(0)
         layer = get_channel_layer()
         await layer.group_send(NOTICE_GROUP, {"type": "release.notice", "task": "t"})

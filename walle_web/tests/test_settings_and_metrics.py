@@ -16,7 +16,7 @@ def ids(settings_problems):
 
 def test_database_urls_parse_for_both_backends(tmp_path):
     pg = database_from_url(
-        "postgres://walle:s%40cret@db.local:5433/walle?conn_max_age=60", str(tmp_path)
+        "postgres://walle:s%40cret@db.local:5433/walle?conn_max_age=60", str(tmp_path), 0
     )
     assert (
         pg["ENGINE"],
@@ -35,6 +35,10 @@ def test_database_urls_parse_for_both_backends(tmp_path):
         "5433",
         60,
     )
+    pooled = database_from_url("postgres://walle@db.local/walle", str(tmp_path), 6)
+    assert pooled["CONN_MAX_AGE"] == 0 and pooled["OPTIONS"]["pool"]["max_size"] == 6
+    with pytest.raises(ValueError, match="WALLE_DB_POOL_SIZE"):
+        database_from_url("postgres://walle@db.local/walle?conn_max_age=60", str(tmp_path), 6)
     assert database_from_url("sqlite:///var/x.sqlite3", str(tmp_path))["NAME"] == str(
         tmp_path / "var/x.sqlite3"
     )
