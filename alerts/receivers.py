@@ -73,5 +73,10 @@ def on_release_outcome(sender, release, event: str, detail: dict, **kwargs) -> N
 
 
 @receiver(worker_tick, dispatch_uid="alerts.worker_tick")
-def on_worker_tick(sender, **kwargs) -> None:
-    worker.ensure_running()
+def on_worker_tick(sender, once: bool = False, **kwargs) -> None:
+    # A single pass (`rolloutd --once`) checks and delivers in line: a loop thread would
+    # outlive the pass it belongs to.
+    if once:
+        worker.run_once()
+    else:
+        worker.ensure_running()

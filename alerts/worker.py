@@ -28,8 +28,8 @@ def run_once() -> dict:
 
 def _loop() -> None:
     while not _stop.is_set():
-        close_old_connections()
         try:
+            close_old_connections()
             run_once()
         except Exception:  # keep looping: the next pass retries from the database
             log.exception("the alert loop failed; retrying")

@@ -82,6 +82,7 @@ def release_event(release, event: str, **detail) -> None:
 
 # Sent by the rollout worker on every pass (`manage.py rolloutd`), so apps above releases can
 # do periodic work in the worker without releases importing them (alerts deliver their outbox).
+# `once=True` on a single pass (`rolloutd --once`): do the work in line, start nothing.
 worker_tick = Signal()
 
 

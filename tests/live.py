@@ -187,6 +187,9 @@ def live_server(
             conn.execute(f'CREATE DATABASE "{dbname}" TEMPLATE template0')  # nobody connects to it
         env["DATABASE_URL"] = PG_URL + dbname
         env["REDIS_URL"] = REDIS_URL
+        # Throttle counters live in Redis keyed by user id, and every test database has a
+        # user 1: one prefix per database, as one deployment has one prefix.
+        env["WALLE_CACHE_PREFIX"] = dbname
         processes = processes or 2
     env.update(extra_env or {})
     processes = processes or 1

@@ -65,7 +65,9 @@ def wait_for_counts(api, release_id: int, want: dict, timeout: float = 90) -> di
 
 def test_a_version_goes_from_upload_to_every_device_and_back(server, tmp_path: Path):
     api = server.api()
-    task = api.post("/api/v1/tasks/", json={"app": server.app, "name": "item-features"}).json()
+    created = api.post("/api/v1/tasks/", json={"app": server.app, "name": "item-features"})
+    assert created.status_code == 201, created.text
+    task = created.json()
     v1 = upload_version(api, task["id"], {"main.py": TASK_V1})
 
     async def scenario():

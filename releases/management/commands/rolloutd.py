@@ -51,7 +51,7 @@ class Command(BaseCommand):
         while not stopping:
             close_old_connections()
             try:
-                worker_tick.send(sender=self.__class__)
+                worker_tick.send(sender=self.__class__, once=opts["once"])
                 if failing is None:
                     failing = set(
                         Release.objects.exclude(worker_error="").values_list("id", flat=True)
