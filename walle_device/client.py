@@ -33,7 +33,7 @@ from walle_device import protocol
 from walle_device.bundles import ActiveVersion, BundleCache, VerifyError, verify_manifest
 from walle_device.runner import RunOutcome, VMRunner, shared_vm
 from walle_device.stream import Stream
-from walle_device.tunnel import Tunnel
+from walle_device.tunnel import Tunnel, TunnelError
 
 log = logging.getLogger("walle_device")
 
@@ -114,6 +114,22 @@ def backoff_delay(attempt: int, rng: random.Random, retry_after: float = 0.0) ->
 
 
 TaskRunner = Callable[[ActiveVersion, dict[str, bytes], dict], RunOutcome]
+
+
+def _upload_batches(items: list[dict]) -> list[list[dict]]:
+    """Split a run's upload items over `upload` messages that each fit one frame."""
+    budget = protocol.MAX_FRAME_BYTES - 4096  # the envelope: type, id, version, brackets
+    batches: list[list[dict]] = [[]]
+    used = 0
+    for item in items:
+        size = len(json.dumps(item, separators=(",", ":")).encode()) + 1
+        full = len(batches[-1]) >= protocol.MAX_UPLOAD_ITEMS or used + size > budget
+        if batches[-1] and full:
+            batches.append([])
+            used = 0
+        batches[-1].append(item)
+        used += size
+    return batches
 
 
 @dataclass
@@ -562,10 +578,18 @@ class DeviceClient:
             payload = None
             if outcome.uploads:
                 payload = outcome.uploads[0] if len(outcome.uploads) == 1 else outcome.uploads
-            if fire_seq >= 0:
-                self.tunnel.complete_fire(active.task, active.version, fire_seq, payload)
-            else:
-                self.tunnel.enqueue(active.task, active.version, fire_seq, payload)
+            try:
+                if fire_seq >= 0:
+                    self.tunnel.complete_fire(active.task, active.version, fire_seq, payload)
+                else:
+                    self.tunnel.enqueue(active.task, active.version, fire_seq, payload)
+            except TunnelError as exc:
+                # The VM caps uploads at what a tunnel result carries, so this is a bug or a
+                # full outbox: say so, settle the fire without its result, keep running.
+                log.error("%s v%s: result not queued: %s", active.task, active.version, exc)
+                self.stats.run_errors += 1 if outcome.ok else 0
+                if fire_seq >= 0:
+                    self.tunnel.complete_fire(active.task, active.version, fire_seq, None)
         elif outcome.uploads:
             items = []
             for payload in outcome.uploads:
@@ -576,7 +600,8 @@ class DeviceClient:
                 items.append(
                     {"key": key, "task": active.task, "version": active.version, "payload": payload}
                 )
-            await self._queue(protocol.message("upload", id=uuid.uuid4().hex, items=items))
+            for batch in _upload_batches(items):
+                await self._queue(protocol.message("upload", id=uuid.uuid4().hex, items=batch))
         self._emit("run", {"task": active.task, "version": active.version, "ok": outcome.ok})
         return outcome
 

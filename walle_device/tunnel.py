@@ -56,6 +56,10 @@ CREATE TABLE IF NOT EXISTS fires (
 """
 
 
+#: Largest one result may be once JSON-encoded (the VM caps a run's uploads below it).
+MAX_ITEM_BYTES = 192 * 1024
+
+
 class TunnelError(ValueError):
     """A result the tunnel refuses (bad lane, unserialisable or oversized payload)."""
 
@@ -76,7 +80,7 @@ class Tunnel:
         *,
         max_items: int = 10_000,
         max_bytes: int = 32 * 1024 * 1024,
-        max_item_bytes: int = 192 * 1024,
+        max_item_bytes: int = MAX_ITEM_BYTES,
         batch_bytes: int = 192 * 1024,
         bulk_items: int = 64,
         bulk_bytes: int = 64 * 1024,

@@ -34,6 +34,7 @@ import threading
 import time
 import types
 from _thread import get_ident
+from json.encoder import c_encode_basestring_ascii as _json_escape
 from typing import Any
 
 GUEST_FILE = (lambda: 0).__code__.co_filename
@@ -41,13 +42,18 @@ MONITOR_TOOL = 4  # sys.monitoring tool ids 0-2 and 5 are named for debuggers et
 WATCHDOG_TICK_S = 0.01
 LOG_MAX_LINES = 200
 LOG_MAX_CHARS = 2000
-UPLOAD_MAX_BYTES = 1 << 20
+# One run's uploads together, JSON-expanded, one byte charged per upload for its separator:
+# they leave as one tunnel result (walle_device.tunnel caps an item at 192 KiB) or in upload
+# frames of at most walle_device.protocol.MAX_FRAME_BYTES, so the cap is what the wire carries
+# (test_upload_cap_fits_the_wire keeps the three in step; this file imports nothing of ours).
+UPLOAD_MAX_BYTES = 160 << 10
 TENSORS_MAX = 64
 TENSOR_BYTES_DEFAULT_CAP = 1 << 30
 OUTPUT_MAX_BYTES = 4 << 20
 PLAIN_MAX_DEPTH = 64
 PLAIN_MAX_ITEMS = 1_000_000
 PLAIN_MAX_INT_BITS = 14_000
+_STR_SLICE = 1 << 16  # characters escaped at a time when sizing a string
 READ_MAX_BYTES = 64 << 20
 SHUTDOWN_BUDGET_S = 1.0
 PAGE_SIZE = os.sysconf("SC_PAGE_SIZE") if hasattr(os, "sysconf") else 4096
@@ -163,10 +169,19 @@ def _charge(left: list[int], n: int, what: str, items: int = 0) -> None:
             raise TypeError(f"{what} holds more than {PLAIN_MAX_ITEMS} items in all")
 
 
-def _str_size(s: str) -> int:
-    # isascii() is O(1) for CPython's compact strings; JSON may write a non-ASCII code
-    # point as a 6-character \\uXXXX escape.
-    return len(s) + 2 if s.isascii() else 6 * len(s) + 2
+def _str_size(s: str, limit: int) -> int:
+    """The bytes JSON takes for `s` as the device sends it (ASCII-only JSON: a control
+    character is 6 bytes, an astral code point 12), counted in slices so a huge string is
+    never escaped whole; past `limit` the count stops (the caller refuses it anyway)."""
+    size = len(s) + 2
+    if size > limit:
+        return size
+    size = 2
+    for start in range(0, len(s), _STR_SLICE):
+        size += len(_json_escape(s[start : start + _STR_SLICE])) - 2
+        if size > limit:
+            break
+    return size
 
 
 def _plain(
@@ -189,7 +204,7 @@ def _plain(
         _charge(left, 24, what)
         return obj
     if t is str:
-        _charge(left, _str_size(obj), what)
+        _charge(left, _str_size(obj, left[1]), what)
         return obj
     if t is bytes or t is bytearray or t is memoryview:
         if json:
@@ -218,7 +233,7 @@ def _plain(
                 )
             if tk is float and json and not math.isfinite(k):
                 raise ValueError(f"{what}: a {k!r} dict key cannot go to JSON; use a str key")
-            _charge(left, _str_size(k) if tk is str else 24, what)
+            _charge(left, _str_size(k, left[1]) if tk is str else 24, what)
             value = _plain(v, what, depth + 1, left, copy, json)
             if copy:
                 out[k] = value
@@ -1035,7 +1050,7 @@ class _Run:
     def __init__(self, token: int, tensor_cap: int) -> None:
         self.token = token
         self.uploads: list[Any] = []
-        self.upload_bytes = 0
+        self.upload_bytes = 2  # the brackets of the list the host measures
         self.tensors: dict[str, Any] = {}
         self.tensor_bytes = 0
         self.tensor_cap = tensor_cap
@@ -1064,9 +1079,9 @@ def _make_context(
     def upload(payload: Any) -> None:
         """Queue `payload` (plain data) for the tunnel; it leaves with the run result."""
         payload = plain(
-            payload, "ctx.upload() payload", UPLOAD_MAX_BYTES - run.upload_bytes, json=True
+            payload, "ctx.upload() payload", UPLOAD_MAX_BYTES - run.upload_bytes - 1, json=True
         )
-        run.upload_bytes += expanded_size(payload)
+        run.upload_bytes += expanded_size(payload) + 1
         run.uploads.append(payload)
 
     def model(name: str) -> Any:
