@@ -47,7 +47,7 @@ def remove_member(app: App, user: AbstractBaseUser, *, by: AbstractBaseUser | No
     """Take a user's role in an app away; an app always keeps at least one admin."""
     with transaction.atomic():
         # Lock the app's memberships so two admins removing each other cannot both succeed.
-        memberships = list(Membership.objects.select_for_update().filter(app=app))
+        memberships = list(Membership.objects.select_for_update(no_key=True).filter(app=app))
         target = next((m for m in memberships if m.user_id == user.pk), None)
         if target is None:
             return

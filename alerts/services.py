@@ -459,7 +459,7 @@ def check_error_rates(*, now: datetime | None = None, force: bool = False) -> in
         with transaction.atomic():
             # Several workers serialize on the rule: one of them raises the alert.
             rule = (
-                ErrorRateRule.objects.select_for_update()
+                ErrorRateRule.objects.select_for_update(no_key=True)
                 .select_related("task", "app")
                 .filter(pk=rule_id)
                 .first()

@@ -148,7 +148,7 @@ def retire_device(device: Device, *, by: AbstractBaseUser | None = None) -> Devi
     from walle_web.relay import group_send
 
     with transaction.atomic():
-        locked = Device.objects.select_for_update().get(pk=device.pk)
+        locked = Device.objects.select_for_update(no_key=True).get(pk=device.pk)
         if locked.retired_at is not None:
             return locked
         locked.retired_at = timezone.now()

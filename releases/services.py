@@ -202,8 +202,13 @@ def _notify_pending(release: Release, now: datetime) -> int:
 
 
 def _locked(release: Release) -> Release:
+    # FOR NO KEY UPDATE, of the release row only: the key-share locks that PostgreSQL's
+    # deferred foreign-key checks take at commit (every event, deployment or running-version
+    # row that points at this release) do not wait for it, so a verb holding the release no
+    # longer deadlocks with an ingest batch committing reports of that release. Every lock in
+    # the project takes this mode: no verb changes a primary key.
     return (
-        Release.objects.select_for_update()
+        Release.objects.select_for_update(no_key=True, of=("self",))
         .select_related("task", "version", "app")
         .get(pk=release.pk)
     )
@@ -574,7 +579,8 @@ def record_reports(reports: list[Report]) -> tuple[list[ReleaseError | None], se
     outcomes: list[ReleaseError | None] = [None] * len(reports)
     ids = sorted({r.deployment_id for r in reports})
     deployments = {
-        d.pk: d for d in Deployment.objects.select_for_update().filter(pk__in=ids).order_by("pk")
+        d.pk: d
+        for d in Deployment.objects.select_for_update(no_key=True).filter(pk__in=ids).order_by("pk")
     }
     seen = set(
         DeploymentEvent.objects.filter(deployment_id__in=ids).values_list("deployment_id", "state")
@@ -742,7 +748,7 @@ def check_error_gate(release_id: int) -> str | None:
     """Evaluate only the error gate (cheap: two counts), as every failure report does."""
     with transaction.atomic():
         release = (
-            Release.objects.select_for_update()
+            Release.objects.select_for_update(no_key=True, of=("self",))
             .select_related("task", "version", "app")
             .filter(pk=release_id)
             .first()
@@ -757,7 +763,7 @@ def evaluate_release(release: Release, *, now: datetime | None = None) -> str:
     paced notices. Safe to call from any number of workers at once; returns what it did."""
     with transaction.atomic():
         release = (
-            Release.objects.select_for_update()
+            Release.objects.select_for_update(no_key=True, of=("self",))
             .select_related("task", "version", "app")
             .filter(pk=release.pk)
             .first()

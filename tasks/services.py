@@ -85,7 +85,7 @@ def create_version(
         entry_point, config, notes = checked.entry_point, checked.config, checked.notes
     with transaction.atomic():
         # Lock the task row so two uploads at once get consecutive numbers, not a conflict.
-        locked = Task.objects.select_for_update().get(pk=task.pk)
+        locked = Task.objects.select_for_update(no_key=True).get(pk=task.pk)
         latest = locked.versions.order_by("-number").first()
         number = (locked.versions.aggregate(m=Max("number"))["m"] or 0) + 1
         manifest = build_manifest(locked, number, entry_point, config, entries, latest)

@@ -20,7 +20,7 @@ ROOT = Path(__file__).resolve().parents[2]
 
 CRASHING_DEVICE = textwrap.dedent(
     """
-    import faulthandler, signal, sys, threading
+    import faulthandler, os, signal, sys, threading
     from walle_device.vm import TaskVM, crash
 
     if __name__ == "__main__":
@@ -42,8 +42,14 @@ CRASHING_DEVICE = textwrap.dedent(
             print("RESULT", r.error_type, r.message, flush=True)
             vm.close()
             sys.exit(0)
-        # A native crash inside the task's thread (as a bad engine call would cause).
+        # A native crash inside the task's thread (as a bad engine call would cause), once
+        # the task's own frame is on its stack: the thread sleeps in time.sleep's syscall.
         worker = next(t for t in threading.enumerate() if t.name == "walle-vm-0")
+        nanosleep = {"x86_64": "230", "aarch64": "115"}[os.uname().machine]
+        with open(f"/proc/self/task/{worker.native_id}/syscall") as now:
+            while now.read().split(" ", 1)[0] != nanosleep:
+                running.wait(0.01)
+                now.seek(0)
         signal.pthread_kill(worker.ident, signal.SIGSEGV)
         running.wait(30)
     """
