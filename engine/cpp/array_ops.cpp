@@ -89,9 +89,8 @@ struct Around {
 
 // A view of `count(shape)` elements of x starting at `offset`, sharing its storage.
 Tensor tensor_view(const Tensor& x, int64_t offset, const Shape& shape) {
-  for (auto d : shape)
-    if (d < 0) throw Error("negative dimension in shape " + shape_str(shape));
-  if (offset < 0 || offset + numel(shape) > x.numel())
+  const int64_t n = check_shape(shape);
+  if (offset < 0 || offset > x.numel() || n > x.numel() - offset)
     throw Error("view of " + shape_str(shape) + " at offset " + std::to_string(offset) +
                 " does not fit in a tensor of " + std::to_string(x.numel()) + " elements");
   Tensor y = x;
@@ -109,12 +108,14 @@ void strided_copy(Tensor& dst, int64_t dst_offset, const Shape& dst_strides, con
   check_writable(dst);
   if (dst_strides.size() != shape.size() || src_strides.size() != shape.size())
     throw Error("strided copy needs one stride per dimension");
-  for (auto d : shape)
-    if (d < 0) throw Error("negative dimension in shape " + shape_str(shape));
-  if (numel(shape) == 0) return;
+  if (check_shape(shape) == 0) return;
   auto check = [&](const Tensor& t, int64_t off, const Shape& st, const char* what) {
     int64_t lo = off, hi = off;
-    for (size_t d = 0; d < shape.size(); ++d) (st[d] > 0 ? hi : lo) += (shape[d] - 1) * st[d];
+    for (size_t d = 0; d < shape.size(); ++d) {
+      const int64_t ext = checked_mul(shape[d] - 1, st[d], "strided copy extent");
+      int64_t& end = ext > 0 ? hi : lo;
+      end = checked_add(end, ext, "strided copy extent");
+    }
     if (lo < 0 || hi >= t.numel()) throw Error(std::string("strided copy ") + what + " out of bounds");
   };
   check(dst, dst_offset, dst_strides, "writes");

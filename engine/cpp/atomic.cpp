@@ -309,6 +309,8 @@ void binary_f32(const KernelTable& kt, BinaryOp op, const BroadcastPlan& p, cons
 }
 
 void select(const KernelTable& kt, const View& c, const View& a, const View& b, const View& y) {
+  if (c.dtype != DType::b8 || a.dtype != b.dtype || a.dtype != y.dtype)
+    throw Error("select needs a bool condition and operands of the output's dtype");
   switch (a.dtype) {
     case DType::i32: return select_generic<int32_t>(c, a, b, y);
     case DType::i64: return select_generic<int64_t>(c, a, b, y);
@@ -346,6 +348,7 @@ void reduce(const KernelTable& kt, ReduceOp op, const View& x, const std::vector
     return;
   }
   auto axes = normalize_axes(axes_in, x.rank());
+  if (x.rank() == 0) axes.clear();  // a 0-d tensor reduces to itself (axis 0 has no extent)
   if (axes.empty() || x.numel() == 0) {
     if (x.numel() == y.numel()) std::memcpy(y.data, x.data, x.nbytes());
     else ref::reduce(op, x, axes, y);
@@ -390,6 +393,11 @@ void reduce(const KernelTable& kt, ReduceOp op, const View& x, const std::vector
 
 void argmax(const View& x, int64_t axis, bool select_last, const View& y) {
   axis = normalize_axes({axis}, x.rank())[0];
+  if (x.rank() == 0) {  // numpy: the argmax of a scalar is 0
+    y.ptr<int64_t>()[0] = 0;
+    return;
+  }
+  if (x.shape[axis] == 0 && y.numel() > 0) throw Error("argmax of an empty axis");
   int64_t outer = 1, inner = 1;
   for (int d = 0; d < axis; ++d) outer *= x.shape[d];
   for (int d = int(axis) + 1; d < x.rank(); ++d) inner *= x.shape[d];

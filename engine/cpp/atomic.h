@@ -37,9 +37,12 @@ struct Region {
   int64_t size[kMaxRasterDims] = {};
   int64_t src_stride[kMaxRasterDims] = {};
   int64_t dst_stride[kMaxRasterDims] = {};
+  // Element count; saturates at INT64_MAX rather than wrap (check_raster refuses such a
+  // region before any copy runs).
   int64_t count() const {
     int64_t n = 1;
-    for (int i = 0; i < ndim; ++i) n *= size[i];
+    for (int i = 0; i < ndim; ++i)
+      if (__builtin_mul_overflow(n, size[i], &n)) return INT64_MAX;
     return n;
   }
 };
@@ -139,6 +142,16 @@ void matmul(const View& a, bool trans_a, const View& b, bool trans_b, const View
             const MatmulEpilogue& ep = {});
 void raster(const RasterSpec& spec, const std::vector<View>& inputs, const View& y);
 }  // namespace ref
+
+// Validates a raster before it runs: every region names an existing input, has 0 to
+// kMaxRasterDims dims of non-negative size, and every offset it can reach (the extremes of
+// offset + i . stride, computed with overflow checks) lies inside its source input
+// (input_numels[r.input] elements) and inside the output (out_numel elements). A region
+// may write at most out_numel elements and all regions together at most 4x the output
+// (plus a little): no decomposition overwrites more, and a list that does is a hang.
+// Throws Error naming what is wrong.
+void check_raster(const RasterSpec& spec, const std::vector<int64_t>& input_numels,
+                  int64_t out_numel);
 
 // Raster merging: if `outer` reads only from the output of `inner` (input 0), try to
 // rewrite it to read inner's sources directly. Returns false when the regions do not

@@ -23,6 +23,14 @@ double fma_peak_gflops(int reps);  // peak.cpp
 
 namespace {
 
+// select(cond, a, b): cond is read as bytes, a and b as the output's type.
+void check_select_dtypes(DType c, DType a, DType b) {
+  if (c != DType::b8) throw Error(std::string("select needs a bool condition, not ") + dtype_name(c));
+  if (a != b)
+    throw Error(std::string("select operands have different dtypes (") + dtype_name(a) + " vs " +
+                dtype_name(b) + ")");
+}
+
 DType dtype_of_format(const std::string& f_in, ssize_t itemsize) {
   std::string f = f_in;
   if (!f.empty() && (f[0] == '<' || f[0] == '=' || f[0] == '@' || f[0] == '|')) f = f.substr(1);
@@ -54,6 +62,7 @@ Tensor from_buffer(const py::buffer& b) {
   Tensor t;
   t.dtype = dtype_of_format(info.format, info.itemsize);
   t.shape.assign(info.shape.begin(), info.shape.end());
+  check_shape(t.shape, "buffer shape");
   // Require C-contiguity; numpy callers go through np.ascontiguousarray first.
   ssize_t expect = info.itemsize;
   for (int d = int(info.ndim) - 1; d >= 0; --d) {
@@ -143,6 +152,8 @@ RasterSpec to_spec(const std::vector<RegionTuple>& regions, std::optional<double
   for (const auto& [input, so, dof, size, ss, ds] : regions) {
     if (size.size() > size_t(kMaxRasterDims) || ss.size() != size.size() || ds.size() != size.size())
       throw Error("region needs size, src_stride and dst_stride of equal rank <= 6");
+    for (auto d : size)
+      if (d < 0) throw Error("raster region has a negative size");
     Region r;
     r.input = input;
     r.src_offset = so;
@@ -223,7 +234,19 @@ PYBIND11_MODULE(_core, m, py::mod_gil_not_used(), py::multiple_interpreters::per
       .def_buffer(&to_buffer)
       .def_property_readonly("dtype", [](const Tensor& t) { return dtype_name(t.dtype); })
       .def_property_readonly("shape", [](const Tensor& t) { return py::tuple(py::cast(t.shape)); })
-      .def_property_readonly("data_ptr", [](const Tensor& t) { return reinterpret_cast<uintptr_t>(t.data); })
+      // No raw address is exposed (task code must not learn where memory lives): tests of
+      // zero-copy ask whether two tensors share storage, and at which byte offset.
+      .def("shares_storage", [](const Tensor& t, const Tensor& o) {
+        const char *p = static_cast<const char*>(t.data), *q = static_cast<const char*>(o.data);
+        if (p == q && p) return true;
+        return t.nbytes() && o.nbytes() && p < q + o.nbytes() && q < p + t.nbytes();
+      }, py::arg("other"))
+      .def("offset_in", [](const Tensor& t, const Tensor& base) -> std::optional<int64_t> {
+        // Byte offset of t's first element inside base's elements, or None.
+        const char *p = static_cast<const char*>(t.data), *q = static_cast<const char*>(base.data);
+        if (!p || !q || p < q || p > q + base.nbytes()) return std::nullopt;
+        return int64_t(p - q);
+      }, py::arg("base"))
       .def("__repr__", [](const Tensor& t) {
         return "Tensor(" + std::string(dtype_name(t.dtype)) + ", " + shape_str(t.shape) + ")";
       });
@@ -270,6 +293,7 @@ PYBIND11_MODULE(_core, m, py::mod_gil_not_used(), py::multiple_interpreters::per
     return y;
   }, py::arg("op"), py::arg("a"), py::arg("b"), py::arg("reference") = false);
   m.def("select", [](const Tensor& c, const Tensor& a, const Tensor& b, bool reference) {
+    check_select_dtypes(c.dtype, a.dtype, b.dtype);
     Tensor y = Tensor::empty(a.dtype, broadcast_shapes(c.shape, broadcast_shapes(a.shape, b.shape)));
     py::gil_scoped_release nogil;
     if (reference) ref::select(c, a, b, y);
@@ -304,6 +328,7 @@ PYBIND11_MODULE(_core, m, py::mod_gil_not_used(), py::multiple_interpreters::per
     const int64_t M = ta ? a.dim(-1) : a.dim(-2), K = ta ? a.dim(-2) : a.dim(-1);
     const int64_t K2 = tb ? b.dim(-1) : b.dim(-2), N = tb ? b.dim(-2) : b.dim(-1);
     if (K != K2) throw Error("matmul inner dimensions differ");
+    if (variant < 0) throw Error("matmul variant must be >= 0");
     Shape batch = broadcast_shapes(Shape(a.shape.begin(), a.shape.end() - 2), Shape(b.shape.begin(), b.shape.end() - 2));
     batch.push_back(M);
     batch.push_back(N);
@@ -318,19 +343,15 @@ PYBIND11_MODULE(_core, m, py::mod_gil_not_used(), py::multiple_interpreters::per
                      const Shape& shape, std::optional<double> fill, bool reference) {
     if (inputs.empty()) throw Error("raster needs at least one input");
     const RasterSpec spec = to_spec(regions, fill);
-    for (const auto& r : spec.regions) {
-      if (r.input < 0 || r.input >= int(inputs.size())) throw Error("region input out of range");
-      // Bounds: the largest offset each region touches must be inside its tensors.
-      int64_t smax = r.src_offset, dmax = r.dst_offset, smin = r.src_offset, dmin = r.dst_offset;
-      for (int d = 0; d < r.ndim; ++d) {
-        if (r.size[d] == 0) { smax = -1; break; }
-        const int64_t s = (r.size[d] - 1) * r.src_stride[d], t = (r.size[d] - 1) * r.dst_stride[d];
-        (s > 0 ? smax : smin) += s;
-        (t > 0 ? dmax : dmin) += t;
-      }
-      if (smax >= 0 && (smin < 0 || dmin < 0 || smax >= inputs[r.input].numel() || dmax >= numel(shape)))
-        throw Error("raster region reads or writes out of bounds");
+    std::vector<int64_t> numels;
+    for (const auto& t : inputs) {
+      // The copy moves elements of the output's type: a narrower input would be over-read.
+      if (t.dtype != inputs[0].dtype)
+        throw Error(std::string("raster inputs must share one dtype, got ") + dtype_name(inputs[0].dtype) +
+                    " and " + dtype_name(t.dtype));
+      numels.push_back(t.numel());
     }
+    check_raster(spec, numels, check_shape(shape, "raster output shape"));
     std::vector<View> views(inputs.begin(), inputs.end());
     Tensor y = Tensor::zeros(inputs[0].dtype, shape);
     py::gil_scoped_release nogil;
@@ -340,6 +361,7 @@ PYBIND11_MODULE(_core, m, py::mod_gil_not_used(), py::multiple_interpreters::per
   }, py::arg("inputs"), py::arg("regions"), py::arg("shape"), py::arg("fill") = py::none(), py::arg("reference") = false);
   m.def("compose_raster", [](const std::vector<RegionTuple>& inner, const Shape& inner_shape,
                              const std::vector<RegionTuple>& outer) -> std::optional<std::vector<RegionTuple>> {
+    check_shape(inner_shape, "inner raster shape");
     RasterSpec merged;
     if (!compose_raster(to_spec(inner, std::nullopt), inner_shape, to_spec(outer, std::nullopt), &merged))
       return std::nullopt;
@@ -354,8 +376,14 @@ PYBIND11_MODULE(_core, m, py::mod_gil_not_used(), py::multiple_interpreters::per
         s.size() != 2 || p.size() != 2 || d.size() != 2 || group < 1 || x.dim(1) != w.dim(1) * group ||
         w.dim(0) % group != 0)
       throw Error("conv2d_reference needs float32 x [N, C, H, W], w [O, C/group, KH, KW], 2 strides, pads, dilations");
+    for (int i = 0; i < 2; ++i)
+      if (s[i] < 1 || d[i] < 1 || p[i] < 0 || s[i] > kMaxElements || d[i] > kMaxElements ||
+          p[i] > kMaxElements)
+        throw Error("conv2d_reference needs strides and dilations >= 1 and pads >= 0 (at most 2**40)");
+    if (w.dim(2) < 1 || w.dim(3) < 1) throw Error("conv2d_reference needs a non-empty kernel");
     const int64_t oh = (x.dim(2) + 2 * p[0] - (w.dim(2) - 1) * d[0] - 1) / s[0] + 1;
     const int64_t ow = (x.dim(3) + 2 * p[1] - (w.dim(3) - 1) * d[1] - 1) / s[1] + 1;
+    if (oh < 1 || ow < 1) throw Error("conv2d_reference: the output would be empty");
     Tensor y = Tensor::empty(DType::f32, {x.dim(0), w.dim(0), oh, ow});
     const View none;
     if (bias && bias->numel() != w.dim(0)) throw Error("bias must have one value per output channel");
@@ -373,6 +401,7 @@ PYBIND11_MODULE(_core, m, py::mod_gil_not_used(), py::multiple_interpreters::per
   }, py::arg("reps") = 3);
   m.def("gemm_seconds", [](int64_t M, int64_t N, int64_t K, int reps, int variant, bool prepack_b) {
     // Best-of-`reps` time of one f32 GEMM on the current ISA (benchmarks only).
+    if (variant < 0) throw Error("gemm variant must be >= 0");
     Tensor a = Tensor::empty(DType::f32, {M, K}), b = Tensor::empty(DType::f32, {K, N}),
            c = Tensor::empty(DType::f32, {M, N});
     for (int64_t i = 0; i < M * K; ++i) a.ptr<float>()[i] = float(i % 7) * 0.1f;

@@ -43,10 +43,14 @@ std::map<std::string, DecomposeFn>& op_registry() {
 
 // ---- Builder ---------------------------------------------------------------------------
 
-const Slot& Builder::slot(int id) const { return m_.slots_.at(id); }
+const Slot& Builder::slot(int id) const {
+  if (id < 0 || size_t(id) >= m_.slots_.size())
+    throw Error(node_.op + " node '" + node_.name + "': a required input is missing");
+  return m_.slots_[id];
+}
 
 bool Builder::is_const(int id) const {
-  const Slot* s = &m_.slots_.at(id);
+  const Slot* s = &slot(id);
   while (s->alias_of >= 0) s = &m_.slots_[s->alias_of];
   return s->kind == Slot::kConst;
 }
@@ -116,6 +120,7 @@ int Builder::to_plain(int id) { return m_.to_plain(id); }
 int Builder::to_nchwc(int id, int cb) { return m_.to_nchwc(id, cb); }
 
 int Builder::temp(DType t, const Shape& s) {
+  check_shape(s, node_.op + " node '" + node_.name + "': output shape");
   Slot v;
   v.name = node_.name + ":" + std::to_string(m_.slots_.size());
   v.dtype = t;
@@ -125,7 +130,7 @@ int Builder::temp(DType t, const Shape& s) {
 }
 
 int Builder::alias(int src, const Shape& s) {
-  if (numel(s) != numel(shape(src)))
+  if (check_shape(s, node_.op + " node '" + node_.name + "': shape") != numel(shape(src)))
     throw Error(node_.op + " node '" + node_.name + "': cannot reshape " +
                 shape_str(shape(src)) + " to " + shape_str(s));
   Slot v;
@@ -145,6 +150,9 @@ int Builder::alias(int src, const Shape& s) {
 }
 
 int Builder::add_const(const Tensor& t) {
+  if (!t.data && t.numel() > 0)
+    throw Error(node_.op + " node '" + node_.name + "': constant without data");
+  check_shape(t.shape, node_.op + " node '" + node_.name + "': constant shape");
   Slot v;
   v.name = node_.name + ":const" + std::to_string(m_.slots_.size());
   v.dtype = t.dtype;
@@ -170,6 +178,10 @@ const char* binary_name(BinaryOp op) {
 }  // namespace
 
 void Builder::unary(UnaryOp op, int x, int y, float alpha, float beta) {
+  // y may be x (in place) or a value made by the caller: it must hold what is written.
+  if (numel(shape(x)) != numel(shape(y)) || dtype(x) != dtype(y))
+    throw Error(node_.op + " node '" + node_.name + "': unary step of " + shape_str(shape(x)) +
+                " into " + shape_str(shape(y)));
   const KernelTable* kt = &this->kt();
   if (dtype(x) == DType::f32) {  // pre-bound: no views or shape work per run
     const int64_t n = numel(shape(x));
@@ -191,6 +203,15 @@ int Builder::unary(UnaryOp op, int x, float alpha, float beta) {
 }
 
 void Builder::binary(BinaryOp op, int a, int b, int y) {
+  {
+    if (dtype(a) != dtype(b))
+      throw Error(node_.op + " node '" + node_.name + "': inputs have different dtypes (" +
+                  dtype_name(dtype(a)) + " vs " + dtype_name(dtype(b)) + ")");
+    const DType out = (is_compare(op) || is_logical(op)) ? DType::b8 : dtype(a);
+    if (broadcast_shapes(shape(a), shape(b)) != shape(y) || dtype(y) != out)
+      throw Error(node_.op + " node '" + node_.name + "': binary step of " + shape_str(shape(a)) +
+                  " and " + shape_str(shape(b)) + " into " + shape_str(shape(y)));
+  }
   const KernelTable* kt = &this->kt();
   if (dtype(a) == DType::f32 && dtype(b) == DType::f32 && !is_compare(op) && !is_logical(op)) {
     // Pre-bound: the broadcast plan is worked out here, once.
@@ -218,6 +239,12 @@ int Builder::binary(BinaryOp op, int a, int b) {
 }
 
 int Builder::select(int cnd, int a, int b) {
+  if (dtype(cnd) != DType::b8)
+    throw Error(node_.op + " node '" + node_.name + "': the condition must be bool, not " +
+                dtype_name(dtype(cnd)));
+  if (dtype(a) != dtype(b))
+    throw Error(node_.op + " node '" + node_.name + "': inputs have different dtypes (" +
+                dtype_name(dtype(a)) + " vs " + dtype_name(dtype(b)) + ")");
   int y = temp(dtype(a), broadcast_shapes(shape(cnd), broadcast_shapes(shape(a), shape(b))));
   const KernelTable* kt = &this->kt();
   custom("select", {cnd, a, b}, {y}, [=](const ExecCtx& c) {
@@ -254,6 +281,31 @@ int Builder::argmax(int x, int64_t axis, bool keepdims, bool select_last) {
 }
 
 void Builder::matmul(int a, int b, int y, const MatmulOpts& o) {
+  {
+    const Shape sa = shape(a), sb = shape(b);
+    const std::string who = node_.op + " node '" + node_.name + "': ";
+    if (dtype(a) != DType::f32 || dtype(b) != DType::f32 || dtype(y) != DType::f32)
+      throw Error(who + "matmul needs float32 tensors");
+    if (sa.size() < 2 || sb.size() < 2) throw Error(who + "matmul needs operands of rank >= 2");
+    const int64_t K = o.trans_a ? sa[sa.size() - 2] : sa.back();
+    const int64_t K2 = o.trans_b ? sb.back() : sb[sb.size() - 2];
+    if (K != K2)
+      throw Error(who + "matmul inner dimensions differ: " + shape_str(sa) + " x " + shape_str(sb));
+    const int64_t M = o.trans_a ? sa.back() : sa[sa.size() - 2];
+    const int64_t N = o.trans_b ? sb[sb.size() - 2] : sb.back();
+    Shape want = broadcast_shapes(Shape(sa.begin(), sa.end() - 2), Shape(sb.begin(), sb.end() - 2));
+    want.push_back(M);
+    want.push_back(N);
+    if (check_shape(want, who + "matmul output") != numel(shape(y)))
+      throw Error(who + "matmul of " + shape_str(sa) + " x " + shape_str(sb) + " into " +
+                  shape_str(shape(y)));
+    if (o.bias >= 0 && (dtype(o.bias) != DType::f32 ||
+                        numel(shape(o.bias)) != (o.bias_axis == 'm' ? M : N) ||
+                        (o.bias_axis != 'm' && o.bias_axis != 'n')))
+      throw Error(who + "matmul bias of shape " + shape_str(shape(o.bias)) + " does not fit");
+    if (o.addend >= 0 && dtype(o.addend) != DType::f32)
+      throw Error(who + "matmul addend must be float32");
+  }
   const KernelTable* kt = &this->kt();
   const int variant = std::clamp(o.variant, 0, 2 * kt->gemm_count - 1);
   const GemmMicroKernel& uk = kt->gemm[variant % kt->gemm_count];
@@ -321,6 +373,20 @@ void Builder::matmul(int a, int b, int y, const MatmulOpts& o) {
 }
 
 void Builder::raster(const std::vector<int>& inputs, const RasterSpec& spec, int y) {
+  // Every region must stay inside its source and the output (checked here, at load, so a
+  // run never copies out of bounds), and copy elements of the output's size.
+  std::vector<int64_t> numels;
+  for (int i : inputs) {
+    if (dtype_size(dtype(i)) != dtype_size(dtype(y)))
+      throw Error(node_.op + " node '" + node_.name + "': raster of " + dtype_name(dtype(i)) +
+                  " into " + dtype_name(dtype(y)));
+    numels.push_back(numel(shape(i)));
+  }
+  try {
+    check_raster(spec, numels, numel(shape(y)));
+  } catch (const Error& e) {
+    throw Error(node_.op + " node '" + node_.name + "': " + e.what());
+  }
   Step s;
   s.kind = "raster";
   s.node = node_.name;
@@ -411,6 +477,9 @@ Model::Model(const GraphDef& g, const ModelOptions& opts) : opts_(opts) {
   layout_node_.name = "layout";
   std::map<std::string, int> ids;
   for (const auto& in : g.inputs) {
+    check_shape(in.shape, "input '" + in.name + "' shape");
+    if (in.nchwc && (in.shape.size() != 5 || in.channels < 1))
+      throw Error("input '" + in.name + "': a blocked input needs a 5-D shape");
     Slot s;
     s.name = in.name;
     s.dtype = in.dtype;
@@ -424,6 +493,8 @@ Model::Model(const GraphDef& g, const ModelOptions& opts) : opts_(opts) {
     inputs_.push_back(in);
   }
   for (const auto& [name, t] : g.constants) {
+    check_shape(t.shape, "constant '" + name + "' shape");
+    if (!t.data && t.numel() > 0) throw Error("constant '" + name + "' has no data");
     Slot s;
     s.name = name;
     s.dtype = t.dtype;
@@ -482,9 +553,14 @@ Model::Model(const GraphDef& g, const ModelOptions& opts) : opts_(opts) {
     const size_t first = steps_.size();
     Builder b(*this, n);
     b.in_ids = in;
+    // Decompositions index their inputs by position: pad with "omitted" (-1) so reading a
+    // missing input is a clean error (Builder::slot) rather than an out-of-range read.
+    // Variadic ops (Concat, Sum, ...) skip the padding.
+    std::vector<int> padded = in;
+    if (padded.size() < 8) padded.resize(8, -1);
     std::vector<int> outs;
     try {
-      outs = it->second(b, in);
+      outs = it->second(b, padded);
     } catch (const Error& e) {
       std::string msg = e.what();
       if (msg.find(n.name) == std::string::npos)
@@ -630,6 +706,13 @@ void Model::merge_rasters() {
     if (!inner.raster || inner.dead) continue;
     RasterSpec merged;
     if (!compose_raster(*inner.raster, slots_[v].shape, *outer.raster, &merged)) continue;
+    try {  // the merged copy must stay inside inner's inputs, like any raster
+      std::vector<int64_t> numels;
+      for (int x : inner.in) numels.push_back(numel(slots_[x].shape));
+      check_raster(merged, numels, numel(slots_[outer.out[0]].shape));
+    } catch (const Error&) {
+      continue;
+    }
     outer.raster = std::make_shared<RasterSpec>(merged);
     outer.in = inner.in;
     outer.node = inner.node + "+" + outer.node;
@@ -704,6 +787,8 @@ void Model::plan_memory() {
       } else {
         s.arena_offset = int64_t(top);
         top += need;
+        if (top > (size_t(1) << 50))
+          throw Error("model needs more than 2**50 bytes of intermediate values");
       }
     }
     for (int r : release[i]) {

@@ -18,9 +18,12 @@ Region simplify(const Region& r) {
     if (r.size[d] == 1) continue;
     if (s.ndim > 0) {
       const int p = s.ndim - 1;
-      if (s.src_stride[p] == r.src_stride[d] * r.size[d] &&
-          s.dst_stride[p] == r.dst_stride[d] * r.size[d]) {
-        s.size[p] *= r.size[d];
+      int64_t ss, ds, n;  // products of untrusted values: merge only when none overflows
+      if (!__builtin_mul_overflow(r.src_stride[d], r.size[d], &ss) &&
+          !__builtin_mul_overflow(r.dst_stride[d], r.size[d], &ds) &&
+          !__builtin_mul_overflow(s.size[p], r.size[d], &n) && s.src_stride[p] == ss &&
+          s.dst_stride[p] == ds) {
+        s.size[p] = n;
         s.src_stride[p] = r.src_stride[d];
         s.dst_stride[p] = r.dst_stride[d];
         continue;
@@ -115,6 +118,46 @@ void raster_typed(const RasterSpec& spec, const std::vector<View>& inputs, const
 
 }  // namespace
 
+void check_raster(const RasterSpec& spec, const std::vector<int64_t>& input_numels,
+                  int64_t out_numel) {
+  int64_t total = 0;
+  for (const Region& r : spec.regions) {
+    if (r.input < 0 || size_t(r.input) >= input_numels.size())
+      throw Error("raster region reads input " + std::to_string(r.input) + " of " +
+                  std::to_string(input_numels.size()));
+    if (r.ndim < 0 || r.ndim > kMaxRasterDims)
+      throw Error("raster region needs 0 to " + std::to_string(kMaxRasterDims) + " dimensions");
+    bool empty = false;
+    for (int d = 0; d < r.ndim; ++d) {
+      if (r.size[d] < 0) throw Error("raster region has a negative size");
+      if (r.size[d] == 0) empty = true;
+    }
+    if (empty) continue;
+    const int64_t count = r.count();  // saturates
+    if (count > out_numel)
+      throw Error("raster region writes " + (count == INT64_MAX ? std::string("over 2**63") : std::to_string(count)) +
+                  " elements into an output of " + std::to_string(out_numel));
+    total += count;  // <= regions * 2**40: no overflow below 2**23 regions
+    if (total > 4 * out_numel + 4096)
+      throw Error("raster regions write " + std::to_string(total) + " elements into an output of " +
+                  std::to_string(out_numel) + " (more than 4x over)");
+    auto span = [&](int64_t off, const int64_t* st, int64_t n, const char* what) {
+      int64_t lo = off, hi = off;
+      for (int d = 0; d < r.ndim; ++d) {
+        const int64_t ext = checked_mul(r.size[d] - 1, st[d], "raster region extent");
+        int64_t& end = ext > 0 ? hi : lo;
+        end = checked_add(end, ext, "raster region extent");
+      }
+      if (lo < 0 || hi >= n)
+        throw Error(std::string("raster region ") + what + " out of bounds: offsets " +
+                    std::to_string(lo) + ".." + std::to_string(hi) + " of a tensor of " +
+                    std::to_string(n) + " elements");
+    };
+    span(r.src_offset, r.src_stride, input_numels[r.input], "reads");
+    span(r.dst_offset, r.dst_stride, out_numel, "writes");
+  }
+}
+
 namespace fast {
 void raster(const RasterSpec& spec, const std::vector<View>& inputs, const View& y) {
   // Data movement by element size; only the fill value depends on the dtype.
@@ -138,6 +181,17 @@ void raster(const RasterSpec& spec, const std::vector<View>& inputs, const View&
 bool compose_raster(const RasterSpec& inner, const Shape& inner_out_shape,
                     const RasterSpec& outer, RasterSpec* merged) {
   if (inner.has_fill || inner.regions.size() != 1) return false;
+  // Untrusted regions (the binding passes them from Python): anything odd does not compose.
+  // Zero-size dims would make the mixed-radix decomposition below divide by zero.
+  auto sane = [](const Region& r) {
+    if (r.ndim < 0 || r.ndim > kMaxRasterDims) return false;
+    for (int d = 0; d < r.ndim; ++d)
+      if (r.size[d] < 1) return false;
+    return r.count() <= kMaxElements;
+  };
+  if (!sane(inner.regions[0]) || !valid_numel(inner_out_shape)) return false;
+  for (const Region& r : outer.regions)
+    if (!sane(r)) return false;
   Region in = simplify(inner.regions[0]);
   if (in.count() != numel(inner_out_shape) || in.dst_offset != 0) return false;
   // Dense row-major destination check.
@@ -150,7 +204,7 @@ bool compose_raster(const RasterSpec& inner, const Shape& inner_out_shape,
   }
   RasterSpec out = outer;
   for (Region& r : out.regions) {
-    if (r.input != 0) return false;
+    if (r.input != 0 || r.src_offset < 0) return false;
     // Decompose the starting offset into inner coordinates.
     int64_t coord[kMaxRasterDims] = {};
     int64_t rem = r.src_offset;
@@ -162,7 +216,12 @@ bool compose_raster(const RasterSpec& inner, const Shape& inner_out_shape,
     Region nr = r;
     nr.input = in.input;
     nr.src_offset = in.src_offset;
-    for (int d = 0; d < in.ndim; ++d) nr.src_offset += coord[d] * in.src_stride[d];
+    for (int d = 0; d < in.ndim; ++d) {
+      int64_t step;
+      if (__builtin_mul_overflow(coord[d], in.src_stride[d], &step) ||
+          __builtin_add_overflow(nr.src_offset, step, &nr.src_offset))
+        return false;
+    }
     int64_t reach[kMaxRasterDims] = {};
     for (int d = 0; d < in.ndim; ++d) reach[d] = coord[d];
     for (int k = 0; k < r.ndim; ++k) {
@@ -178,10 +237,11 @@ bool compose_raster(const RasterSpec& inner, const Shape& inner_out_shape,
       }
       if (s == 0) { nr.src_stride[k] = 0; continue; }
       if (found < 0) return false;
-      const int64_t c = s / in.dst_stride[found];
+      const int64_t c = s / in.dst_stride[found];  // 1 <= c < in.size[found]
+      if (r.size[k] - 1 >= (in.size[found] - reach[found] + c - 1) / c) return false;
       reach[found] += c * (r.size[k] - 1);
       if (reach[found] >= in.size[found]) return false;
-      nr.src_stride[k] = c * in.src_stride[found];
+      if (__builtin_mul_overflow(c, in.src_stride[found], &nr.src_stride[k])) return false;
     }
     r = nr;
   }

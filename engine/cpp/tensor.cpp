@@ -2,6 +2,7 @@
 
 #include "budget.h"
 
+#include <algorithm>
 #include <cstdlib>
 #include <cstring>
 #include <mutex>
@@ -41,9 +42,60 @@ DType dtype_from_name(const std::string& s) {
   throw Error("unsupported dtype '" + s + "': use float32, int32, int64, bool or uint8");
 }
 
+int64_t checked_mul(int64_t a, int64_t b, const char* what) {
+  int64_t r;
+  if (__builtin_mul_overflow(a, b, &r))
+    throw Error(std::string(what) + " overflows: " + std::to_string(a) + " * " + std::to_string(b));
+  return r;
+}
+
+int64_t checked_add(int64_t a, int64_t b, const char* what) {
+  int64_t r;
+  if (__builtin_add_overflow(a, b, &r))
+    throw Error(std::string(what) + " overflows: " + std::to_string(a) + " + " + std::to_string(b));
+  return r;
+}
+
+// The element count of `s`, or -1 when it is not a valid shape. Zero-size dims do not
+// excuse the others: the product of the non-zero dims must fit too, since strides are
+// products of trailing dims whatever the element count.
+namespace {
+int64_t shape_count(const Shape& s) {
+  if (s.size() > size_t(kMaxDims)) return -1;
+  int64_t n = 1;
+  bool zero = false;
+  for (auto d : s) {
+    if (d < 0) return -1;
+    if (d == 0) {
+      zero = true;
+      continue;
+    }
+    if (d > kMaxElements / n) return -1;  // n * d > kMaxElements, computed without overflow
+    n *= d;
+  }
+  return zero ? 0 : n;
+}
+}  // namespace
+
+bool valid_numel(const Shape& s) { return shape_count(s) >= 0; }
+
+int64_t check_shape(const Shape& s, const std::string& what) {
+  const int64_t n = shape_count(s);
+  if (n >= 0) return n;
+  if (s.size() > size_t(kMaxDims))
+    throw Error(what + " has " + std::to_string(s.size()) +
+                " dimensions; the engine supports at most " + std::to_string(kMaxDims));
+  for (auto d : s)
+    if (d < 0) throw Error("negative dimension in " + what + " " + shape_str(s));
+  throw Error(what + " " + shape_str(s) + " has more than 2**40 elements (the engine's limit)");
+}
+
+// Element count of a shape; a shape whose count does not fit in int64 is an Error (shapes
+// that reach a buffer are validated by check_shape first, so this only guards stragglers).
 int64_t numel(const Shape& s) {
   int64_t n = 1;
-  for (auto d : s) n *= d;
+  for (auto d : s)
+    if (__builtin_mul_overflow(n, d, &n)) throw Error("element count of " + shape_str(s) + " overflows");
   return n;
 }
 
@@ -79,8 +131,7 @@ std::shared_ptr<void> aligned_alloc_shared(size_t bytes) {
 }
 
 Tensor Tensor::empty(DType t, const Shape& s) {
-  for (auto d : s)
-    if (d < 0) throw Error("negative dimension in shape " + shape_str(s));
+  check_shape(s);
   Tensor x;
   x.dtype = t;
   x.shape = s;
@@ -96,7 +147,7 @@ Tensor Tensor::zeros(DType t, const Shape& s) {
 }
 
 Tensor Tensor::reshaped(const Shape& s) const {
-  if (walle::numel(s) != numel())
+  if (check_shape(s) != numel())
     throw Error("cannot reshape " + shape_str(shape) + " to " + shape_str(s));
   Tensor x = *this;
   x.shape = s;

@@ -17,6 +17,23 @@ enum class DType : uint8_t { f32 = 0, i32 = 1, i64 = 2, b8 = 3, u8 = 4 };
 
 using Shape = std::vector<int64_t>;
 
+// Engine-wide size limits. Every shape a tensor, a view, a raster or a graph value takes is
+// validated against them with overflow-checked arithmetic, so a size computation can never
+// wrap into a small allocation under a huge shape: at most kMaxDims dimensions, every dim
+// >= 0, at most kMaxElements elements (2**40: 8 TiB of int64, far past any device, yet
+// small enough that elements * 8 bytes and offsets + extents stay far from int64 overflow).
+constexpr int kMaxDims = 16;
+constexpr int64_t kMaxElements = int64_t(1) << 40;
+
+// a * b and a + b, or an Error naming `what` when the result does not fit in int64.
+int64_t checked_mul(int64_t a, int64_t b, const char* what = "size");
+int64_t checked_add(int64_t a, int64_t b, const char* what = "size");
+// Throws unless `s` is a valid tensor shape (see the limits above); returns its element
+// count. `what` names the value in the message.
+int64_t check_shape(const Shape& s, const std::string& what = "shape");
+// The same test without throwing.
+bool valid_numel(const Shape& s);
+
 size_t dtype_size(DType t);
 const char* dtype_name(DType t);
 DType dtype_from_name(const std::string& s);

@@ -134,6 +134,8 @@ void binary(BinaryOp op, const View& a, const View& b, const View& y) {
 }
 
 void select(const View& c, const View& a, const View& b, const View& y) {
+  if (c.dtype != DType::b8 || a.dtype != b.dtype || a.dtype != y.dtype)
+    throw Error("select needs a bool condition and operands of the output's dtype");
   if (y.numel() == 0) return;
   std::vector<int64_t> idx(y.shape.size(), 0);
   int64_t i = 0;
@@ -159,6 +161,10 @@ void cast(const View& x, const View& y) {
 void reduce(ReduceOp op, const View& x, const std::vector<int64_t>& axes_in, const View& y) {
   if (x.dtype == DType::u8) u8_unsupported("reduce");
   const auto axes = normalize_axes(axes_in, x.rank());
+  if (x.rank() == 0) {  // a 0-d tensor reduces to itself
+    std::memcpy(y.data, x.data, x.nbytes());
+    return;
+  }
   std::vector<bool> red(x.shape.size(), false);
   for (auto a : axes) red[a] = true;
   const int64_t n_out = y.numel();
@@ -191,6 +197,11 @@ void reduce(ReduceOp op, const View& x, const std::vector<int64_t>& axes_in, con
 
 void argmax(const View& x, int64_t axis, bool select_last, const View& y) {
   axis = normalize_axes({axis}, x.rank())[0];
+  if (x.rank() == 0) {
+    store(y, 0, 0.0);
+    return;
+  }
+  if (x.shape[axis] == 0 && y.numel() > 0) throw Error("argmax of an empty axis");
   int64_t outer = 1, inner = 1;
   for (int d = 0; d < axis; ++d) outer *= x.shape[d];
   for (int d = int(axis) + 1; d < x.rank(); ++d) inner *= x.shape[d];

@@ -66,7 +66,15 @@ inline Region sub_region(const Shape& size, const Shape& src_strides, int64_t sr
 }
 
 inline int transpose(Builder& b, int x, const std::vector<int64_t>& perm) {
-  const Shape& s = b.shape(x);
+  const Shape s = b.shape(x);
+  // perm must be a permutation of 0..rank-1.
+  std::vector<bool> seen(s.size(), false);
+  if (perm.size() != s.size()) throw Error("Transpose perm needs one entry per dimension");
+  for (auto p : perm) {
+    if (p < 0 || p >= int64_t(s.size()) || seen[p])
+      throw Error("Transpose perm is not a permutation of the dimensions");
+    seen[p] = true;
+  }
   const Shape st = contiguous_strides(s);
   Shape out(s.size()), src(s.size());
   for (size_t i = 0; i < perm.size(); ++i) {
@@ -80,7 +88,11 @@ inline int transpose(Builder& b, int x, const std::vector<int64_t>& perm) {
 
 // Broadcast x to `shape` by a zero-stride raster (Expand).
 inline int expand(Builder& b, int x, const Shape& out) {
-  const Shape& s = b.shape(x);
+  const Shape s = b.shape(x);
+  if (out.size() < s.size()) throw Error("Expand cannot lower the rank of " + shape_str(s));
+  for (size_t i = 0; i < s.size(); ++i)
+    if (s[i] != 1 && s[i] != out[out.size() - s.size() + i])
+      throw Error("cannot expand " + shape_str(s) + " to " + shape_str(out));
   const Shape st = contiguous_strides(s);
   Shape src(out.size(), 0);
   for (size_t i = 0; i < s.size(); ++i) {
@@ -90,6 +102,33 @@ inline int expand(Builder& b, int x, const Shape& out) {
   RasterSpec spec;
   spec.regions.push_back(dense_region(out, src, 0, 0));
   return b.raster({x}, spec, b.dtype(x), out);
+}
+
+// Window attributes of a convolution or pool over `spatial` (1 or 2) dims, validated
+// before any arithmetic uses them: one kernel size, stride and dilation per spatial dim
+// (all >= 1), two pads per dim (>= 0), each at most 2**31 so that window extents and
+// output sizes are exact in int64; auto_pad one of the ONNX values.
+inline void check_window_attrs(const NodeDef& nd, size_t spatial) {
+  auto check = [&](const char* name, size_t count, int64_t lo) {
+    if (!nd.has(name)) return;
+    const auto& a = nd.attrs.at(name);
+    if (a.kind != Attr::kInts)
+      throw Error(nd.op + " attribute " + name + " must be a list of integers");
+    if (a.ints.size() != count)
+      throw Error(nd.op + " needs " + std::to_string(count) + " " + name + " for " +
+                  std::to_string(spatial) + " spatial dims, got " + std::to_string(a.ints.size()));
+    for (auto v : a.ints)
+      if (v < lo || v > (int64_t(1) << 31))
+        throw Error(nd.op + " " + name + " value " + std::to_string(v) + " out of range [" +
+                    std::to_string(lo) + ", 2**31]");
+  };
+  check("kernel_shape", spatial, 1);
+  check("strides", spatial, 1);
+  check("dilations", spatial, 1);
+  check("pads", 2 * spatial, 0);
+  const std::string ap = nd.get_string("auto_pad", "NOTSET");
+  if (ap != "NOTSET" && ap != "VALID" && ap != "SAME_UPPER" && ap != "SAME_LOWER")
+    throw Error(nd.op + " auto_pad '" + ap + "' is not one of NOTSET, VALID, SAME_UPPER, SAME_LOWER");
 }
 
 inline Tensor scalar_f32(float v) {

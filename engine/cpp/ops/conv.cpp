@@ -44,12 +44,24 @@ struct ConvGeom {
 ConvGeom geometry(Builder& b, int x, int wt) {
   const auto& nd = b.node();
   Shape xs = b.logical_shape(x), ws = b.shape(wt);
+  if (xs.size() != 3 && xs.size() != 4) throw Error("Conv supports 1-D and 2-D convolution only");
+  if (ws.size() != xs.size())
+    throw Error("Conv weight " + shape_str(ws) + " must have the input's rank " + std::to_string(xs.size()));
+  if (b.dtype(wt) != DType::f32) throw Error("Conv weight must be float32");
+  check_window_attrs(nd, xs.size() - 2);
+  if (nd.has("kernel_shape") &&
+      nd.get_ints("kernel_shape") != std::vector<int64_t>(ws.begin() + 2, ws.end()))
+    throw Error("Conv kernel_shape does not match the weight " + shape_str(ws));
   if (xs.size() == 3) { xs.insert(xs.begin() + 2, 1); ws.insert(ws.begin() + 2, 1); }
   if (xs.size() != 4) throw Error("Conv supports 1-D and 2-D convolution only");
   ConvGeom g{};
   g.n = xs[0]; g.c = xs[1]; g.h = xs[2]; g.w = xs[3];
   g.oc = ws[0]; g.kh = ws[2]; g.kw = ws[3];
   g.g = nd.get_int("group", 1);
+  if (g.g < 1 || g.g > xs[1] || g.oc < 1 || g.kh < 1 || g.kw < 1 || g.oc % g.g != 0)
+    throw Error("Conv group " + std::to_string(g.g) + " must be >= 1 and divide the " +
+                std::to_string(xs[1]) + " input and " + std::to_string(g.oc) +
+                " output channels, and the kernel must be non-empty");
   const bool one_d = b.logical_shape(x).size() == 3;
   auto two = [&](const std::vector<int64_t>& v, int64_t d) -> std::pair<int64_t, int64_t> {
     if (v.empty()) return {d, d};
@@ -277,6 +289,9 @@ std::vector<int> Conv(Builder& b, const std::vector<int>& in) {
   if (b.dtype(x) != DType::f32) throw Error("Conv supports float32 only");
   const ConvGeom g = geometry(b, x, wt);
   const auto& nd = b.node();
+  if (bias >= 0 && (b.dtype(bias) != DType::f32 || numel(b.shape(bias)) != g.oc))
+    throw Error("Conv bias must be float32 with one value per output channel (" +
+                std::to_string(g.oc) + ")");
   const float lo = float(nd.get_float("activation_min", -INFINITY));
   const float hi = float(nd.get_float("activation_max", INFINITY));
   const Shape out_shape = b.logical_shape(x).size() == 3 ? Shape{g.n, g.oc, g.ow}

@@ -183,13 +183,17 @@ std::vector<int> Binary(Builder& b, const std::vector<int>& in) {
 std::vector<int> Variadic(Builder& b, const std::vector<int>& in) {
   const std::string& op = b.node().op;
   const BinaryOp bop = op == "Max" ? BinaryOp::max : op == "Min" ? BinaryOp::min : BinaryOp::add;
-  int acc = in[0];
-  for (size_t i = 1; i < in.size(); ++i) acc = b.binary(bop, acc, in[i]);
-  if (op == "Mean" && in.size() > 1) {
-    const int y = b.unary(UnaryOp::affine, acc, 1.0f / float(in.size()), 0.0f);
+  std::vector<int> xs;  // the node's inputs (`in` is padded with omitted ones)
+  for (int i : b.in_ids)
+    if (i >= 0) xs.push_back(i);
+  if (xs.empty()) throw Error(op + " needs at least one input");
+  int acc = xs[0];
+  for (size_t i = 1; i < xs.size(); ++i) acc = b.binary(bop, acc, xs[i]);
+  if (op == "Mean" && xs.size() > 1) {
+    const int y = b.unary(UnaryOp::affine, acc, 1.0f / float(xs.size()), 0.0f);
     return {y};
   }
-  if (in.size() == 1) {  // copy so the output is a value of its own
+  if (xs.size() == 1) {  // copy so the output is a value of its own
     RasterSpec spec;
     spec.regions.push_back(dense_region({numel(b.shape(acc))}, {1}, 0, 0));
     return {b.alias(b.raster({acc}, spec, b.dtype(acc), {numel(b.shape(acc))}), b.shape(acc))};

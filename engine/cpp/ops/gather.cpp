@@ -15,6 +15,7 @@ namespace {
 std::vector<int> Gather(Builder& b, const std::vector<int>& in) {
   const int data = in[0], idx = in[1];
   const Shape s = b.shape(data);
+  if (s.empty()) throw Error("Gather needs data of rank >= 1");
   const int64_t axis = norm_axis(b.node().get_int("axis", 0), s.size());
   const Shape is = b.shape(idx);
   Shape out(s.begin(), s.begin() + axis);
@@ -28,6 +29,9 @@ std::vector<int> Gather(Builder& b, const std::vector<int>& in) {
     return sub_region({outer, inner}, {dim * inner, 1}, at * inner, {n_idx * inner, 1},
                       k * inner, 0);
   };
+  if (b.dtype(idx) != DType::i32 && b.dtype(idx) != DType::i64)
+    throw Error("Gather indices must be int32 or int64, not " + std::string(dtype_name(b.dtype(idx))));
+  check_shape(out, "Gather output");
   if (b.is_const(idx)) {
     RasterSpec spec;
     int64_t k = 0;

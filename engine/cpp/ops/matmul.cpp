@@ -23,6 +23,7 @@ std::vector<int> MatMul(Builder& b, const std::vector<int>& in) {
   if (b.dtype(a) != DType::f32 || b.dtype(w) != DType::f32)
     throw Error("MatMul supports float32 only");
   Shape sa = b.shape(a), sw = b.shape(w);
+  if (sa.empty() || sw.empty()) throw Error("MatMul operands need rank >= 1");
   const bool a1 = sa.size() == 1, w1 = sw.size() == 1;
   if (a1) { sa = {1, sa[0]}; a = b.alias(a, sa); }
   if (w1) { sw = {sw[0], 1}; w = b.alias(w, sw); }
@@ -98,6 +99,8 @@ std::vector<int> Gemm(Builder& b, const std::vector<int>& in) {
   const Shape sw = b.shape(w);
   if (sa.size() != 2 || sw.size() != 2) throw Error("Gemm needs 2-D A and B");
   const int64_t M = ta ? sa[1] : sa[0], K = ta ? sa[0] : sa[1], N = tb ? sw[0] : sw[1];
+  if ((tb ? sw[1] : sw[0]) != K)
+    throw Error("Gemm inner dimensions differ: " + shape_str(sa) + " x " + shape_str(sw));
   std::vector<Candidate> cands;
   const bool packed = b.is_const(w);
   add_gemm_candidates(cands, "gemm", packed, [&](const KernelTable& kt, int v) {

@@ -53,6 +53,11 @@ std::vector<int> LayerNorm(Builder& b, const std::vector<int>& in) {
 std::vector<int> InstanceNorm(Builder& b, const std::vector<int>& in) {
   const int x = in[0];
   const int64_t rank = b.shape(x).size();
+  if (rank < 3) throw Error("InstanceNormalization needs an input of rank >= 3 [N, C, ...]");
+  const int64_t C = b.shape(x)[1];
+  if (numel(b.shape(in[1])) != C || numel(b.shape(in[2])) != C)
+    throw Error("InstanceNormalization scale and bias need one value per channel (" +
+                std::to_string(C) + ")");
   std::vector<int64_t> axes;
   for (int64_t d = 2; d < rank; ++d) axes.push_back(d);
   const int y = normalize(b, x, axes, float(b.node().get_float("epsilon", 1e-5)));
@@ -71,6 +76,14 @@ std::vector<int> BatchNorm(Builder& b, const std::vector<int>& in) {
   const Tensor mean = b.const_data(in[3]);
   const Tensor var = b.const_data(in[4]);
   const int64_t C = gamma.numel();
+  const Shape xs = b.shape(x);
+  if (xs.size() < 2 || xs[1] != C)
+    throw Error("BatchNormalization needs an input [N, C, ...] with C = " + std::to_string(C) +
+                ", got " + shape_str(xs));
+  for (const Tensor* p : {&gamma, &beta, &mean, &var})
+    if (p->dtype != DType::f32 || p->numel() != C)
+      throw Error("BatchNormalization scale, bias, mean and var must be float32 with " +
+                  std::to_string(C) + " values");
   Tensor s = Tensor::empty(DType::f32, {C}), t = Tensor::empty(DType::f32, {C});
   for (int64_t c = 0; c < C; ++c) {
     const float sc = gamma.ptr<float>()[c] / std::sqrt(var.ptr<float>()[c] + eps);

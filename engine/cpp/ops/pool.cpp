@@ -26,6 +26,8 @@ std::vector<int> Pool(Builder& b, const std::vector<int>& in) {
   const bool one_d = xs.size() == 3;
   if (one_d) xs.insert(xs.begin() + 2, 1);
   if (xs.size() != 4) throw Error(nd.op + " supports 1-D and 2-D pooling only");
+  if (b.dtype(x) != DType::f32) throw Error(nd.op + " supports float32 only");
+  check_window_attrs(nd, one_d ? 1 : 2);
   auto two = [&](const std::vector<int64_t>& v, int64_t d) -> std::pair<int64_t, int64_t> {
     if (v.empty()) return {d, d};
     return one_d ? std::pair<int64_t, int64_t>{1, v[0]} : std::pair<int64_t, int64_t>{v[0], v[1]};
@@ -58,7 +60,11 @@ std::vector<int> Pool(Builder& b, const std::vector<int>& in) {
     return out;
   };
   const int64_t OH = out_len(H, kh, sh, dh, ph, qh), OW = out_len(W, kw, sw, dw, pw, qw);
+  if (OH < 1 || OW < 1)
+    throw Error(nd.op + " output would be empty: the window is larger than the padded input");
+  if (kh * kw > (int64_t(1) << 20)) throw Error(nd.op + " window has more than 2**20 taps");
   const int64_t kk = kh * kw, ohw = OH * OW;
+  check_shape({N, C, kk, ohw}, nd.op + " window columns");
 
   if (b.slot(x).nchwc) {
     const int cb = b.slot(x).nchwc;

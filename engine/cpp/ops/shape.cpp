@@ -18,19 +18,50 @@
 namespace walle::ops {
 namespace {
 
+// Pads and shape arguments come from the model: bound them so sums stay exact.
+int64_t bounded(int64_t v, const char* what) {
+  if (v < -kMaxElements || v > kMaxElements)
+    throw Error(std::string(what) + " " + std::to_string(v) + " is out of range (|v| <= 2**40)");
+  return v;
+}
+
 std::vector<int> Reshape(Builder& b, const std::vector<int>& in) {
   const Shape s = b.shape(in[0]);
   auto want = b.const_ints(in[1]);
   const bool allowzero = b.node().get_int("allowzero", 0);
+  if (want.size() > size_t(kMaxDims))
+    throw Error("Reshape target has " + std::to_string(want.size()) + " dimensions (at most " +
+                std::to_string(kMaxDims) + ")");
   Shape out(want.size());
   int64_t known = 1, infer = -1;
   for (size_t i = 0; i < want.size(); ++i) {
-    if (want[i] == 0 && !allowzero) out[i] = s.at(i);
-    else if (want[i] == -1) { infer = int64_t(i); out[i] = 1; continue; }
-    else out[i] = want[i];
+    if (want[i] == 0 && !allowzero) {
+      if (i >= s.size())
+        throw Error("Reshape target " + shape_str(Shape(want.begin(), want.end())) +
+                    " copies dimension " + std::to_string(i) + " of " + shape_str(s) + ", which it lacks");
+      out[i] = s[i];
+    } else if (want[i] == -1) {
+      if (infer >= 0) throw Error("Reshape target may have only one -1");
+      infer = int64_t(i);
+      out[i] = 1;
+      continue;
+    } else if (want[i] < 0) {
+      throw Error("Reshape target has a negative dimension " + std::to_string(want[i]));
+    } else {
+      out[i] = want[i];
+    }
+    // The known part is bounded before it is multiplied: it can never wrap.
+    if (out[i] > kMaxElements || (out[i] && known > kMaxElements / out[i]))
+      throw Error("Reshape target " + shape_str(Shape(want.begin(), want.end())) +
+                  " has more than 2**40 elements");
     known *= out[i];
   }
-  if (infer >= 0) out[infer] = known ? numel(s) / known : 0;
+  const int64_t n = numel(s);
+  if (infer >= 0) {
+    if (known == 0 || n % known != 0)
+      throw Error("cannot reshape " + shape_str(s) + " to " + shape_str(Shape(want.begin(), want.end())));
+    out[infer] = n / known;
+  }
   return {b.alias(in[0], out)};
 }
 
@@ -38,6 +69,8 @@ std::vector<int> Flatten(Builder& b, const std::vector<int>& in) {
   const Shape s = b.shape(in[0]);
   const int64_t axis = b.node().get_int("axis", 1);
   const int64_t a = axis < 0 ? axis + int64_t(s.size()) : axis;
+  if (a < 0 || a > int64_t(s.size()))
+    throw Error("Flatten axis " + std::to_string(axis) + " out of range for rank " + std::to_string(s.size()));
   int64_t outer = 1;
   for (int64_t d = 0; d < a; ++d) outer *= s[d];
   return {b.alias(in[0], {outer, outer ? numel(s) / outer : 0})};
@@ -65,8 +98,10 @@ std::vector<int> Squeeze(Builder& b, const std::vector<int>& in) {
 std::vector<int> Unsqueeze(Builder& b, const std::vector<int>& in) {
   const Shape s = b.shape(in[0]);
   auto axes = axes_of(b, in);
+  if (s.size() + axes.size() > size_t(kMaxDims)) throw Error("Unsqueeze beyond 16 dimensions");
   const int r = int(s.size() + axes.size());
   auto ax = normalize_axes(axes, r);
+  if (ax.size() != axes.size()) throw Error("Unsqueeze axes repeat");
   Shape out;
   size_t k = 0;
   for (int d = 0; d < r; ++d) {
@@ -88,11 +123,23 @@ std::vector<int> Transpose(Builder& b, const std::vector<int>& in) {
 std::vector<int> Concat(Builder& b, const std::vector<int>& in) {
   std::vector<int> xs;
   for (int i : in) if (i >= 0) xs.push_back(i);
+  if (xs.empty()) throw Error("Concat needs at least one input");
   const Shape s0 = b.shape(xs[0]);
+  if (s0.empty()) throw Error("Concat needs inputs of rank >= 1");
   const int64_t axis = norm_axis(b.node().get_int("axis", 0), s0.size());
   Shape out = s0;
   out[axis] = 0;
-  for (int x : xs) out[axis] += b.shape(x)[axis];
+  for (int x : xs) {
+    const Shape sx = b.shape(x);
+    bool same = sx.size() == s0.size() && b.dtype(x) == b.dtype(xs[0]);
+    for (size_t d = 0; same && d < sx.size(); ++d) same = int64_t(d) == axis || sx[d] == s0[d];
+    if (!same)
+      throw Error("Concat inputs must match in rank, dtype and every dim but the axis: " +
+                  shape_str(s0) + " " + dtype_name(b.dtype(xs[0])) + " vs " + shape_str(sx) + " " +
+                  dtype_name(b.dtype(x)));
+    out[axis] = checked_add(out[axis], sx[axis], "Concat size");
+  }
+  check_shape(out, "Concat output");
   int64_t outer = 1, inner = 1;
   for (int64_t d = 0; d < axis; ++d) outer *= out[d];
   for (size_t d = axis + 1; d < out.size(); ++d) inner *= out[d];
@@ -110,14 +157,27 @@ std::vector<int> Concat(Builder& b, const std::vector<int>& in) {
 std::vector<int> Split(Builder& b, const std::vector<int>& in) {
   const auto& nd = b.node();
   const Shape s = b.shape(in[0]);
+  if (s.empty()) throw Error("Split needs an input of rank >= 1");
   const int64_t axis = norm_axis(nd.get_int("axis", 0), s.size());
   std::vector<int64_t> parts = nd.get_ints("split");
   if (opt(in, 1) >= 0) parts = b.const_ints(in[1]);
   const int64_t n_out = int64_t(nd.outputs.size());
   if (parts.empty()) {
     const int64_t n = nd.get_int("num_outputs", n_out);
+    if (n < 1 || n > s[axis] + 1 || n > 4096)
+      throw Error("Split into " + std::to_string(n) + " outputs of a dimension of " + std::to_string(s[axis]));
     const int64_t each = (s[axis] + n - 1) / n;
     for (int64_t i = 0, left = s[axis]; i < n; ++i, left -= each) parts.push_back(std::min(each, left));
+  }
+  {
+    int64_t total = 0;
+    for (auto p : parts) {
+      if (p < 0 || p > s[axis]) throw Error("Split size " + std::to_string(p) + " out of range");
+      total += p;  // each <= 2**40: no overflow for any list that fits in memory
+    }
+    if (total != s[axis])
+      throw Error("Split sizes add up to " + std::to_string(total) + ", not the dimension's " +
+                  std::to_string(s[axis]));
   }
   int64_t outer = 1, inner = 1;
   for (int64_t d = 0; d < axis; ++d) outer *= s[d];
@@ -152,10 +212,19 @@ std::vector<int> Slice(Builder& b, const std::vector<int>& in) {
   }
   if (axes.empty()) for (size_t i = 0; i < starts.size(); ++i) axes.push_back(int64_t(i));
   if (steps.empty()) steps.assign(starts.size(), 1);
+  if (ends.size() != starts.size() || axes.size() != starts.size() || steps.size() != starts.size())
+    throw Error("Slice needs one end, axis and step per start");
+  if (r == 0 && !axes.empty()) throw Error("Slice of a 0-d value");
   Shape out = s, src_stride = contiguous_strides(s), st = contiguous_strides(s);
   int64_t offset = 0;
+  std::vector<bool> seen(r, false);
   for (size_t i = 0; i < axes.size(); ++i) {
-    const int64_t a = norm_axis(axes[i], r), dim = s[a], step = steps[i];
+    const int64_t a = norm_axis(axes[i], r), dim = s[a];
+    if (seen[a]) throw Error("Slice axes repeat");
+    seen[a] = true;
+    // A step past the dimension takes at most one element: clamp it so that no length or
+    // stride below can overflow.
+    const int64_t step = std::clamp<int64_t>(steps[i], -(dim + 1), dim + 1);
     if (step == 0) throw Error("Slice step must not be 0");
     int64_t lo = starts[i], hi = ends[i];
     if (lo < 0) lo += dim;
@@ -186,11 +255,12 @@ int pad_border(Builder& b, int x, const std::vector<int64_t>& full, bool reflect
   const int orig = x;
   const int64_t r = b.shape(x).size();
   for (int64_t d = 0; d < r; ++d) {
-    const int64_t lo = full[d], hi = full[d + r];
+    const int64_t lo = bounded(full[d], "pad"), hi = bounded(full[d + r], "pad");
     if (lo == 0 && hi == 0) continue;
     if (lo < 0 || hi < 0) throw Error("negative pads need mode=constant");
     const Shape s = b.shape(x);
     if (reflect && (lo >= s[d] || hi >= s[d])) throw Error("reflect pad larger than the input");
+    if (s[d] == 0) throw Error("edge and reflect pads need a non-empty dimension");
     Shape out = s;
     out[d] = s[d] + lo + hi;
     const Shape ss = contiguous_strides(s), os = contiguous_strides(out);
@@ -228,18 +298,24 @@ std::vector<int> Pad(Builder& b, const std::vector<int>& in) {
   std::vector<int64_t> full(2 * r, 0);
   if (opt(in, 3) >= 0) {
     auto axes = b.const_ints(in[3]);
+    if (pads.size() != 2 * axes.size()) throw Error("Pad needs two pads per axis");
     for (size_t i = 0; i < axes.size(); ++i) {
       const int64_t a = norm_axis(axes[i], r);
       full[a] = pads[i];
       full[a + r] = pads[i + axes.size()];
     }
   } else {
+    if (pads.size() != size_t(2 * r))
+      throw Error("Pad needs " + std::to_string(2 * r) + " pads for rank " + std::to_string(r) +
+                  ", got " + std::to_string(pads.size()));
     full = pads;
   }
+  for (auto& p : full) p = bounded(p, "pad");
   if (mode != "constant") return {pad_border(b, in[0], full, mode == "reflect")};
   Shape out(r), size(r), src_off_idx(r, 0), dst_idx(r, 0);
   for (int64_t d = 0; d < r; ++d) {
-    out[d] = s[d] + full[d] + full[d + r];
+    out[d] = s[d] + full[d] + full[d + r];  // each term bounded by 2**40: exact
+    if (out[d] < 0) throw Error("Pad crops more than dimension " + std::to_string(d) + " holds");
     // Negative pads crop.
     const int64_t lo = full[d], crop_lo = lo < 0 ? -lo : 0, crop_hi = full[d + r] < 0 ? -full[d + r] : 0;
     size[d] = std::max<int64_t>(0, s[d] - crop_lo - crop_hi);
@@ -266,8 +342,19 @@ std::vector<int> Tile(Builder& b, const std::vector<int>& in) {
   const Shape s = b.shape(in[0]);
   auto reps = b.const_ints(in[1]);
   const int64_t r = s.size();
+  if (int64_t(reps.size()) != r)
+    throw Error("Tile needs one repeat per dimension (" + std::to_string(r) + "), got " +
+                std::to_string(reps.size()));
+  // One raster region per tile: at most 2**20 of them.
+  int64_t tiles = 1;
+  for (auto v : reps) {
+    if (v < 0) throw Error("Tile repeats must be >= 0");
+    if (v > (int64_t(1) << 20) || (tiles = tiles * v) > (int64_t(1) << 20))
+      throw Error("Tile makes more than 2**20 tiles");
+  }
   Shape out(r);
-  for (int64_t d = 0; d < r; ++d) out[d] = s[d] * reps[d];
+  for (int64_t d = 0; d < r; ++d) out[d] = checked_mul(s[d], reps[d], "Tile size");
+  check_shape(out, "Tile output");
   const Shape ss = contiguous_strides(s), os = contiguous_strides(out);
   RasterSpec spec;
   std::vector<int64_t> t(r, 0);
@@ -314,8 +401,15 @@ std::vector<int> ConstantOfShape(Builder& b, const std::vector<int>& in) {
   const Shape s(dims.begin(), dims.end());
   const auto& nd = b.node();
   Tensor v;
-  if (nd.has("value")) v = nd.attrs.at("value").t;
-  else v = scalar_f32(0);
+  if (nd.has("value")) {
+    const Attr& a = nd.attrs.at("value");
+    if (a.kind != Attr::kTensor || a.t.numel() != 1 || !a.t.data)
+      throw Error("ConstantOfShape value must be a one-element tensor");
+    v = a.t;
+  } else {
+    v = scalar_f32(0);
+  }
+  check_shape(s, "ConstantOfShape shape");
   Tensor t = Tensor::empty(v.dtype, s);
   const size_t es = dtype_size(v.dtype);
   for (int64_t i = 0; i < t.numel(); ++i)
@@ -327,7 +421,16 @@ std::vector<int> Range(Builder& b, const std::vector<int>& in) {
   const DType t = b.dtype(in[0]);
   const double start = b.const_scalar(in[0]), limit = b.const_scalar(in[1]),
                delta = b.const_scalar(in[2]);
-  const int64_t n = std::max<int64_t>(0, int64_t(std::ceil((limit - start) / delta)));
+  if (!std::isfinite(start) || !std::isfinite(limit) || !std::isfinite(delta) || delta == 0)
+    throw Error("Range needs finite start, limit and a non-zero delta");
+  const double count = std::ceil((limit - start) / delta);
+  if (!(count <= double(kMaxElements)))
+    throw Error("Range would have more than 2**40 elements");
+  const int64_t n = count > 0 ? int64_t(count) : 0;
+  if (t != DType::f32 && n > 0) {
+    const double end = start + double(n - 1) * delta, top = t == DType::i32 ? 2147483647.0 : 9.2e18;
+    if (std::fabs(start) > top || std::fabs(end) > top) throw Error("Range values overflow " + std::string(dtype_name(t)));
+  }
   Tensor out = Tensor::empty(t, {n});
   for (int64_t i = 0; i < n; ++i) {
     const double v = start + double(i) * delta;
@@ -343,7 +446,12 @@ std::vector<int> Range(Builder& b, const std::vector<int>& in) {
 
 std::vector<int> Constant(Builder& b, const std::vector<int>&) {
   const auto& nd = b.node();
-  if (nd.has("value")) return {b.add_const(nd.attrs.at("value").t)};
+  if (nd.has("value")) {
+    const Attr& a = nd.attrs.at("value");
+    if (a.kind != Attr::kTensor || (!a.t.data && a.t.numel() > 0))
+      throw Error("Constant value must be a tensor");
+    return {b.add_const(a.t)};
+  }
   if (nd.has("value_float")) return {b.add_const(scalar_f32(float(nd.get_float("value_float", 0))))};
   if (nd.has("value_int")) return {b.add_const(i64_tensor({nd.get_int("value_int", 0)}, {}))};
   if (nd.has("value_ints")) {

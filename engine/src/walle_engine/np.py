@@ -407,6 +407,12 @@ def _reduce_axes(axis: Axis, ndim: int) -> list[int]:
     return _axes(axis, ndim)
 
 
+# The engine's limits (tensor.h): checked here too so an oversized request fails with a
+# clear ValueError before any integer reaches the C++ layer.
+_MAX_DIMS = 16
+_MAX_ELEMENTS = 2**40
+
+
 def _shape_arg(shape: int | Sequence[int]) -> list[int]:
     try:
         dims = [operator.index(shape)]
@@ -414,6 +420,10 @@ def _shape_arg(shape: int | Sequence[int]) -> list[int]:
         dims = [operator.index(d) for d in shape]
     if builtins.any(d < 0 for d in dims):
         raise ValueError("negative dimensions are not allowed")
+    if len(dims) > _MAX_DIMS:
+        raise ValueError(f"{len(dims)} dimensions: walle_engine supports at most {_MAX_DIMS}")
+    if math.prod(d for d in dims if d) > _MAX_ELEMENTS:
+        raise ValueError(f"shape {tuple(dims)} has more than 2**40 elements (the engine's limit)")
     return dims
 
 
@@ -1089,6 +1099,7 @@ def arange(
     else:
         n = builtins.max(0, math.ceil((stop - start) / step))
     dt = ("int64" if integral else "float32") if dtype is None else _dtype_name(dtype)
+    _shape_arg(n)
     t = _core.arange(float(start), float(step), n, "int64" if dt == "bool" else dt)
     return _wrap(_cast(t, dt))
 
@@ -1099,6 +1110,7 @@ def linspace(
     """``num`` evenly spaced values from start to stop (integer dtypes round down)."""
     if num < 0:
         raise ValueError(f"Number of samples, {num}, must be non-negative.")
+    _shape_arg(num)
     div = num - 1 if endpoint else num
     step = (stop - start) / div if div > 0 else 0.0
     y = _wrap(_core.arange(float(start), step, num, "float32"))
@@ -1628,7 +1640,7 @@ def reshape(a: ArrayLike, shape: int | Sequence[int]) -> ndarray:
             dims[dims.index(-1)] = size // known
     if math.prod(dims) != size or -1 in dims:
         raise ValueError(f"cannot reshape array of size {size} into shape {tuple(dims)}")
-    return _wrap(_core.view(x._t, 0, dims))
+    return _wrap(_core.view(x._t, 0, _shape_arg(dims)))
 
 
 def ravel(a: ArrayLike) -> ndarray:
