@@ -2,6 +2,7 @@
 
 #include <atomic>
 #include <condition_variable>
+#include <exception>
 #include <mutex>
 #include <thread>
 #include <vector>
@@ -57,11 +58,24 @@ class Pool {
     std::unique_lock<std::mutex> g(m_);
     done_cv_.wait(g, [this] { return pending_ == 0; });
     fn_ = nullptr;
+    if (error_) {  // a task threw: the caller sees it (on a worker it would terminate)
+      std::exception_ptr e = error_;
+      error_ = nullptr;
+      std::rethrow_exception(e);
+    }
   }
 
  private:
   void work() {
-    for (int64_t i; (i = next_.fetch_add(1)) < tasks_;) (*fn_)(i);
+    for (int64_t i; (i = next_.fetch_add(1)) < tasks_;) {
+      try {
+        (*fn_)(i);
+      } catch (...) {
+        std::lock_guard<std::mutex> g(error_mutex_);
+        if (!error_) error_ = std::current_exception();
+        next_.store(tasks_);  // skip the remaining tasks
+      }
+    }
   }
 
   void loop(uint64_t seen) {
@@ -79,6 +93,8 @@ class Pool {
   }
 
   std::mutex run_mutex_;  // one parallel region at a time
+  std::mutex error_mutex_;
+  std::exception_ptr error_;  // the first exception a task of this run threw
   std::mutex m_;
   std::condition_variable cv_, done_cv_;
   std::vector<std::thread> workers_;

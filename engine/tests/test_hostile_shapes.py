@@ -910,6 +910,13 @@ def test_graph_norm_parameter_sizes(device: Device, x: list[int], n: list[int], 
         " {'group': 0}).run([Tensor.empty('float32', [1, 1, 3, 3])])",
         "result = graph('MaxPool', [('x', 'float32', [1, 1, 3, 3])], {}, {'kernel_shape': [9, 9]})"
         ".run([Tensor.empty('float32', [1, 1, 3, 3])])",
+        # pads of 2**31 on every side of a depthwise convolution (its scratch plane would be 2**62)
+        "result = graph('Conv', [('x', 'float32', [1, 2, 3, 3])], {'w': Tensor.empty('float32', [2, 1, 3, 3])},"
+        " {'group': 2, 'pads': [2**31] * 4}).run([Tensor.empty('float32', [1, 2, 3, 3])])",
+        # cv sizes past the engine's limits, as Python ints too large for C
+        "result = cv.pad(wnp.zeros((2, 2, 3), dtype='uint8'), 2**70, 0, 0, 0)",
+        "result = cv.resize(wnp.zeros((2, 2, 3), dtype='uint8'), (2**70, 2))",
+        "result = cv.letterbox(wnp.zeros((2, 2, 3), dtype='uint8'), (2**41, 2**41))",
         # Tile with 2**40 tiles, a Range with a zero step
         "result = graph('Tile', [('x', 'float32', [1, 1])], {'r': const([2**20, 2**20], 'int64')}, {})"
         ".run([Tensor.empty('float32', [1, 1])])",

@@ -89,6 +89,8 @@ ConvGeom geometry(Builder& b, int x, int wt) {
   } else if (ap == "VALID") {
     g.ph = g.pw = pb_h = pb_w = 0;
   }
+  // The padded input bounds what the kernels and their scratch planes walk.
+  check_shape({g.n, g.c, g.h + g.ph + pb_h, g.w + g.pw + pb_w}, "Conv padded input");
   g.oh = (g.h + g.ph + pb_h - ((g.kh - 1) * g.dh + 1)) / g.sh + 1;
   g.ow = (g.w + g.pw + pb_w - ((g.kw - 1) * g.dw + 1)) / g.sw + 1;
   if (g.c != ws[1] * g.g)

@@ -93,6 +93,8 @@ def pad(img: object, top: int, bottom: int, left: int, right: int, value: float 
     h, w, c = _dims(t, "pad")
     if min(top, bottom, left, right) < 0:
         raise ValueError(f"pad: widths must be >= 0, got {top}, {bottom}, {left}, {right}")
+    if max(top, bottom, left, right) > _MAX_SIZE:
+        raise ValueError(f"pad: widths must be at most 2**40, got {top}, {bottom}, {left}, {right}")
     if t.dtype == "uint8" and not 0 <= value <= 255:
         raise ValueError(f"pad: value {value} does not fit a uint8 image")
     out_w = w + left + right
@@ -198,6 +200,9 @@ def _out(t: Tensor) -> Any:
     return np.asarray(t)
 
 
+_MAX_SIZE = 2**40  # the engine's element limit: larger sizes are refused before any arithmetic
+
+
 def _dims(t: Tensor, op: str) -> tuple[int, int, int]:
     if t.dtype not in ("uint8", "float32"):
         raise ValueError(f"{op}: images must be uint8 or float32, not {t.dtype}")
@@ -220,6 +225,8 @@ def _size(size: Sequence[int], op: str) -> tuple[int, int]:
         raise ValueError(f"{op}: size must be (width, height), got {size!r}") from None
     if width < 1 or height < 1:
         raise ValueError(f"{op}: size must be positive, got (width, height) = {size!r}")
+    if width > _MAX_SIZE or height > _MAX_SIZE:
+        raise ValueError(f"{op}: size must be at most 2**40, got (width, height) = {size!r}")
     return width, height
 
 
