@@ -96,7 +96,13 @@ Choice Builder::choose(const std::string& sig_in, std::vector<Candidate> cands) 
   pe.op = node_.op;
   pe.signature = sig;
   auto forced = m_.opts_.forced.find(sig);
-  if (forced != m_.opts_.forced.end()) return Choice::parse(forced->second);
+  if (forced != m_.opts_.forced.end()) {
+    // Only one of this op's own candidates: another algorithm or an ISA this CPU lacks
+    // would run kernels on shapes (or instructions) they were not chosen for.
+    for (const auto& c : cands)
+      if (c.choice.str() == forced->second) return Choice::parse(forced->second);
+    throw Error("forced choice '" + forced->second + "' is not a candidate for " + sig);
+  }
 
   const Isa cap = std::min(current_isa(), m_.opts_.max_isa);
   cands.erase(std::remove_if(cands.begin(), cands.end(),

@@ -917,6 +917,9 @@ def test_graph_norm_parameter_sizes(device: Device, x: list[int], n: list[int], 
         "result = cv.pad(wnp.zeros((2, 2, 3), dtype='uint8'), 2**70, 0, 0, 0)",
         "result = cv.resize(wnp.zeros((2, 2, 3), dtype='uint8'), (2**70, 2))",
         "result = cv.letterbox(wnp.zeros((2, 2, 3), dtype='uint8'), (2**41, 2**41))",
+        # LRN over an empty input (a division by zero), and with a window of 2**62 channels
+        "result = graph('LRN', [('x', 'float32', [0, 2, 3])], {}, {'size': 3}).run([Tensor.empty('float32', [0, 2, 3])])",
+        "result = graph('LRN', [('x', 'float32', [1, 2, 3])], {}, {'size': 2**62}).run([Tensor.empty('float32', [1, 2, 3])])",
         # Tile with 2**40 tiles, a Range with a zero step
         "result = graph('Tile', [('x', 'float32', [1, 1])], {'r': const([2**20, 2**20], 'int64')}, {})"
         ".run([Tensor.empty('float32', [1, 1])])",
@@ -930,6 +933,21 @@ def test_graph_norm_parameter_sizes(device: Device, x: list[int], n: list[int], 
 )
 def test_crafted_models_are_refused(device: Device, code: str) -> None:
     assert run_graph(device, code) is None
+
+
+def test_a_forced_choice_must_be_one_of_the_ops_candidates(device: Device) -> None:
+    code = """
+        g = {"inputs": [("a", "float32", [4, 8])], "outputs": ["y"],
+             "constants": {"b": Tensor.empty("float32", [8, 4])},
+             "nodes": [("MatMul", "mm", ["a", "b"], ["y"], {})]}
+        sig = _core.Model(g, tune=False).plan()[0]["signature"]
+        result = [_core.Model(g, tune=False, forced={sig: c}).run([Tensor.empty("float32", [4, 8])])
+                  for c in ("gemm:scalar:0", "winograd:avx512:999")]
+    """
+    reply = device.run(code)
+    assert (
+        not reply["ok"] and reply["type"] == "ValueError" and "not a candidate" in reply["message"]
+    )
 
 
 def test_a_gather_index_out_of_range_at_run_time_is_refused(device: Device) -> None:

@@ -122,7 +122,10 @@ std::vector<int> LRN(Builder& b, const std::vector<int>& in) {
   const int x = in[0];
   const Shape s = b.shape(x);
   if (s.size() < 3) throw Error("LRN needs an [N, C, ...] input");
-  const int64_t size = nd.get_int("size", 1), N = s[0], C = s[1], hw = numel(s) / (N * C);
+  const int64_t size = nd.get_int("size", 1), N = s[0], C = s[1];
+  if (size < 1 || size > 4096) throw Error("LRN size must be in [1, 4096]");
+  if (N * C == 0) throw Error("LRN of an empty input " + shape_str(s));
+  const int64_t hw = numel(s) / (N * C);
   const float alpha = float(nd.get_float("alpha", 1e-4)), beta = float(nd.get_float("beta", 0.75)),
               bias = float(nd.get_float("bias", 1.0));
   // x^2

@@ -1798,6 +1798,8 @@ def topk(a: ArrayLike, k: int, axis: int = -1, largest: bool = True) -> tuple[nd
     k = operator.index(k)
     if k < 0:
         raise ValueError(f"k must be non-negative, got {k}")
+    if k > x.shape[ax]:
+        raise ValueError(f"k = {k} is out of range for axis {ax} of size {x.shape[ax]}")
     values, indices = _core.sort(_cast(x._t, _COMPUTE.get(x.dtype, x.dtype)), ax, k, largest)
     return _wrap(_cast(values, x.dtype)), _wrap(indices)
 

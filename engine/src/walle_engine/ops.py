@@ -8,6 +8,7 @@ without copying).
 
 from __future__ import annotations
 
+import operator
 from collections.abc import Sequence
 
 from walle_engine import _core
@@ -98,14 +99,33 @@ def raster(
 ) -> Tensor:
     """Copy strided regions ``(input, src_offset, dst_offset, size, src_stride, dst_stride)``."""
     return _core.raster(
-        [tensor(x) for x in inputs], [tuple(r) for r in regions], list(shape), fill, reference
+        [tensor(x) for x in inputs], _regions(regions), _int64s(shape), fill, reference
     )
+
+
+def _int64s(values: Sequence[int]) -> list[int]:
+    """Integers for the core, refused with OverflowError when C's int64 cannot hold them
+    (the binding would otherwise reject the whole call with a TypeError)."""
+    out = [operator.index(v) for v in values]
+    for v in out:
+        if not -(2**63) <= v < 2**63:
+            raise OverflowError(f"{v} does not fit in a 64-bit integer")
+    return out
+
+
+def _regions(regions: Sequence[Region]) -> list[Region]:
+    out = []
+    for r in regions:
+        i, so, do, size, ss, ds = r
+        so, do = _int64s([so, do])
+        if not 0 <= operator.index(i) < 2**31:
+            raise ValueError(f"region input {i} is out of range")
+        out.append((i, so, do, _int64s(size), _int64s(ss), _int64s(ds)))
+    return out
 
 
 def compose_raster(
     inner: Sequence[Region], inner_shape: Sequence[int], outer: Sequence[Region]
 ) -> list[Region] | None:
     """Merge two chained rasters into one, or None when they do not compose exactly."""
-    return _core.compose_raster(
-        [tuple(r) for r in inner], list(inner_shape), [tuple(r) for r in outer]
-    )
+    return _core.compose_raster(_regions(inner), _int64s(inner_shape), _regions(outer))
