@@ -281,7 +281,7 @@ Tensor arange(double start, double step, int64_t n, const std::string& dtype) {
   by_dtype(y.dtype, [&](auto z) {
     using T = decltype(z);
     T* Y = y.ptr<T>();
-    for (int64_t i = 0; i < n; ++i) Y[i] = T(start + double(i) * step);
+    for (int64_t i = 0; i < n; ++i) Y[i] = from_double<T>(start + double(i) * step);
   });
   return y;
 }
@@ -321,7 +321,9 @@ void convert_loop(const py::buffer_info& info, D* out, bool to_bool) {
       std::memcpy(&s, base + off + i * is, sizeof(S));
       if constexpr (std::is_same_v<S, Half>) {
         const float v = half_to_float(s.bits);
-        out[k] = to_bool ? D(v != 0) : D(v);
+        out[k] = to_bool ? D(v != 0) : from_double<D>(v);
+      } else if constexpr (std::is_floating_point_v<S>) {
+        out[k] = to_bool ? D(s != S(0)) : from_double<D>(double(s));  // no undefined casts
       } else {
         out[k] = to_bool ? D(s != S(0)) : D(s);
       }

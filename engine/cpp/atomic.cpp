@@ -160,7 +160,7 @@ void binary_int(BinaryOp op, const View& a, const View& b, const View& y) {
       });
       break;
     case BinaryOp::pow:
-      binary_generic<T>(a, b, y, [](T p, T q) { return T(std::pow(double(p), double(q))); });
+      binary_generic<T>(a, b, y, [](T p, T q) { return from_double<T>(std::pow(double(p), double(q))); });
       break;
     case BinaryOp::eq: binary_generic<T>(a, b, y, [](T p, T q) { return uint8_t(p == q); }); break;
     case BinaryOp::lt: binary_generic<T>(a, b, y, [](T p, T q) { return uint8_t(p < q); }); break;
@@ -186,8 +186,8 @@ void unary_int(UnaryOp op, const View& x, const View& y, float alpha, float beta
       case UnaryOp::neg: Y[i] = T(-v); break;
       case UnaryOp::relu: Y[i] = v > 0 ? v : T(0); break;
       case UnaryOp::sign: Y[i] = T(v > 0 ? 1 : (v < 0 ? -1 : 0)); break;
-      case UnaryOp::clip: Y[i] = T(std::min<double>(std::max<double>(v, alpha), beta)); break;
-      case UnaryOp::affine: Y[i] = T(alpha * double(v) + beta); break;
+      case UnaryOp::clip: Y[i] = from_double<T>(std::min<double>(std::max<double>(v, alpha), beta)); break;
+      case UnaryOp::affine: Y[i] = from_double<T>(alpha * double(v) + beta); break;
       case UnaryOp::floor: case UnaryOp::ceil: case UnaryOp::round: Y[i] = v; break;
       default: throw Error("unary op not supported for integer tensors");
     }
@@ -205,8 +205,16 @@ template <class S>
 void cast_from(const View& x, const View& y) {
   switch (y.dtype) {
     case DType::f32: return cast_loop<S, float>(x, y, [](S v) { return float(v); });
-    case DType::i32: return cast_loop<S, int32_t>(x, y, [](S v) { return int32_t(v); });
-    case DType::i64: return cast_loop<S, int64_t>(x, y, [](S v) { return int64_t(v); });
+    case DType::i32:
+      return cast_loop<S, int32_t>(x, y, [](S v) {
+        if constexpr (std::is_floating_point_v<S>) return int_from_float<int32_t>(v);
+        else return int32_t(v);  // modular, like numpy
+      });
+    case DType::i64:
+      return cast_loop<S, int64_t>(x, y, [](S v) {
+        if constexpr (std::is_floating_point_v<S>) return int_from_float<int64_t>(v);
+        else return int64_t(v);
+      });
     case DType::b8: return cast_loop<S, uint8_t>(x, y, [](S v) { return uint8_t(v != 0); });
     case DType::u8:
       return cast_loop<S, uint8_t>(x, y, [](S v) {

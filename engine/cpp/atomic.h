@@ -8,7 +8,9 @@
 #pragma once
 #include <cmath>
 #include <cstdint>
+#include <limits>
 #include <string>
+#include <type_traits>
 #include <vector>
 
 #include "kernels/kernels.h"
@@ -60,6 +62,23 @@ struct RasterSpec {
 // Written out because a plain C++ conversion of an out-of-range float is undefined.
 inline uint8_t u8_from_float(double v) {
   return (v > -2147483649.0 && v < 2147483648.0) ? uint8_t(int32_t(v)) : 0;
+}
+
+// float -> int32 / int64 as numpy does it on x86-64: truncate toward zero; NaN and values
+// outside the type's range give its minimum (the CPU's "integer indefinite"). Written out
+// because a plain C++ conversion of an out-of-range float is undefined.
+template <class T>
+inline T int_from_float(double v) {
+  const double lim = double(std::numeric_limits<T>::max()) + 1.0;  // 2**31 or 2**63, exact
+  return (v >= -lim && v < lim) ? T(v) : std::numeric_limits<T>::min();
+}
+
+// A double stored as T with the conversions above (float: the nearest float).
+template <class T>
+inline T from_double(double v) {
+  if constexpr (std::is_same_v<T, float>) return float(v);
+  else if constexpr (std::is_same_v<T, uint8_t>) return u8_from_float(v);
+  else return int_from_float<T>(v);
 }
 
 // uint8 is storage only: ops that compute on values refuse it rather than wrap silently.

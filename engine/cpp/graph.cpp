@@ -17,7 +17,11 @@ namespace walle {
 int64_t NodeDef::get_int(const std::string& k, int64_t d) const {
   auto it = attrs.find(k);
   if (it == attrs.end()) return d;
-  return it->second.kind == Attr::kFloat ? int64_t(it->second.f) : it->second.i;
+  if (it->second.kind != Attr::kFloat) return it->second.i;
+  const double f = it->second.f;
+  if (!(f >= -9.2e18 && f <= 9.2e18))  // converting anything else to int64 is undefined
+    throw Error(op + " node '" + name + "': attribute " + k + " is not a 64-bit integer");
+  return int64_t(f);
 }
 
 double NodeDef::get_float(const std::string& k, double d) const {
@@ -79,7 +83,15 @@ std::vector<int64_t> Builder::const_ints(int id) const {
     switch (t.dtype) {
       case DType::i64: v[i] = t.ptr<int64_t>()[i]; break;
       case DType::i32: v[i] = t.ptr<int32_t>()[i]; break;
-      case DType::f32: v[i] = int64_t(t.ptr<float>()[i]); break;
+      case DType::f32: {
+        const float f = t.ptr<float>()[i];
+        // An out-of-range float to int conversion is undefined: refuse it.
+        if (!(f >= -9.2e18f && f <= 9.2e18f))
+          throw Error(node_.op + " node '" + node_.name + "': input '" + slot(id).name +
+                      "' holds a value that is not a 64-bit integer");
+        v[i] = int64_t(f);
+        break;
+      }
       case DType::b8:
       case DType::u8: v[i] = t.ptr<uint8_t>()[i]; break;
     }

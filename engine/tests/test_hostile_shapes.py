@@ -967,3 +967,53 @@ def test_tensors_expose_no_address(device: Device) -> None:
         )
     )
     assert v == [8, None]
+
+
+@SETTINGS
+@given(
+    values=st.lists(
+        st.one_of(
+            st.floats(allow_nan=True, allow_infinity=True),
+            st.sampled_from([2.0**31, -(2.0**31) - 1, 2.0**63, -(2.0**63), 255.9, 256.0, -1.5]),
+        ),
+        min_size=1,
+        max_size=8,
+    ),
+    dtype=st.sampled_from(["int32", "int64", "uint8"]),
+)
+def test_float_to_integer_casts_are_defined_for_every_value(
+    device: Device, values: list[float], dtype: str
+) -> None:
+    """Out-of-range float to int conversions are undefined in C++: the engine spells out
+    numpy's x86-64 results (the type's minimum; uint8 through int32) instead."""
+    listed = repr(values).replace("nan", "float('nan')").replace("inf", "float('inf')")
+    for code in (
+        f"result = ops.cast(const({listed}, 'float32'), {dtype!r})",
+        f"result = ops.cast(const({listed}, 'float32'), {dtype!r}, reference=True)",
+        f"result = wnp.asarray(np.array({listed}, dtype=np.float64), dtype={dtype!r})",
+    ):
+        v = refused_or(device.run(code))
+        assert v is not None
+        with np.errstate(invalid="ignore", over="ignore"):
+            src = np.array(values, dtype=np.float64 if "asarray" in code else np.float32)
+            if dtype == "uint8":
+                want = np.where(np.abs(src) < 2**31, src, 0).astype(np.int32).astype(np.uint8)
+            else:
+                info = np.iinfo(dtype)
+                inside = (src >= info.min) & (src < float(info.max) + 1)
+                want = np.where(inside, np.where(inside, src, 0).astype(dtype), info.min)
+        assert v["values"] == want.astype(np.float64).tolist(), (code, values)
+
+
+def test_float_attributes_that_are_not_integers_are_refused(device: Device) -> None:
+    for value in ("float('nan')", "1e30", "-float('inf')"):
+        code = f"""
+            m = graph('Flatten', [('x', 'float32', [2, 3])], {{}}, {{'axis': {value}}})
+            result = m.run([Tensor.empty('float32', [2, 3])])
+        """
+        assert run_graph(device, code) is None, value
+    code = """
+        m = graph('Reshape', [('x', 'float32', [2, 3])], {'s': const([float('nan'), 3.0], 'float32')}, {})
+        result = m.run([Tensor.empty('float32', [2, 3])])
+    """
+    assert run_graph(device, code) is None

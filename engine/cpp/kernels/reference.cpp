@@ -26,8 +26,8 @@ double load(const View& v, int64_t i) {
 void store(const View& v, int64_t i, double x) {
   switch (v.dtype) {
     case DType::f32: v.ptr<float>()[i] = float(x); break;
-    case DType::i32: v.ptr<int32_t>()[i] = int32_t(x); break;
-    case DType::i64: v.ptr<int64_t>()[i] = int64_t(x); break;
+    case DType::i32: v.ptr<int32_t>()[i] = int_from_float<int32_t>(x); break;
+    case DType::i64: v.ptr<int64_t>()[i] = int_from_float<int64_t>(x); break;
     case DType::b8: v.ptr<uint8_t>()[i] = x != 0; break;
     case DType::u8: v.ptr<uint8_t>()[i] = u8_from_float(x); break;
   }

@@ -65,6 +65,10 @@ std::vector<int> Pool(Builder& b, const std::vector<int>& in) {
   if (kh * kw > (int64_t(1) << 20)) throw Error(nd.op + " window has more than 2**20 taps");
   const int64_t kk = kh * kw, ohw = OH * OW;
   check_shape({N, C, kk, ohw}, nd.op + " window columns");
+  // The average pool's divisor table walks every (output, tap) pair at load: bound it.
+  if (kk * ohw > (int64_t(1) << 28))
+    throw Error(nd.op + " has " + std::to_string(kk) + " taps over " + std::to_string(ohw) +
+                " outputs per channel (more than 2**28 pairs)");
 
   if (b.slot(x).nchwc) {
     const int cb = b.slot(x).nchwc;
