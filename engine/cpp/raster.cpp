@@ -164,8 +164,8 @@ void raster(const RasterSpec& spec, const std::vector<View>& inputs, const View&
   const double f = spec.fill;
   switch (y.dtype) {
     case DType::f32: return raster_typed<float>(spec, inputs, y, float(f));
-    case DType::i32: return raster_typed<int32_t>(spec, inputs, y, int32_t(f));
-    case DType::i64: return raster_typed<int64_t>(spec, inputs, y, int64_t(f));
+    case DType::i32: return raster_typed<int32_t>(spec, inputs, y, int_from_float<int32_t>(f));
+    case DType::i64: return raster_typed<int64_t>(spec, inputs, y, int_from_float<int64_t>(f));
     case DType::b8: return raster_typed<uint8_t>(spec, inputs, y, uint8_t(f != 0));
     case DType::u8: return raster_typed<uint8_t>(spec, inputs, y, u8_from_float(f));
   }

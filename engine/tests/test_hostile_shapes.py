@@ -1005,6 +1005,13 @@ def test_float_to_integer_casts_are_defined_for_every_value(
         assert v["values"] == want.astype(np.float64).tolist(), (code, values)
 
 
+def test_a_raster_fill_that_is_not_an_integer_fills_with_numpys_value(device: Device) -> None:
+    for fill, want in (("float('nan')", -(2**31)), ("1e300", -(2**31)), ("-7.9", -7)):
+        code = f"result = ops.raster([const([1], 'int32')], [], [2], fill={fill})"
+        v = refused_or(device.run(code))
+        assert v is not None and v["values"] == [want, want], (fill, v)
+
+
 def test_float_attributes_that_are_not_integers_are_refused(device: Device) -> None:
     for value in ("float('nan')", "1e30", "-float('inf')"):
         code = f"""
