@@ -138,10 +138,12 @@ void binary_generic(const View& a, const View& b, const View& y, F f) {
 
 template <class T>
 void binary_int(BinaryOp op, const View& a, const View& b, const View& y) {
+  using U = std::make_unsigned_t<T>;
   switch (op) {
-    case BinaryOp::add: binary_generic<T>(a, b, y, [](T p, T q) { return T(p + q); }); break;
-    case BinaryOp::sub: binary_generic<T>(a, b, y, [](T p, T q) { return T(p - q); }); break;
-    case BinaryOp::mul: binary_generic<T>(a, b, y, [](T p, T q) { return T(p * q); }); break;
+    // Two's-complement wrap like numpy, computed unsigned (signed overflow is undefined).
+    case BinaryOp::add: binary_generic<T>(a, b, y, [](T p, T q) { return T(U(p) + U(q)); }); break;
+    case BinaryOp::sub: binary_generic<T>(a, b, y, [](T p, T q) { return T(U(p) - U(q)); }); break;
+    case BinaryOp::mul: binary_generic<T>(a, b, y, [](T p, T q) { return T(U(p) * U(q)); }); break;
     case BinaryOp::div:
       // x / 0 is 0 (ONNX leaves it undefined); MIN / -1 wraps like numpy instead of
       // raising SIGFPE, which would kill every task in the process.
@@ -178,12 +180,14 @@ template <class T>
 void unary_int(UnaryOp op, const View& x, const View& y, float alpha, float beta) {
   const T* X = x.ptr<T>();
   T* Y = y.ptr<T>();
+  using U = std::make_unsigned_t<T>;
   const int64_t n = x.numel();
   for (int64_t i = 0; i < n; ++i) {
     const T v = X[i];
     switch (op) {
-      case UnaryOp::abs: Y[i] = v < 0 ? T(-v) : v; break;
-      case UnaryOp::neg: Y[i] = T(-v); break;
+      // abs(MIN) and -MIN wrap to MIN like numpy (computed unsigned: no undefined overflow).
+      case UnaryOp::abs: Y[i] = v < 0 ? T(U(0) - U(v)) : v; break;
+      case UnaryOp::neg: Y[i] = T(U(0) - U(v)); break;
       case UnaryOp::relu: Y[i] = v > 0 ? v : T(0); break;
       case UnaryOp::sign: Y[i] = T(v > 0 ? 1 : (v < 0 ? -1 : 0)); break;
       case UnaryOp::clip: Y[i] = from_double<T>(std::min<double>(std::max<double>(v, alpha), beta)); break;

@@ -110,7 +110,8 @@ std::string shape_str(const Shape& s) {
 
 Shape contiguous_strides(const Shape& s) {
   Shape st(s.size(), 1);
-  for (int i = int(s.size()) - 2; i >= 0; --i) st[i] = st[i + 1] * s[i + 1];
+  // Checked: decompositions take strides of shapes before the value is validated.
+  for (int i = int(s.size()) - 2; i >= 0; --i) st[i] = checked_mul(st[i + 1], s[i + 1], "stride");
   return st;
 }
 

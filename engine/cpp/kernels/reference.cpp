@@ -85,7 +85,9 @@ double binary_scalar(BinaryOp op, double x, double y, bool integer) {
     case BinaryOp::sub: return x - y;
     case BinaryOp::mul: return x * y;
     case BinaryOp::div:
-      if (integer) return y == 0 ? 0 : y == -1 ? -x : double(int64_t(x) / int64_t(y));
+      if (integer)
+        return y == 0 ? 0 : y == -1 ? -x
+                                    : double(int_from_float<int64_t>(x) / int_from_float<int64_t>(y));
       return x / y;
     case BinaryOp::pow: return std::pow(x, y);
     // A NaN on either side wins, as in numpy (std::fmax would drop it).
@@ -102,7 +104,7 @@ double binary_scalar(BinaryOp op, double x, double y, bool integer) {
     case BinaryOp::mod:
       if (integer) {
         // ONNX Mod with fmod=0: the result takes the sign of the divisor (Python %).
-        int64_t p = int64_t(x), q = int64_t(y);
+        int64_t p = int_from_float<int64_t>(x), q = int_from_float<int64_t>(y);
         if (q == 0 || q == -1) return 0;
         int64_t r = p % q;
         if (r != 0 && ((r < 0) != (q < 0))) r += q;
