@@ -138,10 +138,13 @@ void binary_generic(const View& a, const View& b, const View& y, F f) {
 
 template <class T>
 void binary_int(BinaryOp op, const View& a, const View& b, const View& y) {
+  using U = std::make_unsigned_t<T>;
   switch (op) {
-    case BinaryOp::add: binary_generic<T>(a, b, y, [](T p, T q) { return T(p + q); }); break;
-    case BinaryOp::sub: binary_generic<T>(a, b, y, [](T p, T q) { return T(p - q); }); break;
-    case BinaryOp::mul: binary_generic<T>(a, b, y, [](T p, T q) { return T(p * q); }); break;
+    // Integer add, sub and mul wrap like numpy: computed unsigned, where overflow is
+    // defined (signed overflow is undefined behaviour the optimiser may exploit).
+    case BinaryOp::add: binary_generic<T>(a, b, y, [](T p, T q) { return T(U(p) + U(q)); }); break;
+    case BinaryOp::sub: binary_generic<T>(a, b, y, [](T p, T q) { return T(U(p) - U(q)); }); break;
+    case BinaryOp::mul: binary_generic<T>(a, b, y, [](T p, T q) { return T(U(p) * U(q)); }); break;
     case BinaryOp::div:
       // x / 0 is 0 (ONNX leaves it undefined); MIN / -1 wraps like numpy instead of
       // raising SIGFPE, which would kill every task in the process.
@@ -182,8 +185,9 @@ void unary_int(UnaryOp op, const View& x, const View& y, float alpha, float beta
   for (int64_t i = 0; i < n; ++i) {
     const T v = X[i];
     switch (op) {
-      case UnaryOp::abs: Y[i] = v < 0 ? T(-v) : v; break;
-      case UnaryOp::neg: Y[i] = T(-v); break;
+      // abs(MIN) and -MIN wrap to MIN, like numpy.
+      case UnaryOp::abs: Y[i] = v < 0 ? T(std::make_unsigned_t<T>(0) - std::make_unsigned_t<T>(v)) : v; break;
+      case UnaryOp::neg: Y[i] = T(std::make_unsigned_t<T>(0) - std::make_unsigned_t<T>(v)); break;
       case UnaryOp::relu: Y[i] = v > 0 ? v : T(0); break;
       case UnaryOp::sign: Y[i] = T(v > 0 ? 1 : (v < 0 ? -1 : 0)); break;
       case UnaryOp::clip: Y[i] = T(std::min<double>(std::max<double>(v, alpha), beta)); break;

@@ -44,8 +44,11 @@ struct ConvGeom {
 ConvGeom geometry(Builder& b, int x, int wt) {
   const auto& nd = b.node();
   Shape xs = b.logical_shape(x), ws = b.shape(wt);
+  if (xs.size() != 3 && xs.size() != 4) throw Error("Conv supports 1-D and 2-D convolution only");
+  if (ws.size() != xs.size())
+    throw Error("Conv weight " + shape_str(ws) + " must have the input's rank " +
+                std::to_string(xs.size()));
   if (xs.size() == 3) { xs.insert(xs.begin() + 2, 1); ws.insert(ws.begin() + 2, 1); }
-  if (xs.size() != 4) throw Error("Conv supports 1-D and 2-D convolution only");
   ConvGeom g{};
   g.n = xs[0]; g.c = xs[1]; g.h = xs[2]; g.w = xs[3];
   g.oc = ws[0]; g.kh = ws[2]; g.kw = ws[3];
@@ -53,6 +56,7 @@ ConvGeom geometry(Builder& b, int x, int wt) {
   const bool one_d = b.logical_shape(x).size() == 3;
   auto two = [&](const std::vector<int64_t>& v, int64_t d) -> std::pair<int64_t, int64_t> {
     if (v.empty()) return {d, d};
+    if (v.size() != (one_d ? 1u : 2u)) throw Error("Conv window attributes need one entry per spatial axis");
     return one_d ? std::pair<int64_t, int64_t>{1, v[0]} : std::pair<int64_t, int64_t>{v[0], v[1]};
   };
   std::tie(g.sh, g.sw) = two(nd.get_ints("strides"), 1);
@@ -61,6 +65,7 @@ ConvGeom geometry(Builder& b, int x, int wt) {
   auto pads = nd.get_ints("pads");
   int64_t pb_h = 0, pb_w = 0;
   if (!pads.empty()) {
+    if (pads.size() != (one_d ? 2u : 4u)) throw Error("Conv pads need a begin and an end per spatial axis");
     if (one_d) { g.ph = 0; g.pw = pads[0]; pb_w = pads[1]; }
     else { g.ph = pads[0]; g.pw = pads[1]; pb_h = pads[2]; pb_w = pads[3]; }
   }
@@ -82,6 +87,10 @@ ConvGeom geometry(Builder& b, int x, int wt) {
   if (g.c != ws[1] * g.g)
     throw Error("Conv weight " + shape_str(ws) + " does not match input channels " +
                 std::to_string(g.c) + " with group " + std::to_string(g.g));
+  if (g.n <= 0 || g.c <= 0 || g.h <= 0 || g.w <= 0 || g.oc <= 0 || g.kh <= 0 || g.kw <= 0 ||
+      g.sh <= 0 || g.sw <= 0 || g.dh <= 0 || g.dw <= 0 || g.g <= 0 || g.oc % g.g != 0)
+    throw Error("Conv on an empty input or weight, or with output channels " +
+                std::to_string(g.oc) + " not divisible by group " + std::to_string(g.g));
   if (g.oh <= 0 || g.ow <= 0) throw Error("Conv output would be empty");
   return g;
 }

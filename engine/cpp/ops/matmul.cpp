@@ -98,6 +98,8 @@ std::vector<int> Gemm(Builder& b, const std::vector<int>& in) {
   const Shape sw = b.shape(w);
   if (sa.size() != 2 || sw.size() != 2) throw Error("Gemm needs 2-D A and B");
   const int64_t M = ta ? sa[1] : sa[0], K = ta ? sa[0] : sa[1], N = tb ? sw[0] : sw[1];
+  if ((tb ? sw[1] : sw[0]) != K)
+    throw Error("Gemm inner dimensions differ: " + shape_str(sa) + " x " + shape_str(sw));
   std::vector<Candidate> cands;
   const bool packed = b.is_const(w);
   add_gemm_candidates(cands, "gemm", packed, [&](const KernelTable& kt, int v) {

@@ -28,6 +28,7 @@ std::vector<int> Pool(Builder& b, const std::vector<int>& in) {
   if (xs.size() != 4) throw Error(nd.op + " supports 1-D and 2-D pooling only");
   auto two = [&](const std::vector<int64_t>& v, int64_t d) -> std::pair<int64_t, int64_t> {
     if (v.empty()) return {d, d};
+    if (v.size() != (one_d ? 1u : 2u)) throw Error(nd.op + " window attributes need one entry per spatial axis");
     return one_d ? std::pair<int64_t, int64_t>{1, v[0]} : std::pair<int64_t, int64_t>{v[0], v[1]};
   };
   const int64_t N = xs[0], C = xs[1], H = xs[2], W = xs[3];
@@ -38,6 +39,7 @@ std::vector<int> Pool(Builder& b, const std::vector<int>& in) {
   int64_t ph = 0, pw = 0, qh = 0, qw = 0;  // begin / end pads
   auto pads = nd.get_ints("pads");
   if (!pads.empty()) {
+    if (pads.size() != (one_d ? 2u : 4u)) throw Error(nd.op + " pads need a begin and an end per spatial axis");
     if (one_d) { pw = pads[0]; qw = pads[1]; }
     else { ph = pads[0]; pw = pads[1]; qh = pads[2]; qw = pads[3]; }
   }
@@ -57,7 +59,11 @@ std::vector<int> Pool(Builder& b, const std::vector<int>& in) {
     if (ceil_mode && (out - 1) * s >= in_len + lo) --out;  // window must start inside
     return out;
   };
+  if (N <= 0 || C <= 0 || H <= 0 || W <= 0 || kh <= 0 || kw <= 0 || sh <= 0 || sw <= 0 || dh <= 0 ||
+      dw <= 0)
+    throw Error(nd.op + " on an empty input or with an empty window");
   const int64_t OH = out_len(H, kh, sh, dh, ph, qh), OW = out_len(W, kw, sw, dw, pw, qw);
+  if (OH <= 0 || OW <= 0) throw Error(nd.op + " output would be empty");
   const int64_t kk = kh * kw, ohw = OH * OW;
 
   if (b.slot(x).nchwc) {

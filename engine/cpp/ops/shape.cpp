@@ -14,6 +14,7 @@
 #include <cstring>
 
 #include "ops/common.h"
+#include "model_check.h"
 
 namespace walle::ops {
 namespace {
@@ -81,7 +82,15 @@ std::vector<int> Transpose(Builder& b, const std::vector<int>& in) {
   auto perm = b.node().get_ints("perm");
   if (perm.empty())
     for (int64_t d = r - 1; d >= 0; --d) perm.push_back(d);
-  for (auto& p : perm) p = norm_axis(p, r);
+  if (int64_t(perm.size()) != r)
+    throw Error("Transpose perm has " + std::to_string(perm.size()) + " entries for rank " +
+                std::to_string(r));
+  std::vector<bool> seen(size_t(r), false);
+  for (auto& p : perm) {
+    p = norm_axis(p, r);
+    if (seen[size_t(p)]) throw Error("Transpose perm is not a permutation");
+    seen[size_t(p)] = true;
+  }
   return {transpose(b, in[0], perm)};
 }
 
@@ -152,6 +161,8 @@ std::vector<int> Slice(Builder& b, const std::vector<int>& in) {
   }
   if (axes.empty()) for (size_t i = 0; i < starts.size(); ++i) axes.push_back(int64_t(i));
   if (steps.empty()) steps.assign(starts.size(), 1);
+  if (ends.size() != starts.size() || axes.size() != starts.size() || steps.size() != starts.size())
+    throw Error("Slice starts, ends, axes and steps must have equal lengths");
   Shape out = s, src_stride = contiguous_strides(s), st = contiguous_strides(s);
   int64_t offset = 0;
   for (size_t i = 0; i < axes.size(); ++i) {
@@ -266,8 +277,18 @@ std::vector<int> Tile(Builder& b, const std::vector<int>& in) {
   const Shape s = b.shape(in[0]);
   auto reps = b.const_ints(in[1]);
   const int64_t r = s.size();
+  if (int64_t(reps.size()) != r)
+    throw Error("Tile repeats has " + std::to_string(reps.size()) + " entries for rank " +
+                std::to_string(r));
   Shape out(r);
-  for (int64_t d = 0; d < r; ++d) out[d] = s[d] * reps[d];
+  int64_t copies = 1;  // one raster region per copy
+  for (int64_t d = 0; d < r; ++d) {
+    if (reps[d] < 0) throw Error("Tile repeats must be >= 0");
+    if (__builtin_mul_overflow(s[d], reps[d], &out[d]) ||
+        __builtin_mul_overflow(copies, reps[d], &copies) || copies > (int64_t(1) << 20))
+      throw ModelTooLarge("Tile of " + shape_str(s) + " makes too many copies");
+  }
+  checked_value_bytes(b.dtype(in[0]), out, "Tile output");
   const Shape ss = contiguous_strides(s), os = contiguous_strides(out);
   RasterSpec spec;
   std::vector<int64_t> t(r, 0);
@@ -316,6 +337,8 @@ std::vector<int> ConstantOfShape(Builder& b, const std::vector<int>& in) {
   Tensor v;
   if (nd.has("value")) v = nd.attrs.at("value").t;
   else v = scalar_f32(0);
+  if (v.numel() != 1) throw Error("ConstantOfShape value must hold exactly one element");
+  checked_value_bytes(v.dtype, s, "ConstantOfShape output");
   Tensor t = Tensor::empty(v.dtype, s);
   const size_t es = dtype_size(v.dtype);
   for (int64_t i = 0; i < t.numel(); ++i)
@@ -327,7 +350,12 @@ std::vector<int> Range(Builder& b, const std::vector<int>& in) {
   const DType t = b.dtype(in[0]);
   const double start = b.const_scalar(in[0]), limit = b.const_scalar(in[1]),
                delta = b.const_scalar(in[2]);
-  const int64_t n = std::max<int64_t>(0, int64_t(std::ceil((limit - start) / delta)));
+  const double count = std::ceil((limit - start) / delta);
+  if (delta == 0 || !std::isfinite(count) || count > double(int64_t(1) << 40))
+    throw ModelTooLarge("Range from " + std::to_string(start) + " to " + std::to_string(limit) +
+                        " by " + std::to_string(delta) + " has too many elements");
+  const int64_t n = std::max<int64_t>(0, int64_t(count));
+  checked_value_bytes(t, {n}, "Range output");
   Tensor out = Tensor::empty(t, {n});
   for (int64_t i = 0; i < n; ++i) {
     const double v = start + double(i) * delta;
