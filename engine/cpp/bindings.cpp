@@ -72,10 +72,16 @@ Tensor from_buffer(const py::buffer& b) {
 
 py::buffer_info to_buffer(Tensor& t) {
   std::vector<ssize_t> shape(t.shape.begin(), t.shape.end()), strides(t.shape.size());
-  ssize_t s = ssize_t(dtype_size(t.dtype));
+  // The buffer protocol multiplies itemsize by every dim in order (zeros do not stop it),
+  // and strides are products of trailing dims: refuse a shape where either overflows.
+  ssize_t len = ssize_t(dtype_size(t.dtype)), s = len;
+  for (size_t d = 0; d < shape.size(); ++d)
+    if (__builtin_mul_overflow(len, shape[d], &len))
+      throw Error("tensor shape " + shape_str(t.shape) + " has no buffer: its size overflows");
   for (int d = int(shape.size()) - 1; d >= 0; --d) {
     strides[d] = s;
-    s *= shape[d];
+    if (__builtin_mul_overflow(s, shape[d], &s))
+      throw Error("tensor shape " + shape_str(t.shape) + " has no buffer: its strides overflow");
   }
   return py::buffer_info(t.data, ssize_t(dtype_size(t.dtype)), format_of(t.dtype),
                          ssize_t(shape.size()), shape, strides, t.readonly);

@@ -43,7 +43,8 @@ DType dtype_from_name(const std::string& s) {
 
 int64_t numel(const Shape& s) {
   int64_t n = 1;
-  for (auto d : s) n *= d;
+  for (auto d : s)
+    if (__builtin_mul_overflow(n, d, &n)) throw Error("element count of " + shape_str(s) + " overflows");
   return n;
 }
 

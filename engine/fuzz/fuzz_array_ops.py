@@ -12,7 +12,7 @@ with atheris.instrument_imports():
     import walle_engine as we
 
 sys.path.insert(0, os.path.dirname(__file__))
-from _common import REFUSALS
+from _common import REFUSALS, small_limits
 
 np = we.np
 DTYPES = ["float32", "int32", "int64", "bool", "uint8"]
@@ -104,6 +104,7 @@ def one(data: bytes) -> None:
 
 
 def main() -> None:
+    small_limits()
     atheris.Setup(sys.argv, one)
     atheris.Fuzz()
 

@@ -12,7 +12,7 @@ with atheris.instrument_imports():
     from walle_engine import _core
 
 sys.path.insert(0, os.path.dirname(__file__))
-from _common import REFUSALS
+from _common import REFUSALS, small_limits
 
 DTYPES = ["float32", "int32", "int64", "bool", "uint8", "float64", "int8"]
 # Dimensions near the interesting edges: zero, small, and products that wrap.
@@ -63,6 +63,7 @@ def one(data: bytes) -> None:
 
 
 def main() -> None:
+    small_limits()
     atheris.Setup(sys.argv, one)
     atheris.Fuzz()
 
