@@ -56,12 +56,13 @@ for target in "$ROOT"/engine/fuzz/fuzz_*.py; do
     echo "once fixed, keep one as engine/fuzz/corpus/$name/regress-<what> (the tests replay it)"
     exit 1
   }
-  # New inputs go to the scratch corpus; the committed seeds are only read.
-  "$PY" "$target" -max_total_time="$FUZZ_SECONDS" -rss_limit_mb=4096 -timeout=20 \
+  # New inputs go to the scratch corpus; the committed seeds are only read. A process
+  # stuck after a crash (a heap-corrupting bug can deadlock malloc) is killed, not awaited.
+  timeout -s KILL $((FUZZ_SECONDS + 120)) "$PY" "$target" -max_total_time="$FUZZ_SECONDS" -rss_limit_mb=4096 -timeout=20 \
     -artifact_prefix="$work/artifacts/" "$work/corpus" "$ROOT/engine/fuzz/corpus/$name" \
     >"$work/fuzz.log" 2>&1 || fail fuzz
   grep -E "^#[0-9]+" "$work/fuzz.log" | tail -1 || true
-  sanitized "$PY" "$target" -runs=0 -rss_limit_mb=4096 -timeout=20 \
+  sanitized timeout -s KILL 600 "$PY" "$target" -runs=0 -rss_limit_mb=4096 -timeout=20 \
     -artifact_prefix="$work/artifacts/" "$work/corpus" "$ROOT/engine/fuzz/corpus/$name" \
     >"$work/replay.log" 2>&1 || fail replay
   echo "  $name: $(ls "$work/corpus" | wc -l) new inputs, replayed under ASan + UBSan"
