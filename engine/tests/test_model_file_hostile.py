@@ -639,3 +639,35 @@ def test_onnx_file_that_is_not_protobuf_is_refused(tmp_path: Path) -> None:
     path = tmp_path / "bad.onnx"
     path.write_bytes(b"\xff" * 64)
     refused(path, "ONNX", onnx=True)
+
+
+def test_integer_arithmetic_wraps_like_numpy(tmp_path: Path) -> None:
+    """int32/int64 add, sub, mul, neg and abs at the extremes wrap (two's complement) as
+    numpy does, in a model and in walle_engine.np; signed overflow was undefined
+    behaviour (UBSan fails it in make sanitize)."""
+    np = pytest.importorskip("numpy")
+    import walle_engine as we
+
+    for dtype, lo, hi in (("int32", -(2**31), 2**31 - 1), ("int64", -(2**63), 2**63 - 1)):
+        x = np.array([hi, lo, -1, 7], dtype=dtype)
+        w = we.np.asarray(x.tolist(), dtype=dtype)
+        with np.errstate(over="ignore"):
+            for got, want in (
+                (w + w, x + x),
+                (w - (-w), x - (-x)),
+                (w * w, x * x),
+                (-w, -x),
+                (we.np.abs(w), np.abs(x)),
+            ):
+                assert got.tolist() == want.tolist(), (dtype, got, want)
+    fmt = "<4i"
+    consts = {"k": ("int32", [4], struct.pack(fmt, 2**31 - 1, -(2**31), 7, -1))}
+    nodes = [("Add", "a", ["x", "k"], ["y"], {}), ("Neg", "n", ["y"], ["z"], {})]
+    path = unary_model(tmp_path, nodes, consts, inputs=[("x", "int32", [4])])
+    m = we.load(path, tune=False, cache=False)
+    x = np.array([1, -1, 2**31 - 1, -(2**31)], dtype=np.int32)
+    k = np.array([2**31 - 1, -(2**31), 7, -1], dtype=np.int32)
+    with np.errstate(over="ignore"):
+        want = -(x + k)
+    assert m.run({"x": x})["z"].tolist() == want.tolist()
+    assert want.tolist() == [-(2**31), 1 - 2**31, 2**31 - 6, 1 - 2**31]  # wrapped twice
