@@ -2,9 +2,9 @@
 to `walle_engine` from task code.
 
 Each case runs in a child process that plays the device: a crash there is a failed test,
-not a dead test runner. The cases marked xfail crash or mis-size tensors in the engine
-today (its checked size arithmetic is the engine's work, not the VM's: DESIGN.md §6 layer
-3); they are strict, so the fix shows up as XPASS and the marks come off with it.
+not a dead test runner. The cases in CASES crashed or mis-sized tensors before the engine
+checked its size arithmetic (the engine's work, not the VM's: DESIGN.md §6 layer 3); they
+are now refused with a clean Python error.
 """
 
 from __future__ import annotations
@@ -93,13 +93,7 @@ def _device(cases: dict[str, str]) -> tuple[int, dict[str, list[object]], str]:
     return proc.returncode, results, proc.stderr[-1500:]
 
 
-@pytest.mark.parametrize(
-    "case",
-    [
-        pytest.param(n, marks=pytest.mark.xfail(strict=True, reason=why))
-        for n, (_, why) in CASES.items()
-    ],
-)
+@pytest.mark.parametrize("case", list(CASES))
 def test_hostile_sizes_are_refused_without_harm(case: str) -> None:
     rc, results, err = _device({case: CASES[case][0]})
     assert rc == 0, f"the device process died ({rc}): {err}"
