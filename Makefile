@@ -11,7 +11,7 @@ DEVICES ?= 50
 
 ENGINE_SRC := $(shell find engine -type f \( -name '*.cpp' -o -name '*.h' -o -name '*.py' -o -name '*.pyi' -o -name 'CMakeLists.txt' -o -name 'pyproject.toml' \) -not -path 'engine/build/*' -not -path 'engine/tests/*' 2>/dev/null)
 
-.PHONY: run test setup lint format migrate demo bench clean
+.PHONY: run test setup lint format migrate demo bench clean sanitize
 
 run: setup
 	$(PY) -m walle_web.devserver --host $(HOST) --port $(PORT) --devices $(DEVICES)
@@ -22,6 +22,12 @@ test: setup
 	WALLE_DEBUG=1 $(PY) manage.py check --fail-level WARNING
 	WALLE_DEBUG=1 $(PY) manage.py makemigrations --check --dry-run
 	$(PY) -m pytest
+	bash scripts/sanitize.sh
+
+# The engine under ASan + UBSan: hostile-model tests and bounded fuzz runs (FUZZ_SECONDS per
+# target, default 15). The sanitized build lives in engine/build/sanitize (incremental).
+sanitize: setup
+	bash scripts/sanitize.sh
 
 setup: $(VENV)/.deps $(VENV)/.engine $(VENV)/.browser
 

@@ -10,6 +10,7 @@
 #include "gemm.h"
 #include "graph.h"
 #include "isa.h"
+#include "model_check.h"
 #include "nchwc.h"
 #include "threadpool.h"
 
@@ -80,10 +81,16 @@ Tensor from_buffer(const py::buffer& b) {
 
 py::buffer_info to_buffer(Tensor& t) {
   std::vector<ssize_t> shape(t.shape.begin(), t.shape.end()), strides(t.shape.size());
-  ssize_t s = ssize_t(dtype_size(t.dtype));
+  // The buffer protocol multiplies itemsize by every dim in order (zeros do not stop it),
+  // and strides are products of trailing dims: refuse a shape where either overflows.
+  ssize_t len = ssize_t(dtype_size(t.dtype)), s = len;
+  for (size_t d = 0; d < shape.size(); ++d)
+    if (__builtin_mul_overflow(len, shape[d], &len))
+      throw Error("tensor shape " + shape_str(t.shape) + " has no buffer: its size overflows");
   for (int d = int(shape.size()) - 1; d >= 0; --d) {
     strides[d] = s;
-    s *= shape[d];
+    if (__builtin_mul_overflow(s, shape[d], &s))
+      throw Error("tensor shape " + shape_str(t.shape) + " has no buffer: its strides overflow");
   }
   return py::buffer_info(t.data, ssize_t(dtype_size(t.dtype)), format_of(t.dtype),
                          ssize_t(shape.size()), shape, strides, t.readonly);
@@ -189,6 +196,12 @@ PYBIND11_MODULE(_core, m, py::mod_gil_not_used(), py::multiple_interpreters::per
   py::register_exception_translator([](std::exception_ptr p) {
     try {
       if (p) std::rethrow_exception(p);
+    } catch (const ModelError& e) {
+      // Defined in Python (one class for every interpreter): walle_engine._errors.
+      py::object cls = py::module_::import("walle_engine._errors").attr("ModelError");
+      PyErr_SetString(cls.ptr(), e.what());
+    } catch (const ModelTooLarge& e) {
+      PyErr_SetString(PyExc_MemoryError, e.what());
     } catch (const Error& e) {
       PyErr_SetString(PyExc_ValueError, e.what());
     } catch (const MemoryCapExceeded& e) {
@@ -422,14 +435,42 @@ PYBIND11_MODULE(_core, m, py::mod_gil_not_used(), py::multiple_interpreters::per
   py::class_<Model, std::shared_ptr<Model>>(m, "Model")
       .def(py::init([](const py::dict& g, bool tune, int tune_top, const std::string& max_isa,
                        const std::map<std::string, std::string>& forced) {
-             GraphDef gd = to_graph(g);
              ModelOptions o;
              o.tune = tune;
              o.tune_top = tune_top;
              o.max_isa = isa_from_name(max_isa);
              o.forced = forced;
+             // Whatever is wrong with the graph is a model error (a ValueError naming it).
+             GraphDef gd;
+             try {
+               gd = to_graph(g);
+             } catch (const ModelError&) {
+               throw;
+             } catch (const Error& e) {
+               throw ModelError(std::string("model graph: ") + e.what());
+             } catch (const py::cast_error& e) {
+               throw ModelError(std::string("model graph: a field has the wrong type (") +
+                                e.what() + ")");
+             } catch (const py::error_already_set& e) {
+               if (!e.matches(PyExc_KeyError) && !e.matches(PyExc_IndexError) &&
+                   !e.matches(PyExc_TypeError) && !e.matches(PyExc_OverflowError))
+                 throw;
+               throw ModelError(std::string("model graph: malformed (") + e.what() + ")");
+             }
              py::gil_scoped_release nogil;  // search may time candidates for a while
-             return std::make_shared<Model>(gd, o);
+             try {
+               return std::make_shared<Model>(gd, o);
+             } catch (const ModelError&) {
+               throw;
+             } catch (const ModelTooLarge&) {
+               throw;
+             } catch (const Error& e) {
+               throw ModelError(e.what());
+             } catch (const std::out_of_range& e) {
+               throw ModelError(std::string("model graph: index out of range (") + e.what() + ")");
+             } catch (const std::length_error& e) {
+               throw ModelTooLarge(std::string("model graph: a size is too large (") + e.what() + ")");
+             }
            }),
            py::arg("graph"), py::arg("tune") = true, py::arg("tune_top") = 3,
            py::arg("max_isa") = "avx512", py::arg("forced") = std::map<std::string, std::string>{})
@@ -501,6 +542,13 @@ PYBIND11_MODULE(_core, m, py::mod_gil_not_used(), py::multiple_interpreters::per
     tuning_add(v);
   });
   m.def("tuning_clear", &tuning_clear);
+  m.def("model_limits", [] {
+    const ModelLimits l = model_limits();
+    return std::make_pair(l.total_bytes, l.value_bytes);
+  });
+  m.def("set_model_limits", [](int64_t total_bytes, int64_t value_bytes) {
+    set_model_limits({total_bytes, value_bytes});
+  }, py::arg("total_bytes"), py::arg("value_bytes"));
   m.def("supported_ops", [] {
     std::vector<std::string> v;
     for (const auto& [k, f] : op_registry()) v.push_back(k);

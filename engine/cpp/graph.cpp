@@ -7,6 +7,7 @@
 #include <set>
 
 #include "budget.h"
+#include "model_check.h"
 #include "nchwc.h"
 #include "threadpool.h"
 
@@ -133,6 +134,7 @@ int Builder::to_nchwc(int id, int cb) { return m_.to_nchwc(id, cb); }
 
 int Builder::temp(DType t, const Shape& s) {
   check_shape(s, node_.op + " node '" + node_.name + "': output shape");
+  checked_value_bytes(t, s, node_.op + " node '" + node_.name + "': a value");
   Slot v;
   v.name = node_.name + ":" + std::to_string(m_.slots_.size());
   v.dtype = t;
@@ -487,6 +489,7 @@ Model::Model(const GraphDef& g, const ModelOptions& opts) : opts_(opts) {
     opts_.nchwc = false;  // A/B switch for benchmarks
   layout_node_.op = "Layout";
   layout_node_.name = "layout";
+  check_model(g);  // structure first: every later step may assume a well-formed graph
   std::map<std::string, int> ids;
   for (const auto& in : g.inputs) {
     check_shape(in.shape, "input '" + in.name + "' shape");
@@ -617,6 +620,10 @@ Model::Model(const GraphDef& g, const ModelOptions& opts) : opts_(opts) {
   merge_rasters();
   finalize_rasters();
   plan_memory();
+  int64_t const_bytes = 0;
+  for (const Slot& s : slots_)
+    if (s.kind == Slot::kConst && s.alias_of < 0) const_bytes += int64_t(s.nbytes());
+  check_total_bytes(const_bytes + int64_t(arena_bytes_), "the model (constants and arena)");
   bind_slots();
 }
 
@@ -667,7 +674,10 @@ void Model::fold_constants(size_t first, const std::vector<int>& outs) {
   }
   for (int p : produced) {
     const int r = root(p);
-    if (!bufs.count(r)) bufs[r] = Tensor::zeros(slots_[r].dtype, slots_[r].shape);
+    if (bufs.count(r)) continue;
+    folded_bytes_ += int64_t(slots_[r].nbytes());
+    check_total_bytes(folded_bytes_, "constant folding");
+    bufs[r] = Tensor::zeros(slots_[r].dtype, slots_[r].shape);
   }
   for (size_t id = 0; id < slots_.size(); ++id) {
     const int r = root(int(id));

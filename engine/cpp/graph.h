@@ -228,6 +228,7 @@ class Model {
   std::vector<ValueInfo> inputs_, outputs_;
   std::vector<int> input_ids_, output_ids_;
   size_t arena_bytes_ = 0, unplanned_bytes_ = 0;
+  int64_t folded_bytes_ = 0;  // values computed at load (bounded by the model limits)
   int merged_rasters_ = 0;
   // Where each slot's data lives in a run, worked out once after the memory plan so a run
   // resolves pointers with one pass and no alias walks: a constant's data, an input or

@@ -54,7 +54,12 @@ struct Tensor {
   bool borrowed = false;
 
   int64_t numel() const { return walle::numel(shape); }
-  size_t nbytes() const { return size_t(numel()) * dtype_size(dtype); }
+  size_t nbytes() const {  // overflow-checked: a wrapped size would allocate too little
+    size_t n;
+    if (__builtin_mul_overflow(size_t(numel()), dtype_size(dtype), &n))
+      throw std::overflow_error("tensor byte size overflows");
+    return n;
+  }
   int64_t dim(int i) const { return shape[i < 0 ? i + int(shape.size()) : i]; }
   int rank() const { return int(shape.size()); }
   template <class T> T* ptr() const { return static_cast<T*>(data); }

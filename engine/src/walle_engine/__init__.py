@@ -27,6 +27,7 @@ from walle_engine._core import (
     supported_isas,
     supported_ops,
 )
+from walle_engine._errors import ModelError
 from walle_engine._model import (
     Budget,
     Model,
@@ -36,6 +37,8 @@ from walle_engine._model import (
     export_profile,
     import_profile,
     load,
+    model_limits,
+    set_model_limits,
     tuning_cache_path,
 )
 
@@ -44,6 +47,7 @@ __all__ = [
     "Budget",
     "ConversionReport",
     "Model",
+    "ModelError",
     "Profile",
     "Tensor",
     "TensorInfo",
@@ -58,10 +62,12 @@ __all__ = [
     "import_profile",
     "isa",
     "load",
+    "model_limits",
     "np",
     "num_threads",
     "ops",
     "set_isa",
+    "set_model_limits",
     "set_num_threads",
     "supported_isas",
     "supported_ops",

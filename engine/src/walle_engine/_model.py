@@ -23,6 +23,8 @@ __all__ = [
     "export_profile",
     "import_profile",
     "load",
+    "model_limits",
+    "set_model_limits",
     "tuning_cache_path",
 ]
 
@@ -301,6 +303,26 @@ class Model:
     def merged_rasters(self) -> int:
         """How many chained raster copies were merged into one."""
         return self._core.merged_rasters
+
+
+def model_limits() -> dict[str, int]:
+    """The size limits a loaded model must keep: ``total_bytes`` (constants, values
+    computed at load and the run arena of one model; default 4 GiB) and ``value_bytes``
+    (any one value; default 2 GiB)."""
+    total, value = _core.model_limits()
+    return {"total_bytes": total, "value_bytes": value}
+
+
+def set_model_limits(*, total_bytes: int | None = None, value_bytes: int | None = None) -> None:
+    """Change the size limits of models loaded from now on (process-wide). A model over
+    them is refused at load with MemoryError naming the value, before it is allocated."""
+    current = model_limits()
+    total = current["total_bytes"] if total_bytes is None else total_bytes
+    value = current["value_bytes"] if value_bytes is None else value_bytes
+    for name, v in (("total_bytes", total), ("value_bytes", value)):
+        if type(v) is not int or not 0 < v < 2**63:
+            raise ValueError(f"{name} must be a positive number of bytes, got {v!r}")
+    _core.set_model_limits(total, value)
 
 
 def load(

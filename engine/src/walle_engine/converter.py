@@ -20,7 +20,7 @@ What happens here, in order:
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -30,9 +30,10 @@ import onnx
 from onnx import helper, numpy_helper
 
 from walle_engine import _core
-from walle_engine._format import write_model
+from walle_engine._errors import ModelError
+from walle_engine._format import MAX_RANK, write_model
 
-__all__ = ["ConversionReport", "UnsupportedModelError", "convert_model"]
+__all__ = ["ConversionReport", "ModelError", "UnsupportedModelError", "convert_model"]
 
 _DTYPES = {
     onnx.TensorProto.FLOAT: "float32",
@@ -172,7 +173,8 @@ def convert_model(
 ) -> ConversionReport:
     """Convert an ONNX model to the engine's format; raises UnsupportedModelError listing
     every operator the engine cannot run."""
-    proto = model if isinstance(model, onnx.ModelProto) else onnx.load(str(model))
+    proto = model if isinstance(model, onnx.ModelProto) else _load_onnx(model)
+    _check_tensors(proto)
     graph = proto.graph
     opsets = list(proto.opset_import)
     opset = next((o.version for o in opsets if o.domain in ("", "ai.onnx")), 13)
@@ -281,6 +283,68 @@ def convert_model(
         metadata={"producer": "walle_engine.convert", "onnx_opset": opset},
     )
     return report
+
+
+def _load_onnx(path: str | Path) -> onnx.ModelProto:
+    """Parse an ONNX file without following its external-data references (a file naming
+    ``../../etc/passwd`` as a tensor's data must not make the converter read it)."""
+    try:
+        return onnx.load(str(path), load_external_data=False)
+    except OSError:
+        raise
+    except Exception as e:  # protobuf's DecodeError and friends
+        raise ModelError(f"{path}: not a readable ONNX model ({str(e)[:200]})") from None
+
+
+def _tensor_protos(graph: onnx.GraphProto, where: str) -> Iterator[tuple[str, onnx.TensorProto]]:
+    """Every tensor a graph holds: initializers and tensor attributes, subgraphs too."""
+    for t in graph.initializer:
+        yield f"{where}initializer {t.name!r}", t
+    for node in graph.node:
+        for a in node.attribute:
+            at = f"{where}node {node.name or node.op_type!r} attribute {a.name!r}"
+            if a.HasField("t"):
+                yield at, a.t
+            for t in a.tensors:
+                yield at, t
+            subgraphs = ([a.g] if a.HasField("g") else []) + list(a.graphs)
+            for g in subgraphs:
+                yield from _tensor_protos(g, f"{at} > ")
+
+
+def _check_tensors(proto: onnx.ModelProto) -> None:
+    """Refuse tensors stored outside the model file and tensors whose declared size is
+    out of bounds, before anything decodes them."""
+    value_limit = _core.model_limits()[1]
+    for what, t in _tensor_protos(proto.graph, ""):
+        if t.data_location == onnx.TensorProto.EXTERNAL or len(t.external_data):
+            location = next((e.value for e in t.external_data if e.key == "location"), "?")
+            raise ModelError(
+                f"{what} keeps its data in an external file ({location[:200]!r}); "
+                "external data is not supported: save the model as one file"
+            )
+        dims = list(t.dims)
+        if len(dims) > MAX_RANK or any(d < 0 for d in dims):
+            raise ModelError(f"{what} has shape {dims[:16]}: rank <= {MAX_RANK}, dims >= 0")
+        count = 1
+        for d in dims:
+            count *= d
+        try:
+            dtype = helper.tensor_dtype_to_np_dtype(t.data_type)
+        except (KeyError, ValueError):
+            raise ModelError(f"{what} has unknown data type {t.data_type}") from None
+        itemsize = max(1, dtype.itemsize)
+        if count * itemsize > value_limit:
+            raise MemoryError(
+                f"{what} of shape {dims} takes {count * itemsize} bytes; the limit per "
+                f"value is {value_limit} (walle_engine.set_model_limits)"
+            )
+        if t.HasField("raw_data") and dtype.kind in "fiub":
+            if len(t.raw_data) != count * itemsize:
+                raise ModelError(
+                    f"{what} holds {len(t.raw_data)} bytes; shape {dims} of {dtype} needs "
+                    f"{count * itemsize}"
+                )
 
 
 def _check_loadable(
