@@ -272,3 +272,33 @@ def test_layernorm_fuses_unless_its_statistics_are_used(with_stats: bool, tmp_pa
     for g, w in zip(got, want, strict=True):
         np.testing.assert_array_equal(np.isnan(g), np.isnan(w))
         np.testing.assert_allclose(g.reshape(w.shape), w, rtol=1e-4, atol=1e-5)
+
+
+def test_matmuls_sharing_an_input_merge_into_one_and_split(tmp_path: Path) -> None:
+    # Q, K, V projections with biases share x; a fourth MatMul of x without a bias and
+    # one of another input must stay apart (different groups); outputs keep their names.
+    b = GraphBuilder(6)
+    qkv = [
+        b.op(
+            "Add",
+            [
+                b.op("MatMul", ["x", b.weight((16, n), 16)]),
+                b.const(RNG.standard_normal(n).astype(np.float32)),
+            ],
+        )
+        for n in (16, 8, 24)
+    ]
+    plain = b.op("MatMul", ["x", b.weight((16, 5), 16)])
+    other = b.op("MatMul", [b.op("Relu", ["x"]), b.weight((16, 7), 16)])
+    ctx = b.op(
+        "Transpose",
+        [b.op("Reshape", [qkv[0], b.const(np.array([2, 3, 4, 4], np.int64))])],
+        perm=[0, 2, 1, 3],
+    )
+    model = finish(b, [2, 3, 16], [ctx, qkv[1], qkv[2], plain, other])
+    x = RNG.standard_normal((2, 3, 16)).astype(np.float32)
+    report, m, got, want = run_both(model, {"x": x}, tmp_path)
+    assert report.merged_matmuls == 3
+    assert sum(": matmul" in s for s in m.steps()) == 3  # merged, plain, other
+    for g, w in zip(got, want, strict=True):
+        np.testing.assert_allclose(g, w, rtol=1e-5, atol=1e-6)

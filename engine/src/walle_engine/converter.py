@@ -100,6 +100,7 @@ class ConversionReport:
     fused_biases: int = 0
     fused_gelus: int = 0
     folded_softmax_scales: int = 0
+    merged_matmuls: int = 0
     input_shapes: dict[str, tuple[int, ...]] = field(default_factory=dict)
 
 
@@ -425,7 +426,57 @@ def _node_specs(
     # Linear layers now carry their bias: a residual Add and an activation after them ride
     # in the GEMM epilogue too (transformer blocks: x + W h + b).
     specs = _fuse_residuals(specs, consts, outputs, report)
-    return _fuse_activations(specs, consts, outputs, report)
+    specs = _fuse_activations(specs, consts, outputs, report)
+    return _merge_parallel_matmuls(specs, consts, report)
+
+
+def _merge_parallel_matmuls(
+    specs: list[Spec], consts: dict[str, np.ndarray], report: ConversionReport
+) -> list[Spec]:
+    """MatMuls that read the same input with constant 2-D weights (attention's Q, K and
+    V projections) become one MatMul over the concatenated weights (and biases) and a
+    Split of its output along the last axis: one wider GEMM packs the input once and
+    fills the register tiles better than three narrow ones. The Split's copies compose
+    with the head transposes that follow, so no copy is added."""
+    groups: dict[tuple[str, int, bool], list[int]] = {}
+    for i, (op, _, ins, _, attrs) in enumerate(specs):
+        w = consts.get(ins[1]) if op == "MatMul" and len(ins) in (2, 3) else None
+        if w is None or w.ndim != 2 or w.dtype != np.float32 or attrs:
+            continue
+        has_bias = len(ins) == 3 and bool(ins[2])
+        if has_bias and (ins[2] not in consts or consts[ins[2]].shape != (w.shape[1],)):
+            continue
+        groups.setdefault((ins[0], w.shape[0], has_bias), []).append(i)
+    merged_at: dict[int, list[Spec]] = {}
+    dead: set[int] = set()
+    for (a, _, has_bias), idx in groups.items():
+        if len(idx) < 2:
+            continue
+        first = specs[idx[0]]
+        weights = [consts[specs[i][2][1]] for i in idx]
+        wname = f"{first[1]}/merged_weight"
+        consts[wname] = np.ascontiguousarray(np.concatenate(weights, axis=1))
+        ins = [a, wname]
+        if has_bias:
+            bname = f"{first[1]}/merged_bias"
+            consts[bname] = np.concatenate([consts[specs[i][2][2]] for i in idx])
+            ins.append(bname)
+        out = f"{first[1]}/merged"
+        outs = [specs[i][3][0] for i in idx]
+        split = {"axis": -1, "split": [int(w.shape[1]) for w in weights]}
+        merged_at[idx[0]] = [
+            ("MatMul", f"{first[1]}/merged", ins, [out], {}),
+            ("Split", f"{first[1]}/split", [out], outs, split),
+        ]
+        dead.update(idx)
+        report.merged_matmuls += len(idx)
+    result: list[Spec] = []
+    for i, spec in enumerate(specs):
+        if i in merged_at:
+            result.extend(merged_at[i])
+        elif i not in dead:
+            result.append(spec)
+    return result
 
 
 def _uses(specs: Sequence[Spec]) -> Counter[str]:
