@@ -18,6 +18,7 @@ namespace py = pybind11;
 using namespace walle;
 
 void bind_cv(py::module_& m);  // cv.cpp
+void bind_rows(py::module_& m);  // rows_bindings.cpp
 namespace walle {
 double fma_peak_gflops(int reps);  // peak.cpp
 }
@@ -556,5 +557,6 @@ PYBIND11_MODULE(_core, m, py::mod_gil_not_used(), py::multiple_interpreters::per
   });
 
   bind_cv(m);  // image pre-processing: walle_engine.cv
+  bind_rows(m);  // fused row kernels, for tests
   bind_array_ops(m);
 }

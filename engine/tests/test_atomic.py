@@ -310,3 +310,50 @@ def test_nan_propagates_like_numpy(reference: bool) -> None:
         np.asarray(ops.unary("clip", v, -1.0, 1.0, reference=reference)), np.clip(v, -1, 1)
     )
     np.testing.assert_array_equal(np.asarray(ops.unary("sign", v, reference=reference)), np.sign(v))
+
+
+def _numpy_unary(op: str, x: np.ndarray) -> np.ndarray:
+    """numpy's answer in float64, rounded to float32 (the oracle's precision)."""
+    import math
+
+    x64 = x.astype(np.float64)
+    with np.errstate(all="ignore"):
+        y = {
+            "exp": np.exp,
+            "tanh": np.tanh,
+            "sigmoid": lambda v: 1.0 / (1.0 + np.exp(-v)),
+            "relu": lambda v: np.maximum(v, 0.0),
+            "softplus": lambda v: np.logaddexp(0.0, v),
+            "erf": np.vectorize(math.erf, otypes=[np.float64]),
+        }[op](x64)
+        return y.astype(np.float32)
+
+
+@pytest.mark.parametrize("reference", [False, True])
+@pytest.mark.parametrize("op", ["exp", "tanh", "sigmoid", "relu", "softplus", "erf"])
+def test_unary_kernels_keep_nan_and_match_the_oracle_at_infinities(
+    op: str, reference: bool, level: str
+) -> None:
+    # A NaN must come out NaN from the vector body and from the scalar tail alike (the
+    # clamps inside exp/tanh used to turn it into a finite number, relu into 0), and the
+    # infinities, huge, tiny and subnormal inputs must give numpy's float64 answer.
+    edges = [np.nan, np.inf, -np.inf, 0.0, -0.0, 1e-30, -1e-30, 1e-40, -1e-40, 3e38, -3e38]
+    edges += [88.0, 88.7, 89.0, -87.0, -87.5, -104.0, 9.0, -9.0, 9.5, -9.5, 20.0, -20.0]
+    edges += [50.0, -50.0, 100.0, -100.0, 0.3, -0.6, 0.7, 1.7, -5.5, 15.0, -15.0, 1e-4, -1e-4]
+    body = (RNG.standard_normal(1000) * 30).astype(np.float32)
+    body[RNG.choice(1000, 40, replace=False)] = np.nan
+    for x in (np.array(edges, np.float32), body, np.array([np.nan], np.float32), body[:13]):
+        got = np.asarray(ops.unary(op, x, reference=reference))
+        want = _numpy_unary(op, x)
+        np.testing.assert_array_equal(np.isnan(got), np.isnan(x), err_msg=op)
+        np.testing.assert_allclose(got, want, rtol=2e-6, atol=1e-37, err_msg=op)
+    if op == "tanh":  # saturates to exactly +-1 (from |x| = 9 in the fast kernels)
+        big = np.array([10.0, -10.0, 12.5, -12.0, 3e38, -np.inf], np.float32)
+        if not reference:
+            big = np.concatenate([big, np.array([9.0, -9.0, 9.001], np.float32)])
+        got = np.asarray(ops.unary(op, big, reference=reference))
+        np.testing.assert_array_equal(got, np.sign(big))
+    if op == "softplus":  # tiny results keep their relative accuracy, large ones no overflow
+        x = np.array([-16.0, -30.0, -60.0, -80.0, 30.0, 1e4, 1e30], np.float32)
+        got = np.asarray(ops.unary(op, x, reference=reference))
+        np.testing.assert_allclose(got, _numpy_unary(op, x), rtol=1e-6)

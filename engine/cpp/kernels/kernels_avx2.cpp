@@ -124,3 +124,5 @@ const KernelTable& kernels_avx2() {
 }
 
 }  // namespace walle
+
+#include "rows_impl.h"

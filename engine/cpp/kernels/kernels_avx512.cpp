@@ -133,3 +133,5 @@ const KernelTable& kernels_avx512() {
 }
 
 }  // namespace walle
+
+#include "rows_impl.h"

@@ -41,7 +41,7 @@ inline float exp_(float x) {
   y = y * scale * 2.0f;
   y = x > 88.72283f ? INFINITY : y;
   y = x < -87.33654f ? 0.0f : y;
-  return y;
+  return x != x ? x : y;  // the clamp above would turn a NaN into a finite value
 }
 
 // log: split mantissa/exponent, polynomial on m - 1 with m in [sqrt(1/2), sqrt(2)).
@@ -73,7 +73,8 @@ inline float log_(float x) {
   return r;
 }
 
-// tanh: odd polynomial near 0 (where 1 - 2/(e^2x + 1) cancels), exp form elsewhere.
+// tanh: odd polynomial near 0 (where 1 - 2/(e^2x + 1) cancels), exp form elsewhere;
+// exactly +-1 from |x| = 9 on (float tanh rounds to 1 there), NaN stays NaN.
 inline float tanh_(float x) {
   float ax = fmin_(x < 0 ? -x : x, 9.0f);
   float z = x * x;
@@ -84,8 +85,10 @@ inline float tanh_(float x) {
   p = p * z - 3.33332819422e-1f;
   float small = p * z * x + x;
   float big = 1.0f - 2.0f / (exp_(2.0f * ax) + 1.0f);
+  big = ax >= 9.0f ? 1.0f : big;
   big = x < 0 ? -big : big;
-  return ax < 0.625f ? small : big;
+  const float y = ax < 0.625f ? small : big;
+  return x != x ? x : y;
 }
 
 // erf: Taylor-like minimax polynomial for |x| < 1 (keeps relative accuracy near 0),
@@ -112,6 +115,15 @@ inline float erf_(float x) {
   return ax < 1.0f ? small : big;
 }
 
+// log(1 + u) for u >= 0 without losing u when it is far below 1's ulp: with w = 1 + u
+// rounded, log(w) * u / (w - 1) cancels the rounding of w (Goldberg's log1p).
+inline float log1p_pos_(float u) {
+  const float w = 1.0f + u;
+  const float d = w - 1.0f;
+  const float r = log_(w) * (u / (d == 0.0f ? 1.0f : d));
+  return d == 0.0f ? u : (w == INFINITY ? w : r);
+}
+
 template <class F>
 inline void map(const float* __restrict x, float* __restrict y, int64_t n, F f) {
   for (int64_t i = 0; i < n; ++i) y[i] = f(x[i]);
@@ -131,7 +143,7 @@ void f32_unary(UnaryOp op, const float* x, float* y, int64_t n, float alpha, flo
       break;
     case UnaryOp::tanh: map(x, y, n, [](float v) { return tanh_(v); }); break;
     case UnaryOp::erf: map(x, y, n, [](float v) { return erf_(v); }); break;
-    case UnaryOp::relu: map(x, y, n, [](float v) { return v > 0 ? v : 0.0f; }); break;
+    case UnaryOp::relu: map(x, y, n, [](float v) { return (v > 0 || v != v) ? v : 0.0f; }); break;
     case UnaryOp::floor: map(x, y, n, [](float v) { return std::floor(v); }); break;
     case UnaryOp::ceil: map(x, y, n, [](float v) { return std::ceil(v); }); break;
     case UnaryOp::round: map(x, y, n, [](float v) { return std::nearbyint(v); }); break;
@@ -141,10 +153,12 @@ void f32_unary(UnaryOp op, const float* x, float* y, int64_t n, float alpha, flo
       map(x, y, n, [](float v) { return v > 0 ? 1.0f : (v < 0 ? -1.0f : (v == 0 ? 0.0f : v)); });
       break;
     case UnaryOp::softplus:
-      // log(1 + e^x) = max(x, 0) + log(1 + e^-|x|): no overflow for large x.
+      // log(1 + e^x) = max(x, 0) + log1p(e^-|x|): no overflow for large x, and for very
+      // negative x the result e^x keeps its relative accuracy (log(1 + tiny) would be 0).
       map(x, y, n, [](float v) {
-        float a = v < 0 ? -v : v;
-        return fmax_(v, 0.0f) + log_(1.0f + exp_(-a));
+        const float a = v < 0 ? -v : v;
+        const float r = fmax_(v, 0.0f) + log1p_pos_(exp_(-a));
+        return v != v ? v : r;
       });
       break;
     case UnaryOp::affine:

@@ -36,3 +36,5 @@ const KernelTable& kernels_scalar() {
 }
 
 }  // namespace walle
+
+#include "rows_impl.h"

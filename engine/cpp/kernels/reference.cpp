@@ -65,14 +65,14 @@ double unary_scalar(UnaryOp op, double x, double a, double b) {
     case UnaryOp::sigmoid: return 1.0 / (1.0 + std::exp(-x));
     case UnaryOp::tanh: return std::tanh(x);
     case UnaryOp::erf: return std::erf(x);
-    case UnaryOp::relu: return x > 0 ? x : 0.0;
+    case UnaryOp::relu: return (x > 0 || x != x) ? x : 0.0;  // NaN stays, like numpy
     case UnaryOp::floor: return std::floor(x);
     case UnaryOp::ceil: return std::ceil(x);
     case UnaryOp::round: return std::nearbyint(x);
     case UnaryOp::sin: return std::sin(x);
     case UnaryOp::cos: return std::cos(x);
     case UnaryOp::sign: return x > 0 ? 1.0 : (x < 0 ? -1.0 : (x == 0 ? 0.0 : x));
-    case UnaryOp::softplus: return std::log1p(std::exp(x));
+    case UnaryOp::softplus: return std::fmax(x, 0.0) + std::log1p(std::exp(-std::fabs(x)));
     case UnaryOp::affine: return a * x + b;
     case UnaryOp::clip: return x != x ? x : std::fmin(std::fmax(x, a), b);
     default: return x;

@@ -21,6 +21,7 @@
 
 #include <cmath>
 
+#include "kernels/rows.h"
 #include "ops/common.h"
 
 namespace walle::ops {
@@ -106,6 +107,17 @@ std::vector<int> HardSwish(Builder& b, const std::vector<int>& in) {
 
 std::vector<int> Gelu(Builder& b, const std::vector<int>& in) {
   const int x = in[0];
+  if (b.node().get_string("approximate", "none") != "tanh" && b.dtype(x) == DType::f32) {
+    // erf-GELU as one fused kernel (kernels/rows.h); the converter also maps the
+    // x * 0.5 * (1 + erf(x / sqrt 2)) pattern that exporters emit onto this op.
+    const int y = b.temp(DType::f32, b.shape(x));
+    const int64_t n = numel(b.shape(x));
+    const RowKernels* rk = &row_kernels_for(b.isa());
+    b.custom("fused:gelu", {x}, {y}, [=](const ExecCtx& c) {
+      fast::gelu(*rk, static_cast<const float*>(c.ptr[x]), static_cast<float*>(c.ptr[y]), n);
+    });
+    return {y};
+  }
   int t;
   if (b.node().get_string("approximate", "none") == "tanh") {
     // u = x + 0.044715 x^3 = x * (1 + 0.044715 x^2)

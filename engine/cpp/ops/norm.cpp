@@ -13,6 +13,7 @@
 //                              (zero outside), then one sum over the stack axis.
 #include <cmath>
 
+#include "kernels/rows.h"
 #include "ops/common.h"
 
 namespace walle::ops {
@@ -42,6 +43,35 @@ std::vector<int> LayerNorm(Builder& b, const std::vector<int>& in) {
   const int64_t axis = norm_axis(nd.get_int("axis", -1), rank);
   std::vector<int64_t> axes;
   for (int64_t d = axis; d < rank; ++d) axes.push_back(d);
+  // One fused row kernel (kernels/rows.h) unless the Mean / InvStdDev outputs are used or
+  // scale and bias are not plain vectors over the normalised elements.
+  const Shape shape = b.shape(x);
+  int64_t n = 1;
+  for (int64_t d = axis; d < rank; ++d) n *= shape[d];
+  auto row_vector = [&](int id) {
+    return id < 0 || (b.dtype(id) == DType::f32 && numel(b.shape(id)) == n &&
+                      b.shape(id).size() <= size_t(rank - axis));
+  };
+  bool stats_used = false;
+  for (size_t i = 1; i < nd.outputs.size(); ++i) stats_used = stats_used || !nd.outputs[i].empty();
+  if (b.dtype(x) == DType::f32 && !stats_used && n > 0 && row_vector(opt(in, 1)) &&
+      row_vector(opt(in, 2))) {
+    const int64_t rows = numel(shape) / n;
+    const float eps = float(nd.get_float("epsilon", 1e-5));
+    const int gamma = opt(in, 1), beta = opt(in, 2);
+    const int y = b.temp(DType::f32, shape);
+    const RowKernels* rk = &row_kernels_for(b.isa());
+    std::vector<int> ins = {x};
+    if (gamma >= 0) ins.push_back(gamma);
+    if (beta >= 0) ins.push_back(beta);
+    b.custom("fused:layernorm", ins, {y}, [=](const ExecCtx& c) {
+      fast::layernorm_rows(*rk, static_cast<const float*>(c.ptr[x]), static_cast<float*>(c.ptr[y]),
+                           rows, n, eps,
+                           gamma >= 0 ? static_cast<const float*>(c.ptr[gamma]) : nullptr,
+                           beta >= 0 ? static_cast<const float*>(c.ptr[beta]) : nullptr);
+    });
+    return {y};
+  }
   int mean = -1, rstd = -1;
   const int y = normalize(b, x, axes, float(nd.get_float("epsilon", 1e-5)), &mean, &rstd);
   // * scale + bias

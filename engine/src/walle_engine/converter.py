@@ -99,6 +99,9 @@ class ConversionReport:
     fused_activations: int = 0
     fused_residuals: int = 0
     fused_biases: int = 0
+    fused_gelus: int = 0
+    folded_softmax_scales: int = 0
+    merged_matmuls: int = 0
     input_shapes: dict[str, tuple[int, ...]] = field(default_factory=dict)
 
 
@@ -478,6 +481,8 @@ def _node_specs(
                 "legacy_axes": 1,
             }
         specs.append((node.op_type, name, list(node.input), list(node.output), attrs))
+    specs = _fuse_gelu(specs, consts, outputs, report)
+    specs = _fold_softmax_scale(specs, consts, outputs, report)
     specs = _fuse_activations(specs, consts, outputs, report)
     specs = _fuse_residuals(specs, consts, outputs, report)
     specs = _fuse_activations(specs, consts, outputs, report)
@@ -485,7 +490,57 @@ def _node_specs(
     # Linear layers now carry their bias: a residual Add and an activation after them ride
     # in the GEMM epilogue too (transformer blocks: x + W h + b).
     specs = _fuse_residuals(specs, consts, outputs, report)
-    return _fuse_activations(specs, consts, outputs, report)
+    specs = _fuse_activations(specs, consts, outputs, report)
+    return _merge_parallel_matmuls(specs, consts, report)
+
+
+def _merge_parallel_matmuls(
+    specs: list[Spec], consts: dict[str, np.ndarray], report: ConversionReport
+) -> list[Spec]:
+    """MatMuls that read the same input with constant 2-D weights (attention's Q, K and
+    V projections) become one MatMul over the concatenated weights (and biases) and a
+    Split of its output along the last axis: one wider GEMM packs the input once and
+    fills the register tiles better than three narrow ones. The Split's copies compose
+    with the head transposes that follow, so no copy is added."""
+    groups: dict[tuple[str, int, bool], list[int]] = {}
+    for i, (op, _, ins, _, attrs) in enumerate(specs):
+        w = consts.get(ins[1]) if op == "MatMul" and len(ins) in (2, 3) else None
+        if w is None or w.ndim != 2 or w.dtype != np.float32 or attrs:
+            continue
+        has_bias = len(ins) == 3 and bool(ins[2])
+        if has_bias and (ins[2] not in consts or consts[ins[2]].shape != (w.shape[1],)):
+            continue
+        groups.setdefault((ins[0], w.shape[0], has_bias), []).append(i)
+    merged_at: dict[int, list[Spec]] = {}
+    dead: set[int] = set()
+    for (a, _, has_bias), idx in groups.items():
+        if len(idx) < 2:
+            continue
+        first = specs[idx[0]]
+        weights = [consts[specs[i][2][1]] for i in idx]
+        wname = f"{first[1]}/merged_weight"
+        consts[wname] = np.ascontiguousarray(np.concatenate(weights, axis=1))
+        ins = [a, wname]
+        if has_bias:
+            bname = f"{first[1]}/merged_bias"
+            consts[bname] = np.concatenate([consts[specs[i][2][2]] for i in idx])
+            ins.append(bname)
+        out = f"{first[1]}/merged"
+        outs = [specs[i][3][0] for i in idx]
+        split = {"axis": -1, "split": [int(w.shape[1]) for w in weights]}
+        merged_at[idx[0]] = [
+            ("MatMul", f"{first[1]}/merged", ins, [out], {}),
+            ("Split", f"{first[1]}/split", [out], outs, split),
+        ]
+        dead.update(idx)
+        report.merged_matmuls += len(idx)
+    result: list[Spec] = []
+    for i, spec in enumerate(specs):
+        if i in merged_at:
+            result.extend(merged_at[i])
+        elif i not in dead:
+            result.append(spec)
+    return result
 
 
 def _uses(specs: Sequence[Spec]) -> Counter[str]:
@@ -598,6 +653,128 @@ def _fuse_matmul_bias(
                 out[i] = ("MatMul", pname, [*pins, bias], [outs[0]], pattrs)
                 report.fused_biases += 1
                 break
+    return [s for s in out if s is not None]
+
+
+def _scalar(consts: Mapping[str, np.ndarray], name: str) -> float | None:
+    """The value of a float32 constant with one element, else None."""
+    v = consts.get(name)
+    if v is None or v.dtype != np.float32 or v.size != 1:
+        return None
+    return float(v.reshape(-1)[0])
+
+
+def _fuse_gelu(
+    specs: list[Spec],
+    consts: Mapping[str, np.ndarray],
+    outputs: Sequence[str],
+    report: ConversionReport,
+) -> list[Spec]:
+    """The erf-GELU exporters emit, x * 0.5 * (1 + erf(x / sqrt 2)) in any order of the
+    products (x / sqrt 2 also as x * (1 / sqrt 2)), becomes one Gelu node, which the
+    engine runs as a single kernel instead of five passes."""
+    uses = _uses(specs)
+    producer = {o: i for i, (_, _, _, outs, _) in enumerate(specs) for o in outs}
+    consumers: dict[str, list[int]] = {}
+    for i, (_, _, ins, _, _) in enumerate(specs):
+        for n in ins:
+            consumers.setdefault(n, []).append(i)
+
+    def private(value: str) -> bool:  # read by one node and not a graph output
+        return uses[value] == 1 and value not in outputs
+
+    def only_reader(value: str) -> int | None:
+        readers = consumers.get(value, [])
+        return readers[0] if len(readers) == 1 and private(value) else None
+
+    def other(ins: list[str], value: str) -> str | None:
+        if len(ins) != 2 or value not in ins:
+            return None
+        return ins[1] if ins[0] == value else ins[0]
+
+    def near(v: float | None, want: float) -> bool:
+        return v is not None and abs(v - want) <= 1e-6 * abs(want)
+
+    dead: set[int] = set()
+    replace: dict[int, Spec] = {}
+    for i, (op, name, ins, outs, _) in enumerate(specs):
+        if op != "Erf" or i in dead:
+            continue
+        p = producer.get(ins[0])
+        if p is None or not private(ins[0]):
+            continue
+        pop, _, pins, _, _ = specs[p]
+        if len(pins) != 2:
+            continue
+        x = pins[0]
+        if not (
+            (pop == "Div" and near(_scalar(consts, pins[1]), 2**0.5))
+            or (pop == "Mul" and near(_scalar(consts, pins[1]), 0.5**0.5))
+        ):
+            continue
+        a = only_reader(outs[0])  # 1 + erf
+        if a is None or specs[a][0] != "Add":
+            continue
+        if not near(_scalar(consts, other(specs[a][2], outs[0]) or ""), 1.0):
+            continue
+        m1 = only_reader(specs[a][3][0])
+        if m1 is None or specs[m1][0] != "Mul":
+            continue
+        f = other(specs[m1][2], specs[a][3][0])
+        chain: list[int] = [p, i, a, m1]
+        if f == x:  # (x * (1 + erf)) * 0.5
+            m2 = only_reader(specs[m1][3][0])
+            if m2 is None or specs[m2][0] != "Mul":
+                continue
+            if not near(_scalar(consts, other(specs[m2][2], specs[m1][3][0]) or ""), 0.5):
+                continue
+            chain.append(m2)
+            last = m2
+        else:  # (x * 0.5) * (1 + erf)
+            h = producer.get(f or "")
+            if h is None or specs[h][0] != "Mul" or not private(f or ""):
+                continue
+            if other(specs[h][2], x) is None or not near(
+                _scalar(consts, other(specs[h][2], x) or ""), 0.5
+            ):
+                continue
+            chain.append(h)
+            last = m1
+        # x itself must be read by the chain's two entry points only through x.
+        if any(k in dead for k in chain):
+            continue
+        dead.update(chain)
+        replace[last] = ("Gelu", name + "/gelu", [x], [specs[last][3][0]], {})
+        report.fused_gelus += 1
+    return [replace.get(i, s) for i, s in enumerate(specs) if i not in dead or i in replace]
+
+
+def _fold_softmax_scale(
+    specs: list[Spec],
+    consts: Mapping[str, np.ndarray],
+    outputs: Sequence[str],
+    report: ConversionReport,
+) -> list[Spec]:
+    """Softmax(x / c) or Softmax(x * c) with a positive scalar constant c (attention
+    scores) becomes Softmax(x) with a scale attribute: the fused kernel applies it while
+    it computes the exponentials, which saves a pass over the scores."""
+    uses = _uses(specs)
+    producer = {o: i for i, (_, _, _, outs, _) in enumerate(specs) for o in outs}
+    out: list[Spec | None] = list(specs)
+    for i, (op, name, ins, outs, attrs) in enumerate(specs):
+        if op not in ("Softmax", "LogSoftmax") or not ins or "scale" in attrs:
+            continue
+        p = producer.get(ins[0])
+        if p is None or out[p] is None or uses[ins[0]] != 1 or ins[0] in outputs:
+            continue
+        pop, _, pins, _, _ = specs[p]
+        c = _scalar(consts, pins[1]) if len(pins) == 2 else None
+        if pop not in ("Div", "Mul") or c is None or not (c > 0 and np.isfinite(c)):
+            continue
+        scale = 1.0 / c if pop == "Div" else c
+        out[p] = None
+        out[i] = (op, name, [pins[0]], outs, {**attrs, "scale": scale})
+        report.folded_softmax_scales += 1
     return [s for s in out if s is not None]
 
 
