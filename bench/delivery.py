@@ -50,6 +50,7 @@ import platform
 import random
 import resource
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
@@ -503,6 +504,9 @@ def run_walle(args, work: Path, system: str) -> dict:
 
     n = args.devices
     extra_env = {"WALLE_DEBUG": "0", "WALLE_SECRET_KEY": os.urandom(32).hex()}
+    samples = OUT_DIR / f"delivery-{system}-{args.devices}-samples.folded"
+    if args.sample:
+        extra_env["WALLE_PROFILE_SAMPLES"] = str(samples)
     backend = "scaleout" if system == "scaleout" else "embedded"
     out: dict = {"system": system}
     with live_server(work / system, backend, worker=True, extra_env=extra_env) as srv:
@@ -546,6 +550,8 @@ def run_walle(args, work: Path, system: str) -> dict:
                     stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                 )  # fmt: skip
                 time.sleep(1.0)
+            if args.sample:  # walle_web/sampler.py in the first daphne, over the release
+                os.kill(daphnes[0], signal.SIGUSR1)
             fleet_cpu0 = sum(cpu_seconds(f.proc.pid) for f in fleets)
             t0 = time.time_ns()
             started = api.post(f"/api/v1/releases/{release_id}/start/", timeout=600)
@@ -570,6 +576,9 @@ def run_walle(args, work: Path, system: str) -> dict:
                     break
                 time.sleep(0.25)
             server_cpu = sum(cpu_seconds(p.pid) - server_cpu0.get(p.pid, 0.0) for p in srv.procs)
+            if args.sample:
+                os.kill(daphnes[0], signal.SIGUSR2)
+                print(f"{system}: stack samples in {samples}", flush=True)
             if profiler is not None:
                 profiler.send_signal(2)
                 profiler.wait(timeout=120)
@@ -829,6 +838,11 @@ def main() -> None:
     p.add_argument("--keep", action="store_true", help="keep the server and fleet logs")
     p.add_argument(
         "--py-spy", action="store_true", help="profile the first daphne during the release"
+    )
+    p.add_argument(
+        "--sample",
+        action="store_true",
+        help="sample the first daphne's stacks during the release (walle_web/sampler.py)",
     )
     p.add_argument("--out")
     p.add_argument("--role", default="bench", choices=["bench", "fleet", "peer"])

@@ -27,8 +27,10 @@ import asyncio
 import heapq
 import itertools
 import logging
+import os
 import sys
 import time
+from pathlib import Path
 from typing import Any
 
 from daphne.cli import CommandLineInterface
@@ -186,6 +188,10 @@ class LeanCommandLine(CommandLineInterface):
 
 
 def main(argv: list[str] | None = None) -> None:
+    if path := os.environ.get("WALLE_PROFILE_SAMPLES"):
+        from walle_web.sampler import Sampler
+
+        Sampler(Path(path)).install()  # benchmarks: SIGUSR1 starts, SIGUSR2 writes
     LeanCommandLine().run(sys.argv[1:] if argv is None else argv)
 
 
