@@ -181,10 +181,19 @@ async def fleet_main(args) -> None:
         hello_ok=sum(e.is_set() for e in hello_ok),
         seconds=round(time.monotonic() - t, 2),
     )
+    sampler = None
+    if args.sample_out:  # the simulator's own stacks, from connected to collected
+        from walle_web.sampler import Sampler
+
+        sampler = Sampler(Path(args.sample_out), main_only=True)
+        sampler.start()
 
     while True:
         command = await read_command()
         if command == "collect":
+            if sampler is not None:
+                sampler.stop()
+                sampler = None
             emit(
                 "results",
                 notice_ns=notice_ns,
@@ -464,7 +473,9 @@ def start_fleets(args, work: Path, name: str, servers: list[str], **extra) -> li
             f"{name}-fleet-{k}",
             ["--role", "fleet", "--server", ",".join(servers), "--devices", str(m),
              "--seed", str(k + 1), "--wave", str(args.wave),
-             "--connect-timeout", str(args.connect_timeout), *argv_extra],
+             "--connect-timeout", str(args.connect_timeout), *argv_extra,
+             *(["--sample-out", str(OUT_DIR / f"delivery-{name}-{args.devices}-fleet-{k}"
+                                                 "-samples.folded")] if args.sample else [])],
             work / f"{name}-fleet-{k}.log",
         )
         for k, m in enumerate(split(args.devices, args.fleet_procs))
@@ -844,6 +855,7 @@ def main() -> None:
         action="store_true",
         help="sample the first daphne's stacks during the release (walle_web/sampler.py)",
     )
+    p.add_argument("--sample-out", help=argparse.SUPPRESS)  # fleet role: where --sample writes
     p.add_argument("--out")
     p.add_argument("--role", default="bench", choices=["bench", "fleet", "peer"])
     p.add_argument("--server")

@@ -19,8 +19,12 @@ INTERVAL_S = 0.005
 
 
 class Sampler:
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, main_only: bool = False) -> None:
         self.path = path
+        # Only the main thread (the event loop), sampled by a wall-clock timer signal whose
+        # handler gets the main thread's frame: in a process running sub-interpreters (the
+        # device VM) sys._current_frames() walks their threads too and crashes the process.
+        self.main_only = main_only
         self.stacks: Counter[str] = Counter()
         self._on = threading.Event()
         self._thread: threading.Thread | None = None
@@ -30,6 +34,11 @@ class Sampler:
         signal.signal(signal.SIGUSR2, lambda *_: self.stop())
 
     def start(self) -> None:
+        if self.main_only:
+            self.stacks.clear()
+            signal.signal(signal.SIGALRM, self._on_alarm)
+            signal.setitimer(signal.ITIMER_REAL, INTERVAL_S, INTERVAL_S)
+            return
         if self._thread is None or not self._thread.is_alive():
             self.stacks.clear()
             self._on.set()
@@ -37,6 +46,8 @@ class Sampler:
             self._thread.start()
 
     def stop(self) -> None:
+        if self.main_only:
+            signal.setitimer(signal.ITIMER_REAL, 0, 0)
         self._on.clear()
         if self._thread is not None:
             self._thread.join(timeout=5)
@@ -45,18 +56,26 @@ class Sampler:
         tmp.write_text("\n".join(lines) + "\n")
         tmp.replace(self.path)
 
+    def _on_alarm(self, _signum, frame) -> None:
+        self.stacks[_folded(frame, "MainThread")] += 1
+
     def _run(self) -> None:
         me = threading.get_ident()
+        main = threading.main_thread().ident
         while self._on.is_set():
             names = {t.ident: t.name for t in threading.enumerate()}
             for ident, frame in sys._current_frames().items():
-                if ident == me:
+                if ident == me or (self.main_only and ident != main):
                     continue
-                parts = []
-                while frame is not None:
-                    code = frame.f_code
-                    parts.append(f"{code.co_name} ({code.co_filename}:{code.co_firstlineno})")
-                    frame = frame.f_back
-                parts.append(names.get(ident, str(ident)))
-                self.stacks[";".join(reversed(parts))] += 1
+                self.stacks[_folded(frame, names.get(ident, str(ident)))] += 1
             time.sleep(INTERVAL_S)
+
+
+def _folded(frame, thread: str) -> str:
+    parts = []
+    while frame is not None:
+        code = frame.f_code
+        parts.append(f"{code.co_name} ({code.co_filename}:{code.co_firstlineno})")
+        frame = frame.f_back
+    parts.append(thread)
+    return ";".join(reversed(parts))
