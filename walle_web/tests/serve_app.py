@@ -15,11 +15,17 @@ import json
 STATS = {"running": 0, "cancelled": 0, "finished": 0}
 
 
-def _server_connections() -> int:
+def _server() -> dict:
     from walle_web.serve import LeanServer
 
     servers = [obj for obj in gc.get_objects() if isinstance(obj, LeanServer)]
-    return len(servers[0].connections) if servers else -1
+    if not servers:
+        return {"connections": -1, "transports": []}
+    transports = {
+        type(getattr(p, "transport", None) or p.channel.transport).__name__
+        for p in servers[0].connections
+    }
+    return {"connections": len(servers[0].connections), "transports": sorted(transports)}
 
 
 async def application(scope, receive, send):
@@ -27,7 +33,7 @@ async def application(scope, receive, send):
         return
     if scope["type"] == "http":
         await receive()
-        body = json.dumps({**STATS, "connections": _server_connections()}).encode()
+        body = json.dumps({**STATS, **_server()}).encode()
         await send(
             {
                 "type": "http.response.start",

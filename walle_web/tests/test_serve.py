@@ -168,3 +168,38 @@ def test_an_application_that_outlives_its_socket_is_cancelled_after_the_close_ti
         done = eventually(lambda: (s := stats(url))["cancelled"] == 1 and s["connections"] <= 1)
         assert done, stats(url)
         assert stats(url)["running"] == 0
+
+
+def test_large_and_many_frames_arrive_whole_and_in_order():
+    """Writes go straight to the socket when nothing is queued; what the socket does not take
+    is queued behind: large frames sent back to back come back complete and in order."""
+    with serving() as url:
+
+        async def flood() -> list[str]:
+            async with websockets.connect(ws_url(url, "/echo"), max_size=2**21) as ws:
+                assert stats(url)["transports"] == ["WriteThroughServer"]
+                sent = [f"{i:04d}" + "x" * (150_000 + i) for i in range(40)]
+                for text in sent:
+                    await ws.send(text)
+                got = [await asyncio.wait_for(ws.recv(), 30) for _ in sent]
+                return [g == s for g, s in zip(got, sent, strict=True)]
+
+        assert all(asyncio.run(flood()))
+        assert eventually(lambda: stats(url)["finished"] == 1), stats(url)
+
+
+def test_access_log_lines_are_written_within_a_few_seconds(tmp_path):
+    log = tmp_path / "access.log"
+    with serving("--access-log", str(log)) as url:
+        for _ in range(5):
+            httpx.get(url + "/stats", timeout=5)
+
+        async def one() -> None:
+            async with websockets.connect(ws_url(url, "/echo")) as ws:
+                await ws.send("x")
+                await ws.recv()
+
+        asyncio.run(one())
+        written = eventually(lambda: log.is_file() and log.read_text().count("GET /stats") >= 5)
+        assert written, log.read_text() if log.is_file() else "no log"
+        assert eventually(lambda: "WSDISCONNECT /echo" in log.read_text())
