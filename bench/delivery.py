@@ -50,6 +50,7 @@ import platform
 import random
 import resource
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
@@ -180,10 +181,19 @@ async def fleet_main(args) -> None:
         hello_ok=sum(e.is_set() for e in hello_ok),
         seconds=round(time.monotonic() - t, 2),
     )
+    sampler = None
+    if args.sample_out:  # the simulator's own stacks, from connected to collected
+        from walle_web.sampler import Sampler
+
+        sampler = Sampler(Path(args.sample_out), main_only=True)
+        sampler.start()
 
     while True:
         command = await read_command()
         if command == "collect":
+            if sampler is not None:
+                sampler.stop()
+                sampler = None
             emit(
                 "results",
                 notice_ns=notice_ns,
@@ -463,7 +473,9 @@ def start_fleets(args, work: Path, name: str, servers: list[str], **extra) -> li
             f"{name}-fleet-{k}",
             ["--role", "fleet", "--server", ",".join(servers), "--devices", str(m),
              "--seed", str(k + 1), "--wave", str(args.wave),
-             "--connect-timeout", str(args.connect_timeout), *argv_extra],
+             "--connect-timeout", str(args.connect_timeout), *argv_extra,
+             *(["--sample-out", str(OUT_DIR / f"delivery-{name}-{args.devices}-fleet-{k}"
+                                                 "-samples.folded")] if args.sample else [])],
             work / f"{name}-fleet-{k}.log",
         )
         for k, m in enumerate(split(args.devices, args.fleet_procs))
@@ -503,6 +515,9 @@ def run_walle(args, work: Path, system: str) -> dict:
 
     n = args.devices
     extra_env = {"WALLE_DEBUG": "0", "WALLE_SECRET_KEY": os.urandom(32).hex()}
+    samples = OUT_DIR / f"delivery-{system}-{args.devices}-samples.folded"
+    if args.sample:
+        extra_env["WALLE_PROFILE_SAMPLES"] = str(samples)
     backend = "scaleout" if system == "scaleout" else "embedded"
     out: dict = {"system": system}
     with live_server(work / system, backend, worker=True, extra_env=extra_env) as srv:
@@ -546,6 +561,8 @@ def run_walle(args, work: Path, system: str) -> dict:
                     stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                 )  # fmt: skip
                 time.sleep(1.0)
+            if args.sample:  # walle_web/sampler.py in the first daphne, over the release
+                os.kill(daphnes[0], signal.SIGUSR1)
             fleet_cpu0 = sum(cpu_seconds(f.proc.pid) for f in fleets)
             t0 = time.time_ns()
             started = api.post(f"/api/v1/releases/{release_id}/start/", timeout=600)
@@ -570,6 +587,9 @@ def run_walle(args, work: Path, system: str) -> dict:
                     break
                 time.sleep(0.25)
             server_cpu = sum(cpu_seconds(p.pid) - server_cpu0.get(p.pid, 0.0) for p in srv.procs)
+            if args.sample:
+                os.kill(daphnes[0], signal.SIGUSR2)
+                print(f"{system}: stack samples in {samples}", flush=True)
             if profiler is not None:
                 profiler.send_signal(2)
                 profiler.wait(timeout=120)
@@ -830,6 +850,12 @@ def main() -> None:
     p.add_argument(
         "--py-spy", action="store_true", help="profile the first daphne during the release"
     )
+    p.add_argument(
+        "--sample",
+        action="store_true",
+        help="sample the first daphne's stacks during the release (walle_web/sampler.py)",
+    )
+    p.add_argument("--sample-out", help=argparse.SUPPRESS)  # fleet role: where --sample writes
     p.add_argument("--out")
     p.add_argument("--role", default="bench", choices=["bench", "fleet", "peer"])
     p.add_argument("--server")

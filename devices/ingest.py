@@ -33,6 +33,8 @@ from typing import Any
 from django.conf import settings
 from django.db import DatabaseError, close_old_connections, transaction
 
+from walle_web.relay import HELD, HeldPublishes
+
 log = logging.getLogger(__name__)
 
 # The order in which kinds are applied inside one batch. A report always names a deployment
@@ -199,8 +201,9 @@ class Ingest:
                 if not batch:
                     continue
                 started = time.monotonic()
+                held = HeldPublishes()
                 try:
-                    await self.loop.run_in_executor(_executor(), apply_batch, batch)
+                    await self.loop.run_in_executor(_executor(), _apply_holding, batch, held)
                 except Exception as exc:  # a bug, not the database: fail these items loudly
                     log.exception("ingest batch failed")
                     for item in batch:
@@ -214,6 +217,18 @@ class Ingest:
                         self._bounded -= 1
                     if not item.future.done():
                         item.future.set_result(item)
+                # The consumers woken above answer their devices first (they are ahead in
+                # the loop's queue); what the batch published goes out after the acks.
+                self.loop.call_soon(held.release)
+
+
+def _apply_holding(batch: list[Item], held: HeldPublishes) -> None:
+    """apply_batch on the writer thread, holding what its commit hooks publish."""
+    token = HELD.set(held)
+    try:
+        apply_batch(batch)
+    finally:
+        HELD.reset(token)
 
 
 def _gone(socket: Any) -> bool:

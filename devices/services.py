@@ -243,15 +243,39 @@ def ingest_hello(items: list) -> None:
 
 
 def ingest_run_stats(items: list) -> None:
+    """A batch's run_stats in one INSERT: checked one by one, stored together, each item's
+    result saying whether its message id was new (a resent message is acked, not stored)."""
     from devices.ingest import Rejected
 
+    fresh: dict[tuple[int, str], tuple] = {}
     for item in items:
         try:
-            item.result = record_run_stats(item.device, item.payload)
+            _check_run_stats(item.payload)
         except ProtocolError as exc:  # out of bounds: the device drops it (a final code)
             item.error = exc
+            continue
         except ValueError as exc:
             item.error = Rejected(str(exc))
+            continue
+        fresh.setdefault((item.device.pk, item.payload["id"]), (item, []))[1].append(item)
+    if not fresh:
+        return
+    stored = set(
+        RunStat.objects.filter(
+            device_id__in={device_id for device_id, _ in fresh},
+            message_id__in={message_id for _, message_id in fresh},
+        ).values_list("device_id", "message_id")
+    )
+    new = [key for key in fresh if key not in stored]
+    RunStat.objects.bulk_create(
+        [_run_stat(fresh[key][0].device, fresh[key][0].payload) for key in new],
+        batch_size=500,
+        ignore_conflicts=True,
+    )
+    new_keys = set(new)
+    for key, (_, same) in fresh.items():
+        for i, item in enumerate(same):
+            item.result = key in new_keys and i == 0
 
 
 def ingest_upload(items: list) -> None:
@@ -286,25 +310,33 @@ def record_run_stats(device: Device, msg: dict) -> bool:
     Validates every field against the protocol's bounds first (the consumer already did, a
     batch writer may not have): a value out of range raises ProtocolError, nothing is stored.
     """
-    protocol.check_fields("run_stats", msg, protocol.SCHEMAS["run_stats"])
-    if msg.get("last_error") is not None:
-        _storable_json(msg["last_error"], "run_stats.last_error", MAX_LAST_ERROR_BYTES)
+    _check_run_stats(msg)
     try:
         with transaction.atomic():
-            RunStat.objects.create(
-                device=device,
-                message_id=msg["id"],
-                task=msg["task"],
-                version=msg["version"],
-                runs=msg["runs"],
-                errors=msg["errors"],
-                latency_ms_p50=msg.get("latency_ms_p50"),
-                latency_ms_p95=msg.get("latency_ms_p95"),
-                last_error=msg.get("last_error"),
-            )
+            _run_stat(device, msg).save(force_insert=True)
     except IntegrityError:
         return False
     return True
+
+
+def _check_run_stats(msg: dict) -> None:
+    protocol.check_fields("run_stats", msg, protocol.SCHEMAS["run_stats"])
+    if msg.get("last_error") is not None:
+        _storable_json(msg["last_error"], "run_stats.last_error", MAX_LAST_ERROR_BYTES)
+
+
+def _run_stat(device: Device, msg: dict) -> RunStat:
+    return RunStat(
+        device=device,
+        message_id=msg["id"],
+        task=msg["task"],
+        version=msg["version"],
+        runs=msg["runs"],
+        errors=msg["errors"],
+        latency_ms_p50=msg.get("latency_ms_p50"),
+        latency_ms_p95=msg.get("latency_ms_p95"),
+        last_error=msg.get("last_error"),
+    )
 
 
 def valid_items(items: list) -> dict[str, dict]:

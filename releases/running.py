@@ -47,6 +47,25 @@ class Transition:
     state: str
 
 
+_UPDATED = ("version_id", "state", "release_id", "previous_version_id", "rollback_to_id", "since")
+
+
+def _update_grouped(rows: Iterable[RunningVersion], chunk: int = 900) -> None:
+    """Save changed rows with one UPDATE per distinct set of values, not one CASE per row.
+
+    The reports of a release's batch move thousands of devices to the same version, state
+    and release at the same instant: bulk_update's per-row CASE made that statement (and its
+    parameter list) grow with the batch; grouped, it is one short UPDATE ... WHERE id IN."""
+    groups: dict[tuple, list[int]] = {}
+    for row in rows:
+        values = (*(getattr(row, f) for f in _UPDATED), row.updated_at)
+        groups.setdefault(values, []).append(row.pk)
+    for values, pks in groups.items():
+        fields = dict(zip((*_UPDATED, "updated_at"), values, strict=True))
+        for start in range(0, len(pks), chunk):
+            RunningVersion.objects.filter(pk__in=pks[start : start + chunk]).update(**fields)
+
+
 def apply_running_version(transitions: Iterable[Transition]) -> int:
     """Update what devices run from accepted reports, in order; returns the rows changed."""
     relevant = [t for t in transitions if t.state in _RUNNING_REPORTS]
@@ -122,10 +141,7 @@ def apply_running_version(transitions: Iterable[Transition]) -> int:
         if rollback:
             switched_back.append(d)
     RunningVersion.objects.bulk_create(created.values())
-    RunningVersion.objects.bulk_update(
-        changed.values(),
-        ["version", "state", "release", "previous_version", "rollback_to", "since", "updated_at"],
-    )
+    _update_grouped(changed.values())
     _leave_undone_releases(switched_back, now)
     return len(created) + len(changed)
 

@@ -50,11 +50,12 @@ def scaleout_unavailable() -> str | None:
 
 
 def daphne_command(port: int) -> list[str]:
-    """How the tests and benchmarks run daphne (docs/operations.md explains the options)."""
+    """How the tests and benchmarks run daphne (docs/operations.md explains the options):
+    through walle_web.serve, daphne with housekeeping that does not walk every socket."""
     return [
         sys.executable,
         "-m",
-        "daphne",
+        "walle_web.serve",
         # A deep accept backlog: thousands of devices reconnect at once after a failure.
         "-e",
         f"tcp:port={port}:interface=127.0.0.1:backlog=4096",

@@ -41,10 +41,25 @@ BACKOFF_BASE_S = 0.5
 BACKOFF_CAP_S = 60.0
 # Close code of a server that could not take the connection now (RFC 6455: try again later).
 TRY_AGAIN_LATER = 1013
+# A download that cannot reach the server (refused, reset, 5xx, 429) is not the content's
+# fault: the device keeps trying, with capped exponential backoff and full jitter, for as long
+# as the deployment is still wanted, up to this long (a restart, a deploy, a failover), before
+# such failures count against the release's `max_retries`.
+DOWNLOAD_OUTAGE_S = 600.0
+DOWNLOAD_BACKOFF_CAP_S = 15.0
+# Answers that say "not now" rather than "no".
+_UNAVAILABLE_STATUSES = frozenset({429, 500, 502, 503, 504})
 
 
 class EnrollError(Exception):
     """The server refused to enroll this device."""
+
+
+class ServerUnreachable(VerifyError):
+    """A download that did not reach the server or got a "not now" answer: worth waiting for."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__("download_failed", message)
 
 
 @dataclass
@@ -197,6 +212,8 @@ class DeviceClient:
         self._hello_id = ""
         self._retry_after = 0.0  # the server's last "busy" hint, for the next reconnect
         self._served = False  # this session got a `desired`: the server is taking us
+        # Set when a `desired` arrives: a download waiting out an outage tries again at once.
+        self._desired_arrived = asyncio.Event()
 
     # persistence of pending messages (real devices; simulated ones keep them in memory)
     def _pending_path(self) -> Path | None:
@@ -345,6 +362,7 @@ class DeviceClient:
         if mtype == "desired":
             self._served = True
             self._desired = msg["tasks"]
+            self._desired_arrived.set()
             self._schedule_sync()
         elif mtype == "notify":
             self.stats.notices += 1
@@ -449,12 +467,26 @@ class DeviceClient:
         if jitter:
             await asyncio.sleep(self.rng.uniform(0, jitter))
         retries = int(entry.get("max_retries", 3))
+        base_s = float(entry.get("retry_backoff_s", 2.0))
         attempt = 0
+        outage_tries = 0
+        outage_since: float | None = None
         while True:
             try:
                 active = await self._pull(entry)
                 break
             except VerifyError as exc:
+                if isinstance(exc, ServerUnreachable):
+                    if not self._wanted(deployment):
+                        return  # the server no longer asks for it (cancelled, superseded)
+                    outage_since = outage_since or time.monotonic()
+                    if time.monotonic() - outage_since < DOWNLOAD_OUTAGE_S:
+                        delay = self.rng.uniform(
+                            0, min(DOWNLOAD_BACKOFF_CAP_S, max(base_s, 0.5) * 2**outage_tries)
+                        )
+                        outage_tries += 1
+                        await self._wait_for_server(delay)
+                        continue
                 # Wrong content stays wrong: only a failed download is worth another try.
                 if exc.code == "download_failed" and attempt < retries:
                     attempt += 1
@@ -467,6 +499,18 @@ class DeviceClient:
                 return
         await self._report(deployment, "installed")
         await self._run_and_report(active, deployment)
+
+    def _wanted(self, deployment: int) -> bool:
+        """Whether the latest desired state still names this deployment."""
+        return any(e.get("deployment") == deployment for e in self._desired)
+
+    async def _wait_for_server(self, delay: float) -> None:
+        """Sleep `delay`, or less if a `desired` arrives meanwhile (the server is back)."""
+        self._desired_arrived.clear()
+        try:
+            await asyncio.wait_for(self._desired_arrived.wait(), delay)
+        except TimeoutError:
+            pass
 
     def _cached_previous(self, entry: dict) -> dict | None:
         current = self.cache.active(entry["task"])
@@ -496,6 +540,8 @@ class DeviceClient:
         try:
             manifest_url = urljoin(self.identity.server, entry["manifest_url"])
             response = await self.http.get(manifest_url)
+            if response.status_code in _UNAVAILABLE_STATUSES:
+                raise ServerUnreachable(f"manifest download answered {response.status_code}")
             if response.status_code != 200:
                 raise VerifyError(
                     "download_failed", f"manifest download answered {response.status_code}"
@@ -519,12 +565,16 @@ class DeviceClient:
                     self.cache.put(f["sha256"], data)
                     continue
                 blob = await self.http.get(blob_base + f["sha256"])
+                if blob.status_code in _UNAVAILABLE_STATUSES:
+                    raise ServerUnreachable(f"{f['path']}: download answered {blob.status_code}")
                 if blob.status_code != 200:
                     raise VerifyError(
                         "download_failed", f"{f['path']}: download answered {blob.status_code}"
                     )
                 self.cache.put(f["sha256"], blob.content)
             return self.cache.activate(entry["task"], entry["version"], entry["digest"], manifest)
+        except httpx.TransportError as exc:
+            raise ServerUnreachable(f"{type(exc).__name__}: {exc}") from None
         except (httpx.HTTPError, ValueError) as exc:
             raise VerifyError("download_failed", f"{type(exc).__name__}: {exc}") from None
 

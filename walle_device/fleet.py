@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import itertools
 import random
 import sys
 import time
@@ -53,25 +54,46 @@ def make_attrs(rng: random.Random) -> dict:
 
 
 class GatedHTTP:
-    """One HTTP client shared by a whole simulated fleet, entered by at most `limit`
-    requests at a time. Thousands of devices pulling at once otherwise all wait inside
-    httpcore's pool, whose every hand-out scans the waiters: at 10k devices the simulator,
-    not the server, set the pace of the pull phase (bench/README.md)."""
+    """The HTTP clients a whole simulated fleet shares, entered by at most `limit` requests
+    at a time. Thousands of devices pulling at once otherwise all wait inside httpcore's
+    pool, whose every hand-out scans the waiters and the connections: at 10k devices the
+    simulator, not the server, set the pace of the pull phase (bench/README.md). A few
+    clients with a few connections each keep every pool small; requests take them in turn."""
 
-    def __init__(self, client: httpx.AsyncClient, limit: int) -> None:
-        self.client = client
-        self.gate = asyncio.Semaphore(limit)
+    def __init__(self, clients: httpx.AsyncClient | list[httpx.AsyncClient], limit: int) -> None:
+        self.clients = clients if isinstance(clients, list) else [clients]
+        per_client = max(1, limit // len(self.clients))
+        self.gates = [asyncio.Semaphore(per_client) for _ in self.clients]
+        self._turn = itertools.cycle(range(len(self.clients)))
+
+    @property
+    def client(self) -> httpx.AsyncClient:
+        return self.clients[0]
 
     async def get(self, *args, **kwargs) -> httpx.Response:
-        async with self.gate:
-            return await self.client.get(*args, **kwargs)
+        i = next(self._turn)
+        async with self.gates[i]:
+            return await self.clients[i].get(*args, **kwargs)
 
     async def post(self, *args, **kwargs) -> httpx.Response:
-        async with self.gate:
-            return await self.client.post(*args, **kwargs)
+        i = next(self._turn)
+        async with self.gates[i]:
+            return await self.clients[i].post(*args, **kwargs)
 
     async def aclose(self) -> None:
-        await self.client.aclose()
+        for client in self.clients:
+            await client.aclose()
+
+
+def shared_clients(connections: int = 64, clients: int = 8) -> list[httpx.AsyncClient]:
+    """`clients` HTTP clients with `connections` kept-alive connections between them."""
+    each = max(1, connections // clients)
+    return [
+        httpx.AsyncClient(
+            timeout=60, limits=httpx.Limits(max_connections=each, max_keepalive_connections=each)
+        )
+        for _ in range(clients)
+    ]
 
 
 @dataclass
@@ -112,14 +134,7 @@ async def build_fleet(
     `identity_for(i)` skips enrollment (a benchmark peer that has no enrollment API); with
     `identities_file`, reuse the devices enrolled by an earlier start (and store new ones)."""
     connections = 64
-    gated = GatedHTTP(
-        http
-        or httpx.AsyncClient(
-            timeout=60,
-            limits=httpx.Limits(max_connections=connections, max_keepalive_connections=connections),
-        ),
-        connections,
-    )
+    gated = GatedHTTP(http or shared_clients(connections), connections)
     rng = random.Random(seed)
     attrs_list = [make_attrs(rng) for _ in range(n)]
     gate = asyncio.Semaphore(concurrency)

@@ -51,4 +51,26 @@ async def application(scope, receive, send):
     if enroll.handles(scope):
         await enroll.enroll_app(scope, receive, send)
         return
+    if scope["type"] == "http":
+        await _answer_then_publish(scope, receive, send)
+        return
     await router(scope, receive, send)
+
+
+async def _answer_then_publish(scope, receive, send):
+    """A Django request whose publishes (a release start's notices, a relayed message) go out
+    only once its response is sent: the caller is not kept waiting behind a fan-out to
+    every socket of this process (walle_web.relay.HeldPublishes)."""
+    held = relay.HeldPublishes()
+    token = relay.HELD.set(held)  # copied into the request's thread by asgiref
+
+    async def sending(message):
+        await send(message)
+        if message["type"] == "http.response.body" and not message.get("more_body"):
+            held.release()
+
+    try:
+        await router(scope, receive, sending)
+    finally:
+        relay.HELD.reset(token)
+        held.release()  # a request that failed before its response still publishes

@@ -180,7 +180,7 @@ def main() -> None:
             [
                 sys.executable,
                 "-m",
-                "daphne",
+                "walle_web.serve",  # daphne, with lean housekeeping (walle_web/serve.py)
                 "-b",
                 args.host,
                 "-p",

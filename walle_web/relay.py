@@ -14,6 +14,7 @@ server publishes itself (RELAY_SHAPES): a forged or malformed message never reac
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import hashlib
 import hmac
 import json
@@ -62,6 +63,38 @@ RELAY_SHAPES: dict[str, tuple[re.Pattern, dict[str, tuple]]] = {
 }
 
 _server_loop: asyncio.AbstractEventLoop | None = None
+
+
+class HeldPublishes:
+    """Publishes made while a request or an ingest batch is being answered, sent after it.
+
+    A release start rings every online device from its commit hook; published at once, the
+    fan-out to 10,000 sockets runs on the event loop ahead of the start call's own response
+    (measured: 6-25 s for the call at 10k). Held, the caller gets its answer first and the
+    devices their notice right after: nothing is dropped, only ordered behind the answer.
+    """
+
+    __slots__ = ("messages", "released")
+
+    def __init__(self) -> None:
+        self.messages: list[tuple[str, dict]] = []
+        self.released = False
+
+    def add(self, group: str, message: dict) -> None:
+        self.messages.append((group, message))
+
+    def release(self) -> None:
+        """Publish what was held, in order; later publishes go out at once. Idempotent."""
+        self.released = True
+        messages, self.messages = self.messages, []
+        for group, message in messages:
+            _publish(group, message)
+
+
+# The holder of the request or ingest batch being answered in this context, if any.
+HELD: contextvars.ContextVar[HeldPublishes | None] = contextvars.ContextVar(
+    "walle_held_publishes", default=None
+)
 
 
 def bind_server_loop(loop: asyncio.AbstractEventLoop) -> None:
@@ -160,6 +193,15 @@ def group_send(group: str, message: dict, *, skip_if_empty: bool = False) -> Non
             # Devices still converge: they ask for their desired state on every reconnect.
             log.warning("relay to %s failed: %s", settings.WALLE_RELAY_URL, exc)
         return
+    held = HELD.get()
+    if held is not None and not held.released and server_loop() is not None:
+        held.add(group, message)
+        return
+    _publish(group, message)
+
+
+def _publish(group: str, message: dict) -> None:
+    layer = get_channel_layer()
     loop = server_loop()
     if loop is not None:
         # In a server process: hand the publish to the event loop and return. The callers are

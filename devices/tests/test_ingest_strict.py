@@ -101,3 +101,29 @@ def test_a_poisoned_run_stat_gets_an_error_frame_and_monitoring_keeps_working(ca
     assert not RunStat.objects.exists() and not Result.objects.exists()
     response = client_for(cast.viewer).get(f"/api/v1/releases/{release.pk}/monitoring/")
     assert response.status_code == 200
+
+
+@pytest.mark.django_db
+def test_a_batch_of_run_stats_is_stored_once_per_message_and_each_is_answered(cast):
+    from devices.ingest import Item
+
+    a, b = cast.devices[:2]
+
+    def stats(mid: str, **extra) -> dict:
+        fields = {"id": mid, "task": "item-features", "version": 1, "runs": 3, "errors": 0}
+        return protocol.message("run_stats", **(fields | extra))
+
+    assert services.record_run_stats(a, stats("m0"))  # stored by an earlier batch
+    items = [
+        Item("run_stats", a, stats("m0")),  # resent: acked, not stored again
+        Item("run_stats", a, stats("m1")),
+        Item("run_stats", a, stats("m1")),  # the same message twice in one batch
+        Item("run_stats", b, stats("m1")),  # another device's id space
+        Item("run_stats", b, stats("m2", runs=-1)),  # out of range: refused
+    ]
+    services.ingest_run_stats(items)
+    assert [i.result for i in items[:4]] == [False, True, False, True]
+    assert items[4].error is not None and items[4].result is None
+    assert sorted(RunStat.objects.values_list("device_id", "message_id")) == sorted(
+        [(a.pk, "m0"), (a.pk, "m1"), (b.pk, "m1")]
+    )

@@ -81,3 +81,91 @@ def test_device_http_calls_are_throttled_per_device(cast, settings):
         ).status_code
         == 200
     )
+
+
+# --- the sliding window itself, on both cache backends ------------------------------------
+
+
+class Clock:
+    def __init__(self, now: float) -> None:
+        self.now = now
+
+    def __call__(self) -> float:
+        return self.now
+
+
+@pytest.fixture(params=["locmem", "redis"])
+def throttle_cache(request):
+    """The in-process cache, or a real Redis (127.0.0.1:6379) under a prefix of this test's own."""
+    import uuid
+
+    if request.param == "locmem":
+        from django.core.cache.backends.locmem import LocMemCache
+
+        yield LocMemCache(f"throttle-{uuid.uuid4().hex}", {})
+        return
+    import redis
+    from django.core.cache.backends.redis import RedisCache
+
+    try:
+        redis.Redis(host="127.0.0.1", port=6379, socket_timeout=2).ping()
+    except redis.RedisError as exc:
+        pytest.skip(f"no Redis at 127.0.0.1:6379: {exc}")
+    cache = RedisCache("redis://127.0.0.1:6379/0", {"KEY_PREFIX": f"t-{uuid.uuid4().hex}"})
+    yield cache  # the keys expire on their own (two windows)
+
+
+def caller(address: str):
+    from rest_framework.request import Request
+    from rest_framework.test import APIRequestFactory
+
+    return Request(APIRequestFactory().get("/", REMOTE_ADDR=address))
+
+
+def make_throttle(cache, clock, rate: str):
+    from walle_web.rest import EnrollAddressThrottle
+
+    class Throttle(EnrollAddressThrottle):
+        pass
+
+    Throttle.rate = rate
+    Throttle.cache = cache
+    Throttle.timer = clock
+    return Throttle
+
+
+def allowed(throttle_class, address: str, n: int) -> list[bool]:
+    return [throttle_class().allow_request(caller(address), None) for _ in range(n)]
+
+
+def test_the_limit_holds_within_a_window_and_per_caller(throttle_cache):
+    clock = Clock(6000.0)  # the start of a minute window
+    throttle = make_throttle(throttle_cache, clock, "10/min")
+    assert allowed(throttle, "10.1.0.1", 12) == [True] * 10 + [False] * 2
+    clock.now += 59
+    assert allowed(throttle, "10.1.0.1", 1) == [False]
+    refused = throttle()
+    assert not refused.allow_request(caller("10.1.0.1"), None)
+    assert 0 < refused.wait() <= 60
+    # Another caller has a budget of its own.
+    assert allowed(throttle, "10.1.0.2", 10) == [True] * 10
+
+
+def test_the_window_slides_the_previous_minute_still_weighs(throttle_cache):
+    clock = Clock(6000.0)
+    throttle = make_throttle(throttle_cache, clock, "10/min")
+    assert allowed(throttle, "10.1.0.3", 10) == [True] * 10
+    # Half-way through the next minute the last one still counts for half: 5 left, not 10.
+    clock.now = 6090.0
+    assert allowed(throttle, "10.1.0.3", 6) == [True] * 5 + [False]
+    # Two minutes on, the burst has left the window.
+    clock.now = 6200.0
+    assert allowed(throttle, "10.1.0.3", 10) == [True] * 10
+
+
+def test_a_burst_at_a_window_edge_does_not_double_the_rate(throttle_cache):
+    clock = Clock(6059.0)  # the last second of a window
+    throttle = make_throttle(throttle_cache, clock, "10/min")
+    assert allowed(throttle, "10.1.0.4", 10) == [True] * 10
+    clock.now = 6061.0  # one second into the next: the burst still weighs 59/60 of itself
+    assert allowed(throttle, "10.1.0.4", 3) == [True, False, False]

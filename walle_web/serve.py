@@ -1,0 +1,275 @@
+"""daphne, with housekeeping that costs what changes rather than what is connected.
+
+`python -m walle_web.serve` takes daphne's command line (the dev server, `make run` and the live
+tests run it instead of `python -m daphne`). Stock daphne walks every connection every second
+(reaping finished applications) and every two seconds (timeouts and keepalive pings): with
+10,000 device sockets that was about a third of the event loop in the 10k profile
+(bench/README.md), spent looking at sockets where nothing had happened.
+
+`LeanServer` keeps daphne's rules and changes only how connections are found:
+
+- a connection is looked at for reaping when its application finished or its socket closed
+  (a done-callback and `protocol_disconnected` mark it), not on every tick;
+- timeouts and pings are deadlines in a heap: each connection is visited when its next
+  deadline falls due (connect timeout, next ping, websocket or HTTP timeout), daphne's own
+  `check_timeouts` enforces the rule, and the next deadline is pushed;
+- an application still running `application_close_timeout` after its socket closed is
+  cancelled, as in daphne, by a deadline pushed when the socket closed.
+
+Two per-write costs go too: a write with nothing queued before it is sent at once instead
+of registering the socket for writing and sending on the next loop pass
+(`WriteThroughServer`), and access-log lines are written once a second, not one syscall
+each (`BatchedLog`).
+"""
+
+from __future__ import annotations
+
+# daphne.server installs Twisted's asyncio reactor: it must be imported before anything
+# that imports twisted.internet.reactor.
+from daphne.server import Server  # isort:skip
+
+import asyncio
+import heapq
+import itertools
+import logging
+import os
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from daphne.cli import CommandLineInterface
+from daphne.ws_protocol import WebSocketProtocol
+from twisted.internet import tcp
+
+logger = logging.getLogger(__name__)
+
+# Kinds of heap entries.
+_TIMEOUT = 0  # run the protocol's check_timeouts, then schedule its next deadline
+_CLOSE = 1  # the socket closed application_close_timeout ago: cancel a lingering application
+
+# A deadline is never pushed closer than this to now, so a rule that did not fire (a state
+# change between scheduling and visiting) cannot make the checker spin.
+_MIN_STEP_S = 0.5
+
+
+class WriteThroughServer(tcp.Server):
+    """A TCP connection that sends at once when nothing is queued before it.
+
+    Twisted's transport.write only queues: it registers the socket for writing (an epoll_ctl)
+    and sends on the next loop pass, then unregisters (another epoll_ctl). For a server
+    answering thousands of small frames that registration pair was 12% of the event loop
+    in the 10k profile (bench/README.md). Here a write with an empty queue goes straight to
+    send(); only what the socket does not take is queued the usual way, so order, back
+    pressure and error handling stay Twisted's.
+    """
+
+    def write(self, data: bytes) -> None:
+        if (
+            data
+            and self.connected
+            and not self.disconnecting
+            and not self._writeDisconnected
+            and not getattr(self, "TLS", False)
+            and not self._tempDataLen
+            and self.offset == len(self.dataBuffer)
+        ):
+            sent = self.writeSomeData(data)
+            if isinstance(sent, int):  # else the connection is lost: let doWrite see it
+                if sent >= len(data):
+                    return
+                data = data[sent:]
+        super().write(data)
+
+
+class BatchedLog:
+    """A text stream that collects lines and writes them in one call when flushed."""
+
+    def __init__(self, stream) -> None:
+        self.stream = stream
+        self.lines: list[str] = []
+
+    def write(self, text: str) -> None:
+        self.lines.append(text)
+
+    def flush(self) -> None:
+        if self.lines:
+            text, self.lines = "".join(self.lines), []
+            try:
+                self.stream.write(text)
+                self.stream.flush()
+            except (OSError, ValueError):  # a closed or full log must not stop the server
+                pass
+
+
+class LeanServer(Server):
+    """daphne's Server with event-driven reaping, a deadline heap for timeouts, and
+    write-through TCP connections."""
+
+    def run(self) -> None:
+        self._seq = itertools.count()
+        self._deadlines: list[tuple[float, int, int, Any]] = []
+        self._dirty: set[Any] = set()
+        # Every TCP port of this process (daphne's) hands its connections this transport.
+        tcp.Port.transport = WriteThroughServer
+        stream = getattr(self.action_logger, "stream", None)
+        if stream is not None:
+            # The access log: one line per request and per socket, each a write() syscall on
+            # an unbuffered stream (3% of the loop at 10k devices); written once a second.
+            self.action_logger.stream = BatchedLog(stream)
+            from twisted.internet import reactor
+
+            reactor.callLater(1, self._flush_access_log)
+            reactor.addSystemEventTrigger("after", "shutdown", self.action_logger.stream.flush)
+        super().run()
+
+    def _flush_access_log(self) -> None:
+        from twisted.internet import reactor
+
+        self.action_logger.stream.flush()
+        reactor.callLater(1, self._flush_access_log)
+
+    # --- bookkeeping hooks --------------------------------------------------------------
+
+    def protocol_connected(self, protocol) -> None:
+        super().protocol_connected(protocol)
+        self._schedule_timeout(protocol, time.time())
+
+    def protocol_disconnected(self, protocol) -> None:
+        first = "disconnected" not in self.connections.get(protocol, {"disconnected": 0})
+        super().protocol_disconnected(protocol)
+        if first:
+            self._dirty.add(protocol)
+            when = self.connections[protocol]["disconnected"] + self.application_close_timeout
+            # A little past the limit: daphne's rule is "more than" the close timeout.
+            self._push(when + 0.01, _CLOSE, protocol)
+
+    def create_application(self, protocol, scope):
+        queue = super().create_application(protocol, scope)
+        details = self.connections.get(protocol)
+        if details is not None and "application_instance" in details:
+            details["application_instance"].add_done_callback(
+                lambda _future, p=protocol: self._dirty.add(p)
+            )
+        return queue
+
+    # --- the two periodic checkers daphne schedules -------------------------------------
+
+    def application_checker(self) -> None:
+        """Reap the connections whose application finished or whose socket closed."""
+        from twisted.internet import reactor
+
+        dirty, self._dirty = self._dirty, set()
+        now = time.time()
+        for protocol in dirty:
+            self._reap(protocol, now)
+        reactor.callLater(1, self.application_checker)
+
+    def timeout_checker(self) -> None:
+        """Visit the connections whose next deadline is due."""
+        from twisted.internet import reactor
+
+        now = time.time()
+        heap = self._deadlines
+        while heap and heap[0][0] <= now:
+            _, _, kind, protocol = heapq.heappop(heap)
+            details = self.connections.get(protocol)
+            if details is None:
+                continue  # already reaped
+            if kind == _CLOSE:
+                self._reap(protocol, now)
+            elif "disconnected" not in details:
+                protocol.check_timeouts()
+                self._schedule_timeout(protocol, now)
+        reactor.callLater(1, self.timeout_checker)
+
+    def kill_all_applications(self):
+        # daphne's version assumes every connection has an application; one still reading
+        # its request has none yet.
+        for details in self.connections.values():
+            details.setdefault("application_instance", _done_future())
+        return super().kill_all_applications()
+
+    # --- helpers ------------------------------------------------------------------------
+
+    def _push(self, when: float, kind: int, protocol) -> None:
+        heapq.heappush(self._deadlines, (when, next(self._seq), kind, protocol))
+
+    def _schedule_timeout(self, protocol, now: float) -> None:
+        when = self._next_deadline(protocol, now)
+        if when is not None:
+            self._push(max(when + 0.01, now + _MIN_STEP_S), _TIMEOUT, protocol)
+
+    def _next_deadline(self, protocol, now: float) -> float | None:
+        """When `check_timeouts` could next do something for this connection, or None."""
+        if isinstance(protocol, WebSocketProtocol):
+            opened = getattr(protocol, "socket_opened", now)
+            if protocol.state == protocol.STATE_CONNECTING:
+                # Visited every second while the handshake lasts (a short time), so the
+                # ping schedule starts when the socket opens.
+                return min(opened + self.websocket_connect_timeout, now + 1)
+            due = []
+            if protocol.state == protocol.STATE_OPEN:
+                due.append(getattr(protocol, "last_ping", now) + self.ping_interval)
+            if self.websocket_timeout >= 0:
+                due.append(opened + self.websocket_timeout)
+            return min(due) if due else None
+        if self.http_timeout:
+            return getattr(protocol, "request_start", now) + self.http_timeout
+        return None
+
+    def _reap(self, protocol, now: float) -> None:
+        """daphne's per-connection rule: cancel an application that outlived its closed
+        socket too long, report a finished application's exception, forget a connection
+        whose socket is closed and whose application is gone."""
+        details = self.connections.get(protocol)
+        if details is None:
+            return
+        closed_at = details.get("disconnected")
+        app = details.get("application_instance")
+        if closed_at and now - closed_at > self.application_close_timeout:
+            if app is not None and not app.done():
+                logger.warning(
+                    "Application instance %r for connection %r took too long to shut down "
+                    "and was killed.",
+                    app,
+                    protocol,
+                )
+                app.cancel()  # its done-callback marks the connection for the next tick
+        if app is not None and app.done():
+            if not app.cancelled() and (error := app.exception()) is not None:
+                if isinstance(error, KeyboardInterrupt):
+                    self.stop()
+                else:
+                    logger.error("Exception inside application: %s", error, exc_info=error)
+                    if not closed_at:
+                        protocol.handle_exception(error)
+            del details["application_instance"]
+            app = None
+        if app is None and closed_at:
+            del self.connections[protocol]
+
+
+def _done_future() -> asyncio.Future:
+    future = asyncio.get_event_loop().create_future()
+    future.set_result(None)
+    return future
+
+
+class LeanCommandLine(CommandLineInterface):
+    server_class = LeanServer
+
+
+def main(argv: list[str] | None = None) -> None:
+    if path := os.environ.get("WALLE_PROFILE_SAMPLES"):
+        from walle_web.sampler import Sampler
+
+        Sampler(Path(path)).install()  # benchmarks: SIGUSR1 starts, SIGUSR2 writes
+    LeanCommandLine().run(sys.argv[1:] if argv is None else argv)
+
+
+if __name__ == "__main__":
+    # Through the package's module, so there is one LeanServer class (not a __main__ copy).
+    from walle_web.serve import main as package_main
+
+    package_main()

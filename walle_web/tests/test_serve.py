@@ -1,0 +1,205 @@
+"""`python -m walle_web.serve`: daphne with a deadline heap and event-driven reaping still
+enforces daphne's rules (connect timeout, websocket timeout, keepalive pings, the close
+timeout of an application that outlives its socket) and forgets closed connections. Real
+server process, real websockets."""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+import subprocess
+import sys
+import time
+from contextlib import contextmanager
+from pathlib import Path
+
+import httpx
+import pytest
+import websockets
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@contextmanager
+def serving(*options: str):
+    port = _free_port()
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "walle_web.serve",
+            "-b",
+            "127.0.0.1",
+            "-p",
+            str(port),
+            *options,
+            "walle_web.tests.serve_app:application",
+        ],
+        cwd=ROOT,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            assert proc.poll() is None, proc.stderr.read()
+            try:
+                httpx.get(url + "/stats", timeout=2)
+                break
+            except httpx.HTTPError:
+                assert time.monotonic() < deadline, "the server did not start"
+                time.sleep(0.1)
+        yield url
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+def stats(url: str) -> dict:
+    return httpx.get(url + "/stats", timeout=5).json()
+
+
+def eventually(check, timeout: float = 15.0):
+    deadline = time.monotonic() + timeout
+    while True:
+        value = check()
+        if value or time.monotonic() > deadline:
+            return value
+        time.sleep(0.2)
+
+
+def ws_url(url: str, path: str) -> str:
+    return url.replace("http://", "ws://") + path
+
+
+def test_sockets_work_and_closed_connections_are_forgotten():
+    with serving() as url:
+
+        async def many() -> list[str]:
+            sockets = [await websockets.connect(ws_url(url, "/echo")) for _ in range(40)]
+            replies = []
+            for i, ws in enumerate(sockets):
+                await ws.send(f"m{i}")
+                replies.append(await ws.recv())
+            assert stats(url)["connections"] >= 40
+            for ws in sockets:
+                await ws.close()
+            return replies
+
+        assert asyncio.run(many()) == [f"m{i}" for i in range(40)]
+        # Every application finished and every connection left the server's table (only the
+        # /stats request itself may be in it while it is answered).
+        done = eventually(lambda: (s := stats(url))["running"] == 0 and s["connections"] <= 1)
+        assert done, stats(url)
+        assert stats(url)["finished"] == 40
+
+
+def test_a_handshake_the_application_never_accepts_is_refused_after_the_connect_timeout():
+    options = ("--websocket_connect_timeout", "2", "--application-close-timeout", "1")
+    with serving(*options) as url:
+
+        async def attempt() -> float:
+            started = time.monotonic()
+            # daphne (and autobahn under it) refuse or drop the handshake; either way the
+            # client never gets an open socket.
+            with pytest.raises(websockets.InvalidHandshake):
+                await websockets.connect(ws_url(url, "/never"), open_timeout=20)
+            return time.monotonic() - started
+
+        assert asyncio.run(attempt()) < 20
+        # The application that never accepted is cancelled, its connection forgotten.
+        done = eventually(lambda: (s := stats(url))["cancelled"] == 1 and s["connections"] <= 1)
+        assert done, stats(url)
+
+
+def test_the_websocket_timeout_still_closes_an_open_socket():
+    with serving("--websocket_timeout", "2") as url:
+
+        async def held() -> None:
+            async with websockets.connect(ws_url(url, "/echo"), ping_interval=None) as ws:
+                with pytest.raises(websockets.ConnectionClosed):
+                    await asyncio.wait_for(ws.recv(), timeout=20)
+
+        asyncio.run(held())
+        assert eventually(lambda: stats(url)["running"] == 0), stats(url)
+
+
+def test_the_server_pings_open_sockets_at_its_interval():
+    with serving("--ping-interval", "1", "--ping-timeout", "30") as url:
+
+        async def pinged() -> int:
+            async with websockets.connect(ws_url(url, "/echo"), ping_interval=None) as ws:
+                seen = 0
+                original = ws.protocol.recv_frame
+
+                def counting(frame) -> None:
+                    nonlocal seen
+                    seen += frame.opcode == websockets.frames.Opcode.PING
+                    original(frame)
+
+                ws.protocol.recv_frame = counting
+                await asyncio.sleep(5)
+                return seen
+
+        assert asyncio.run(pinged()) >= 2
+
+
+def test_an_application_that_outlives_its_socket_is_cancelled_after_the_close_timeout():
+    with serving("--application-close-timeout", "1") as url:
+
+        async def once() -> None:
+            async with websockets.connect(ws_url(url, "/linger")) as ws:
+                await ws.send("x")
+                assert await ws.recv() == "x"
+
+        asyncio.run(once())
+        done = eventually(lambda: (s := stats(url))["cancelled"] == 1 and s["connections"] <= 1)
+        assert done, stats(url)
+        assert stats(url)["running"] == 0
+
+
+def test_large_and_many_frames_arrive_whole_and_in_order():
+    """Writes go straight to the socket when nothing is queued; what the socket does not take
+    is queued behind: large frames sent back to back come back complete and in order."""
+    with serving() as url:
+
+        async def flood() -> list[str]:
+            async with websockets.connect(ws_url(url, "/echo"), max_size=2**21) as ws:
+                assert stats(url)["transports"] == ["WriteThroughServer"]
+                sent = [f"{i:04d}" + "x" * (150_000 + i) for i in range(40)]
+                for text in sent:
+                    await ws.send(text)
+                got = [await asyncio.wait_for(ws.recv(), 30) for _ in sent]
+                return [g == s for g, s in zip(got, sent, strict=True)]
+
+        assert all(asyncio.run(flood()))
+        assert eventually(lambda: stats(url)["finished"] == 1), stats(url)
+
+
+def test_access_log_lines_are_written_within_a_few_seconds(tmp_path):
+    log = tmp_path / "access.log"
+    with serving("--access-log", str(log)) as url:
+        for _ in range(5):
+            httpx.get(url + "/stats", timeout=5)
+
+        async def one() -> None:
+            async with websockets.connect(ws_url(url, "/echo")) as ws:
+                await ws.send("x")
+                await ws.recv()
+
+        asyncio.run(one())
+        written = eventually(lambda: log.is_file() and log.read_text().count("GET /stats") >= 5)
+        assert written, log.read_text() if log.is_file() else "no log"
+        assert eventually(lambda: "WSDISCONNECT /echo" in log.read_text())
