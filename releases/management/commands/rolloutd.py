@@ -31,9 +31,6 @@ class Command(BaseCommand):
         parser.add_argument(
             "--once", action="store_true", help="one pass over the due releases, then exit"
         )
-        parser.add_argument(
-            "--not-before", type=float, default=0.0, help="wait until this Unix time first (tests)"
-        )
 
     def handle(self, *args, **opts):
         stopping = False
@@ -45,8 +42,6 @@ class Command(BaseCommand):
         signal.signal(signal.SIGTERM, stop)
         signal.signal(signal.SIGINT, stop)
         rng = random.Random()
-        if opts["not_before"] > time.time():
-            time.sleep(opts["not_before"] - time.time())
         failing: set[int] | None = None
         while not stopping:
             close_old_connections()
