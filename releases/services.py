@@ -25,11 +25,17 @@ from devices.targeting import bucket, reached_devices, validate_target
 from releases import compare, policy, running
 from releases.choices import (
     DEPLOYMENT_ORDER,
+    FAILED_DEPLOYMENT_STATES,
     FINAL_DEPLOYMENT_STATES,
+    IN_FLIGHT_DEPLOYMENT_STATES,
+    ROLLING_OUT_STATES,
     DeploymentState,
     ErrorAction,
+    ReleaseAction,
     ReleaseEvent,
     ReleaseState,
+    Step,
+    states_allowing,
 )
 from releases.desired import admit_devices
 from releases.events import (
@@ -42,8 +48,6 @@ from releases.models import Deployment, DeploymentEvent, Pin, Release
 from tasks.models import Task, TaskVersion
 
 DEFAULT_STAGES = [{"basis_points": 10_000}]
-IN_FLIGHT = (DeploymentState.NOTIFIED, DeploymentState.DOWNLOADING, DeploymentState.INSTALLED)
-FAILURES = (DeploymentState.FAILED, DeploymentState.TIMED_OUT)
 
 
 class ReleaseError(Rejected):
@@ -178,7 +182,9 @@ def _notify_pending(release: Release, now: datetime) -> int:
             # A long pause must not save up a burst: cap the credit at one second's worth plus one.
             budget = min(budget, policy.current_rate(delivery, running_s) + 1)
         if delivery.get("max_in_flight"):
-            in_flight = Deployment.objects.filter(release=release, state__in=IN_FLIGHT).count()
+            in_flight = Deployment.objects.filter(
+                release=release, state__in=IN_FLIGHT_DEPLOYMENT_STATES
+            ).count()
             budget = min(budget, max(0, delivery["max_in_flight"] - in_flight))
     pending = Deployment.objects.filter(
         release=release, state=DeploymentState.PENDING, device__online=True
@@ -214,11 +220,14 @@ def _locked(release: Release) -> Release:
     )
 
 
-def _require(release: Release, states: tuple[str, ...], action: str) -> None:
+def _require(release: Release, action: ReleaseAction) -> None:
+    """Refuse `action` unless the release state machine (choices.ALLOWED_ACTIONS) allows it."""
+    states = states_allowing(action)
     if release.state not in states:
         allowed = " or ".join(states)
+        verb = action.label.lower()
         raise ReleaseError(
-            f"cannot {action} release {release.pk}: it is {release.state}, and only a {allowed} release can be"
+            f"cannot {verb} release {release.pk}: it is {release.state}, and only a {allowed} release can be"
         )
 
 
@@ -231,7 +240,7 @@ def start_release(
     """Start a draft now, or schedule it to start at `at` (the rollout worker starts it then)."""
     with transaction.atomic():
         release = _locked(release)
-        _require(release, (ReleaseState.DRAFT,), "start")
+        _require(release, ReleaseAction.START)
         now = timezone.now()
         if at is not None and at > now:
             release.scheduled_at = at
@@ -272,7 +281,7 @@ def pause_release(
     """No new devices are rung or admitted; those already notified finish."""
     with transaction.atomic():
         release = _locked(release)
-        _require(release, (ReleaseState.RUNNING,), "pause")
+        _require(release, ReleaseAction.PAUSE)
         release.state = ReleaseState.PAUSED
         release.reason = reason or "paused by an operator"
         release.save(update_fields=["state", "reason"])
@@ -286,7 +295,7 @@ def pause_release(
 def resume_release(release: Release, *, by: AbstractBaseUser | None = None) -> Release:
     with transaction.atomic():
         release = _locked(release)
-        _require(release, (ReleaseState.PAUSED,), "resume")
+        _require(release, ReleaseAction.RESUME)
         now = timezone.now()
         release.state = ReleaseState.RUNNING
         release.reason = ""
@@ -321,7 +330,7 @@ def advance_release(release: Release, *, by: AbstractBaseUser | None = None) -> 
     """Move to the next stage now, whatever its gates say (an operator's decision)."""
     with transaction.atomic():
         release = _locked(release)
-        _require(release, (ReleaseState.RUNNING, ReleaseState.PAUSED), "advance")
+        _require(release, ReleaseAction.ADVANCE)
         if release.current_stage >= len(release.stages) - 1:
             raise ReleaseError(
                 f"release {release.pk} is already at its last stage ({len(release.stages)} of {len(release.stages)})"
@@ -336,7 +345,7 @@ def abort_release(
     """Stop for good: no new notices; deployments already in flight finish."""
     with transaction.atomic():
         release = _locked(release)
-        _require(release, (ReleaseState.DRAFT, ReleaseState.RUNNING, ReleaseState.PAUSED), "abort")
+        _require(release, ReleaseAction.ABORT)
         release.state = ReleaseState.ABORTED
         release.reason = reason or "aborted by an operator"
         release.finished_at = timezone.now()
@@ -378,16 +387,7 @@ def rollback_release(
     """
     with transaction.atomic():
         release = _locked(release)
-        _require(
-            release,
-            (
-                ReleaseState.RUNNING,
-                ReleaseState.PAUSED,
-                ReleaseState.COMPLETED,
-                ReleaseState.ABORTED,
-            ),
-            "roll back",
-        )
+        _require(release, ReleaseAction.ROLLBACK)
         target_version = to_version or previous_good_version(release)
         if target_version is None:
             raise ReleaseError(
@@ -675,7 +675,7 @@ def stage_counts(release: Release, stage: int | None = None) -> dict[str, int]:
     row = Deployment.objects.filter(release=release, stage=stage).aggregate(
         total=Count("id"),
         succeeded=Count("id", filter=Q(state=DeploymentState.SUCCEEDED)),
-        failures=Count("id", filter=Q(state__in=FAILURES)),
+        failures=Count("id", filter=Q(state__in=FAILED_DEPLOYMENT_STATES)),
     )
     row["finished"] = row["succeeded"] + row["failures"]
     return row
@@ -693,7 +693,7 @@ def _error_gate_tripped(release: Release, counts: dict[str, int]) -> bool:
 
 def _top_failure(release: Release) -> str:
     row = (
-        Deployment.objects.filter(release=release, state__in=FAILURES)
+        Deployment.objects.filter(release=release, state__in=FAILED_DEPLOYMENT_STATES)
         .values("error_code", "device__model")
         .annotate(n=Count("id"))
         .order_by("-n")
@@ -706,7 +706,7 @@ def _top_failure(release: Release) -> str:
     )
 
 
-def _apply_error_gate(release: Release, counts: dict[str, int]) -> str | None:
+def _apply_error_gate(release: Release, counts: dict[str, int]) -> Step | None:
     """Pause (or roll back) a locked running release whose error gate tripped."""
     if not _error_gate_tripped(release, counts):
         return None
@@ -720,17 +720,17 @@ def _apply_error_gate(release: Release, counts: dict[str, int]) -> str | None:
     return _stop_by_gate(release, why)
 
 
-def _stop_by_gate(release: Release, why: str) -> str:
+def _stop_by_gate(release: Release, why: str) -> Step:
     """A gate says stop: roll back if the release says so (and can), else pause."""
     if release.on_error == ErrorAction.ROLLBACK and previous_good_version(release) is not None:
         rollback_release(release, reason=why)
-        return "rolled_back"
+        return Step.ROLLED_BACK
     pause_release(release, reason=why)
     release_event(release, ReleaseEvent.PAUSED_BY_GATE, reason=why)
-    return "paused"
+    return Step.PAUSED
 
 
-def _apply_compare_gate(release: Release) -> str | None:
+def _apply_compare_gate(release: Release) -> Step | None:
     """The optional gate of a stage: stop when the new version runs significantly worse than
     the control group (releases/compare.py)."""
     stage = release.stages[release.current_stage]
@@ -744,7 +744,7 @@ def _apply_compare_gate(release: Release) -> str | None:
     )
 
 
-def check_error_gate(release_id: int) -> str | None:
+def check_error_gate(release_id: int) -> Step | None:
     """Evaluate only the error gate (cheap: two counts), as every failure report does."""
     with transaction.atomic():
         release = (
@@ -758,7 +758,7 @@ def check_error_gate(release_id: int) -> str | None:
         return _apply_error_gate(release, stage_counts(release))
 
 
-def evaluate_release(release: Release, *, now: datetime | None = None) -> str:
+def evaluate_release(release: Release, *, now: datetime | None = None) -> Step:
     """One step of the rollout for one release: timeouts, the error gate, advance or complete,
     paced notices. Safe to call from any number of workers at once; returns what it did."""
     with transaction.atomic():
@@ -773,26 +773,26 @@ def evaluate_release(release: Release, *, now: datetime | None = None) -> str:
         # started in the future, and never soaked).
         now = now or timezone.now()
         if release is None:
-            return "gone"
+            return Step.GONE
         if (
             release.state == ReleaseState.DRAFT
             and release.scheduled_at
             and release.scheduled_at <= now
         ):
             start_release(release)
-            return "started"
-        if release.state not in (ReleaseState.RUNNING, ReleaseState.PAUSED):
-            return "idle"
+            return Step.STARTED
+        if release.state not in ROLLING_OUT_STATES:
+            return Step.IDLE
         timeout_s = policy.timeout_seconds(release.delivery or {})
         expired = list(
             Deployment.objects.filter(
                 release=release,
-                state__in=IN_FLIGHT,
+                state__in=IN_FLIGHT_DEPLOYMENT_STATES,
                 notified_at__lt=now - timedelta(seconds=timeout_s),
             ).values_list("id", flat=True)
         )
         if expired:
-            Deployment.objects.filter(pk__in=expired, state__in=IN_FLIGHT).update(
+            Deployment.objects.filter(pk__in=expired, state__in=IN_FLIGHT_DEPLOYMENT_STATES).update(
                 state=DeploymentState.TIMED_OUT,
                 finished_at=now,
                 error_code="timeout",
@@ -815,7 +815,7 @@ def evaluate_release(release: Release, *, now: datetime | None = None) -> str:
             )
             release_changed(release.pk, release.app_id, "deployment")
         if release.state != ReleaseState.RUNNING:
-            return "timeouts" if expired else "paused"
+            return Step.TIMEOUTS if expired else Step.PAUSED
         counts = stage_counts(release)
         if tripped := _apply_error_gate(release, counts) or _apply_compare_gate(release):
             return tripped
@@ -825,7 +825,7 @@ def evaluate_release(release: Release, *, now: datetime | None = None) -> str:
         if stage["auto_advance"] and soaked and succeeded_share >= stage["success_gate"]:
             if release.current_stage < len(release.stages) - 1:
                 _advance(release, now, None, f"gate met: {succeeded_share:.0%} succeeded")
-                return "advanced"
+                return Step.ADVANCED
             # Complete only once every deployment the release can still reach is final: a
             # failure in flight must be able to trip the last stage's error gate, and a paced
             # release must still ring its pending online devices, because a completed release
@@ -833,7 +833,7 @@ def evaluate_release(release: Release, *, now: datetime | None = None) -> str:
             _admit_stage(release, now)
             notified = _notify_pending(release, now)
             if notified or unfinished(release):
-                return f"finishing, notified {notified}" if notified else "finishing"
+                return Step.FINISHING
             release.state = ReleaseState.COMPLETED
             release.finished_at = now
             release.save(update_fields=["state", "finished_at"])
@@ -847,10 +847,10 @@ def evaluate_release(release: Release, *, now: datetime | None = None) -> str:
             )
             release_event(release, ReleaseEvent.COMPLETED, succeeded_share=succeeded_share)
             release_changed(release.pk, release.app_id)
-            return "completed"
+            return Step.COMPLETED
         _admit_stage(release, now)  # devices enrolled since the stage began
         notified = _notify_pending(release, now)
-        return f"notified {notified}" if notified else "waiting"
+        return Step.NOTIFIED if notified else Step.WAITING
 
 
 def unfinished(release: Release) -> bool:
@@ -858,7 +858,10 @@ def unfinished(release: Release) -> bool:
     device that is online (so it can be rung now)?"""
     return (
         Deployment.objects.filter(release=release)
-        .filter(Q(state__in=IN_FLIGHT) | Q(state=DeploymentState.PENDING, device__online=True))
+        .filter(
+            Q(state__in=IN_FLIGHT_DEPLOYMENT_STATES)
+            | Q(state=DeploymentState.PENDING, device__online=True)
+        )
         .exists()
     )
 
@@ -868,8 +871,7 @@ def due_releases() -> list[int]:
     now = timezone.now()
     return list(
         Release.objects.filter(
-            Q(state__in=(ReleaseState.RUNNING, ReleaseState.PAUSED))
-            | Q(state=ReleaseState.DRAFT, scheduled_at__lte=now)
+            Q(state__in=ROLLING_OUT_STATES) | Q(state=ReleaseState.DRAFT, scheduled_at__lte=now)
         ).values_list("id", flat=True)
     )
 

@@ -16,6 +16,7 @@ import time
 from django.core.management.base import BaseCommand
 from django.db import close_old_connections
 
+from releases.choices import QUIET_STEPS
 from releases.events import worker_tick
 from releases.models import Release
 from releases.services import due_releases, evaluate_release, set_worker_error
@@ -76,6 +77,6 @@ class Command(BaseCommand):
         if release_id in failing:
             set_worker_error(release_id, "")
             failing.discard(release_id)
-        if outcome not in ("idle", "waiting", "paused", "finishing"):
+        if outcome not in QUIET_STEPS:
             self.stdout.write(f"release {release_id}: {outcome}")
             self.stdout.flush()
