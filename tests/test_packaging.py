@@ -49,10 +49,14 @@ print("ok")
 
 @pytest.fixture(scope="module")
 def wheel(tmp_path_factory) -> Path:
-    """The wheel built from a copy of the tracked files (no build/ or egg-info in the tree)."""
+    """The wheel built from a copy of the source files (no build/ or egg-info in the tree)."""
     tmp = tmp_path_factory.mktemp("wheel")
     tracked = subprocess.run(
-        ["git", "ls-files", "-z"], cwd=ROOT, capture_output=True, check=True
+        # Tracked files and new ones not ignored: what a commit of this tree would hold.
+        ["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"],
+        cwd=ROOT,
+        capture_output=True,
+        check=True,
     ).stdout.split(b"\0")
     source = tmp / "src"
     for name in filter(None, tracked):
