@@ -1,17 +1,13 @@
 """What this server process counted on the device path, as Prometheus counters.
 
 The device consumer and the frame limits increment them; `walle_web/metrics.py` exposes
-`REGISTRY` next to the database-wide gauges. Counters are per process: a scrape of each
+`REGISTRY` next to the database-wide gauges and the socket registry's numbers. Counters are per process: a scrape of each
 server process (or a sum over them) gives the fleet's total.
 """
 
 from __future__ import annotations
 
 from prometheus_client import CollectorRegistry, Counter, disable_created_metrics
-from prometheus_client.metrics_core import CounterMetricFamily, GaugeMetricFamily, Metric
-from prometheus_client.registry import Collector
-
-from devices.push import registry as sockets
 
 # A counter's *_created sample says when this process started counting; the uptime of the
 # process says the same, and the extra series only doubles what Prometheus stores.
@@ -36,24 +32,3 @@ MESSAGES_DEFERRED = _counter(
 HANDSHAKES_DEFERRED = _counter(
     "handshakes_deferred", "Device handshakes closed with 1013 (try again later) under overload."
 )
-
-
-class SocketCollector(Collector):
-    """The socket registry's own numbers, read at scrape time."""
-
-    def collect(self) -> list[Metric]:
-        return [
-            GaugeMetricFamily(
-                "walle_process_connected_devices",
-                "Device sockets held by this server process.",
-                value=len(sockets.sockets),
-            ),
-            CounterMetricFamily(
-                "walle_process_notices_sent",
-                "Doorbell frames written by this process.",
-                value=sockets.notices_sent,
-            ),
-        ]
-
-
-REGISTRY.register(SocketCollector())

@@ -15,11 +15,12 @@ from django.conf import settings
 from django.db.models import Count
 from django.http import HttpRequest, HttpResponse, JsonResponse
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
-from prometheus_client.metrics_core import GaugeMetricFamily, Metric
+from prometheus_client.metrics_core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
 from devices import counters
 from devices.models import Device
+from devices.push import registry as sockets
 from releases.models import Deployment, Release
 
 
@@ -43,8 +44,28 @@ class DatabaseCollector(Collector):
         return [releases, deployments, online]
 
 
-DATABASE = CollectorRegistry(auto_describe=False)
-DATABASE.register(DatabaseCollector())
+class SocketCollector(Collector):
+    """This process's socket registry (devices/push.py), read at scrape time."""
+
+    def collect(self) -> list[Metric]:
+        return [
+            GaugeMetricFamily(
+                "walle_process_connected_devices",
+                "Device sockets held by this server process.",
+                value=len(sockets.sockets),
+            ),
+            CounterMetricFamily(
+                "walle_process_notices_sent",
+                "Doorbell frames written by this process.",
+                value=sockets.notices_sent,
+            ),
+        ]
+
+
+# Read at scrape time (the device-path counters live in devices/counters.py).
+SCRAPED = CollectorRegistry(auto_describe=False)
+SCRAPED.register(DatabaseCollector())
+SCRAPED.register(SocketCollector())
 
 
 def allowed(request: HttpRequest) -> bool:
@@ -67,5 +88,5 @@ def metrics(request: HttpRequest) -> HttpResponse:
         )
         response["WWW-Authenticate"] = 'Bearer realm="metrics"'
         return response
-    body = generate_latest(DATABASE) + generate_latest(counters.REGISTRY)
+    body = generate_latest(SCRAPED) + generate_latest(counters.REGISTRY)
     return HttpResponse(body, content_type=CONTENT_TYPE_LATEST)
