@@ -23,9 +23,9 @@ Operations, rounds interleaved (each round runs every operation once), medians a
                           baseline for the next row, which must be undone to repeat it)
   evaluate: error gate    the error gate trips (stage 3's error_gate lowered to 1% inside the
                           outer transaction) -> top failure reason, pause; rolled back
-  _admit_stage (no-op)    the part of the tick that rescans the fleet (admits nobody here)
+  admit_stage (no-op)    the part of the tick that rescans the fleet (admits nobody here)
   time_series             releases.monitoring.time_series (per-minute transitions)
-  stage_counts            releases.services.stage_counts (current stage: ~80% of deployments)
+  stage_counts            releases.rollout.stage_counts (current stage: ~80% of deployments)
   deployment_counts       releases.monitoring.deployment_counts
   stage_breakdown         releases.monitoring.stage_breakdown
 
@@ -337,7 +337,7 @@ def operations(scenario: Scenario) -> dict[str, Callable[[], Any]]:
     """The timed operations, by row name; the state-changing ones are rolled back."""
     from django.db import transaction
 
-    from releases import monitoring, services
+    from releases import monitoring, rollout, services
     from releases.models import Release
 
     release, T0 = scenario.release, scenario.now
@@ -359,19 +359,19 @@ def operations(scenario: Scenario) -> dict[str, Callable[[], Any]]:
         return run
 
     def tick():
-        return services.evaluate_release(Release(pk=release.pk), now=T0)
+        return rollout.evaluate_release(Release(pk=release.pk), now=T0)
 
     def trip():
         r = Release.objects.get(pk=release.pk)
         stages = [dict(s) for s in r.stages]
         stages[2]["error_gate"] = 0.01
         Release.objects.filter(pk=release.pk).update(stages=stages)
-        return services.evaluate_release(Release(pk=release.pk), now=T0)
+        return rollout.evaluate_release(Release(pk=release.pk), now=T0)
 
     def admit():
         r = Release.objects.get(pk=release.pk)
         with transaction.atomic():
-            return services._admit_stage(r, T0)
+            return services.admit_stage(r, T0)
 
     def rel():
         return Release.objects.get(pk=release.pk)
@@ -380,9 +380,9 @@ def operations(scenario: Scenario) -> dict[str, Callable[[], Any]]:
         "evaluate: tick": tick,
         "evaluate: tick (rb)": rolled_back(tick),
         "evaluate: error gate": rolled_back(trip),
-        "_admit_stage (no-op)": admit,
+        "admit_stage (no-op)": admit,
         "time_series": lambda: monitoring.time_series(rel()),
-        "stage_counts": lambda: services.stage_counts(rel()),
+        "stage_counts": lambda: rollout.stage_counts(rel()),
         "deployment_counts": lambda: monitoring.deployment_counts(rel()),
         "stage_breakdown": lambda: monitoring.stage_breakdown(rel()),
     }
@@ -401,7 +401,7 @@ def check(scenario: Scenario, ops: dict, result: dict) -> None:
         "evaluate: tick": "waiting",
         "evaluate: tick (rb)": "waiting",
         "evaluate: error gate": "paused",
-        "_admit_stage (no-op)": 0,
+        "admit_stage (no-op)": 0,
     }
     outputs = {}
     for name, fn in ops.items():  # warm-up round, not timed
@@ -436,7 +436,7 @@ def explain(scenario: Scenario, ops: dict) -> dict:
     of a tick."""
     from django.db import connection
 
-    from releases import monitoring, services
+    from releases import monitoring, rollout
     from releases.models import Release
 
     vendor = scenario.vendor
@@ -517,9 +517,9 @@ def explain(scenario: Scenario, ops: dict) -> dict:
     plans = {}
     for name, fn in (
         ("time_series", lambda: monitoring.time_series(r)),
-        ("stage_counts", lambda: services.stage_counts(r)),
+        ("stage_counts", lambda: rollout.stage_counts(r)),
         ("deployment_counts", lambda: monitoring.deployment_counts(r)),
-        ("top_failure", lambda: services._top_failure(r)),
+        ("top_failure", lambda: rollout._top_failure(r)),
     ):
         sql, params = capture_sql(fn)[-1]
         plans[name] = {"sql": sql, "plan": explain(sql, params)}

@@ -1,6 +1,6 @@
 """Why a release waits: each stage's conditions in words, from the numbers the rollout uses.
 
-`explain` reads the same counts as `services.evaluate_release` (`stage_counts`) and states
+`explain` reads the same counts as `rollout.evaluate_release` (`stage_counts`) and states
 the same rules: a stage advances (the last one completes) once its soak time passed, its
 success share reached the success gate, auto-advance is on and — for the last stage — no
 device of the release is still in flight; the error gate pauses it once `min_finished`
@@ -23,6 +23,7 @@ from releases.choices import (
     ReleaseState,
 )
 from releases.models import Deployment, Release
+from releases.rollout import stage_counts
 
 
 def duration(seconds: float) -> str:
@@ -60,8 +61,6 @@ def _stage_extra(release: Release, stage: int) -> dict[str, int]:
 
 def current_stage_conditions(release: Release, now: datetime) -> tuple[list[dict], bool]:
     """The current stage's conditions, and whether the worker advances (or completes) now."""
-    from releases.services import stage_counts
-
     index = release.current_stage
     stage = release.stages[index]
     counts = stage_counts(release)

@@ -5,7 +5,8 @@ from datetime import timedelta
 import pytest
 from django.utils import timezone
 
-from releases.services import create_release, evaluate_release, start_release
+from releases.rollout import evaluate_release
+from releases.services import create_release, start_release
 from walle_web.checks import check_walle_settings
 from walle_web.env import database_from_url
 

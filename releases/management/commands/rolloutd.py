@@ -19,7 +19,7 @@ from django.db import close_old_connections
 from releases.choices import QUIET_STEPS
 from releases.events import worker_tick
 from releases.models import Release
-from releases.services import due_releases, evaluate_release, set_worker_error
+from releases.rollout import due_releases, evaluate_release, set_worker_error
 
 log = logging.getLogger(__name__)
 
