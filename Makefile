@@ -11,7 +11,7 @@ DEVICES ?= 50
 
 ENGINE_SRC := $(shell find engine -type f \( -name '*.cpp' -o -name '*.h' -o -name '*.py' -o -name '*.pyi' -o -name 'CMakeLists.txt' -o -name 'pyproject.toml' \) -not -path 'engine/build/*' -not -path 'engine/tests/*' 2>/dev/null)
 
-.PHONY: run test setup lint format migrate demo bench clean sanitize
+.PHONY: run test setup lint imports format migrate demo bench clean sanitize
 
 run: setup
 	$(PY) -m walle_web.devserver --host $(HOST) --port $(PORT) --devices $(DEVICES)
@@ -19,6 +19,7 @@ run: setup
 test: setup
 	$(PY) -m ruff check .
 	$(PY) -m ruff format --check .
+	$(PY) scripts/imports.py
 	WALLE_DEBUG=1 $(PY) manage.py check --fail-level WARNING
 	WALLE_DEBUG=1 $(PY) manage.py makemigrations --check --dry-run
 	$(PY) -m pytest
@@ -48,6 +49,11 @@ $(VENV)/.browser: scripts/ensure-browser.sh
 lint:
 	$(PY) -m ruff check .
 	$(PY) -m ruff format --check .
+	$(PY) scripts/imports.py
+
+# Every import between packages, and the layers they must respect.
+imports:
+	$(PY) scripts/imports.py --list
 
 format:
 	$(PY) -m ruff check --fix .

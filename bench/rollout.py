@@ -23,19 +23,13 @@ Operations, rounds interleaved (each round runs every operation once), medians a
                           baseline for the next row, which must be undone to repeat it)
   evaluate: error gate    the error gate trips (stage 3's error_gate lowered to 1% inside the
                           outer transaction) -> top failure reason, pause; rolled back
-  _admit_stage (no-op)    the part of the tick that rescans the fleet (admits nobody here)
+  admit_stage (no-op)    the part of the tick that rescans the fleet (admits nobody here)
   time_series             releases.monitoring.time_series (per-minute transitions)
-  stage_counts            releases.services.stage_counts (current stage: ~80% of deployments)
+  stage_counts            releases.rollout.stage_counts (current stage: ~80% of deployments)
   deployment_counts       releases.monitoring.deployment_counts
   stage_breakdown         releases.monitoring.stage_breakdown
 
-Then "what-if" rows in the same database, same run: the proposed index on
-deployment(release, stage, state) for stage_counts, a time-series query with the minute
-computed in SQL instead of Django's per-row TruncMinute function (SQLite), and the admission
-scan done as a NOT EXISTS anti-join in the database instead of loading every device; on
-PostgreSQL also the time series with work_mem raised for the query, and with extended
-statistics on (minute, state) so the planner knows there are only a few hundred groups. The JSON also holds
-the query plans (EXPLAIN QUERY PLAN / EXPLAIN (ANALYZE, BUFFERS)) and a per-query profile of one
+The JSON also holds (`explain`) the query plans (EXPLAIN QUERY PLAN / EXPLAIN (ANALYZE, BUFFERS)) and a per-query profile of one
 tick. Timings are never asserted anywhere.
 """
 
@@ -53,8 +47,11 @@ import sys
 import tempfile
 import time
 import uuid
-from datetime import timedelta
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
@@ -84,6 +81,15 @@ def pct(values: list[float], q: float) -> float:
 # child: one backend, Django configured from the environment
 
 
+@dataclass
+class Scenario:
+    """The loaded database: one running release at its last stage, its clock and backend."""
+
+    release: Any
+    now: datetime
+    vendor: str
+
+
 def child_main(args) -> None:
     import django
 
@@ -91,26 +97,48 @@ def child_main(args) -> None:
     django.setup()
 
     from django.core.management import call_command
-    from django.db import connection, transaction
+    from django.db import connection
+
+    result: dict = {"backend": args.backend, "vendor": connection.vendor, "devices": args.devices}
+    t = time.perf_counter()
+    call_command("migrate", verbosity=0, interactive=False)
+    result["migrate_s"] = round(time.perf_counter() - t, 2)
+
+    scenario = load(args, result)
+    ops = operations(scenario)
+    check(scenario, ops, result)
+    times = measure(ops, args.rounds, args.backend)
+    result.update(explain(scenario, ops))
+    result["ops"] = {
+        name: {
+            "median_ms": round(statistics.median(v), 2),
+            "p90_ms": round(pct(v, 0.9), 2),
+            "min_ms": round(min(v), 2),
+            "rounds": len(v),
+            "all_ms": [round(x, 2) for x in v],
+        }
+        for name, v in times.items()
+    }
+    Path(args.out).write_text(json.dumps(result, indent=2, default=str))
+
+
+def load(args, result: dict) -> Scenario:
+    """N devices, one running release of 3 stages over them, ~3 events per deployment."""
+    from django.db import connection
+    from django.db.models import Count
     from django.utils import timezone
 
     from accounts.models import App
     from devices import targeting
     from devices.models import Device
-    from releases import monitoring, policy, services
+    from releases import policy
     from releases.choices import DeploymentState as S
     from releases.choices import ReleaseState
     from releases.models import Deployment, DeploymentEvent, Release
     from tasks.models import Task, TaskVersion
 
     vendor = connection.vendor
-    result: dict = {"backend": args.backend, "vendor": vendor, "devices": args.devices}
 
-    t = time.perf_counter()
-    call_command("migrate", verbosity=0, interactive=False)
-    result["migrate_s"] = round(time.perf_counter() - t, 2)
-
-    # --- load ---------------------------------------------------------------------------
     rng = random.Random(args.seed)
     T0 = timezone.now().replace(microsecond=0)
     start = T0 - timedelta(minutes=60)
@@ -292,8 +320,6 @@ def child_main(args) -> None:
             c.execute("VACUUM ANALYZE")
     load["analyze_s"] = time.perf_counter() - t
     result["load_s"] = {k: round(v, 2) for k, v in load.items()}
-    from django.db.models import Count
-
     counts: dict[str, dict[str, int]] = {}
 
     for row in (
@@ -304,8 +330,18 @@ def child_main(args) -> None:
     ):
         counts.setdefault(f"stage {row['stage'] + 1}", {})[row["state"]] = row["n"]
     result["data"] = counts
+    return Scenario(release=release, now=T0, vendor=vendor)
 
-    # --- operations --------------------------------------------------------------------
+
+def operations(scenario: Scenario) -> dict[str, Callable[[], Any]]:
+    """The timed operations, by row name; the state-changing ones are rolled back."""
+    from django.db import transaction
+
+    from releases import monitoring, rollout, services
+    from releases.models import Release
+
+    release, T0 = scenario.release, scenario.now
+
     class Rollback(Exception):
         pass
 
@@ -323,19 +359,19 @@ def child_main(args) -> None:
         return run
 
     def tick():
-        return services.evaluate_release(Release(pk=release.pk), now=T0)
+        return rollout.evaluate_release(Release(pk=release.pk), now=T0)
 
     def trip():
         r = Release.objects.get(pk=release.pk)
         stages = [dict(s) for s in r.stages]
         stages[2]["error_gate"] = 0.01
         Release.objects.filter(pk=release.pk).update(stages=stages)
-        return services.evaluate_release(Release(pk=release.pk), now=T0)
+        return rollout.evaluate_release(Release(pk=release.pk), now=T0)
 
     def admit():
         r = Release.objects.get(pk=release.pk)
         with transaction.atomic():
-            return services._admit_stage(r)
+            return services.admit_stage(r, T0)
 
     def rel():
         return Release.objects.get(pk=release.pk)
@@ -344,19 +380,28 @@ def child_main(args) -> None:
         "evaluate: tick": tick,
         "evaluate: tick (rb)": rolled_back(tick),
         "evaluate: error gate": rolled_back(trip),
-        "_admit_stage (no-op)": admit,
+        "admit_stage (no-op)": admit,
         "time_series": lambda: monitoring.time_series(rel()),
-        "stage_counts": lambda: services.stage_counts(rel()),
+        "stage_counts": lambda: rollout.stage_counts(rel()),
         "deployment_counts": lambda: monitoring.deployment_counts(rel()),
         "stage_breakdown": lambda: monitoring.stage_breakdown(rel()),
     }
+    return ops
+
+
+def check(scenario: Scenario, ops: dict, result: dict) -> None:
+    """One untimed warm-up round that also proves the scenario is what the row names say."""
+    from releases.choices import ReleaseState
+    from releases.models import Release
+
+    release = scenario.release
 
     # sanity: the scenario is what the row names say (not a timing assertion)
     expect = {
         "evaluate: tick": "waiting",
         "evaluate: tick (rb)": "waiting",
         "evaluate: error gate": "paused",
-        "_admit_stage (no-op)": 0,
+        "admit_stage (no-op)": 0,
     }
     outputs = {}
     for name, fn in ops.items():  # warm-up round, not timed
@@ -369,22 +414,38 @@ def child_main(args) -> None:
     result["stage_counts_out"] = outputs["stage_counts"]
     assert Release.objects.get(pk=release.pk).state == ReleaseState.RUNNING
 
-    def measure(opset: dict, rounds: int) -> dict[str, list[float]]:
-        times: dict[str, list[float]] = {k: [] for k in opset}
-        for r in range(rounds):
-            order = list(opset)
-            if r % 2:
-                order.reverse()
-            for name in order:
-                t0 = time.perf_counter()
-                opset[name]()
-                times[name].append((time.perf_counter() - t0) * 1000)
-            print(f"  [{args.backend}] round {r + 1}/{rounds} done", file=sys.stderr, flush=True)
-        return times
 
-    times = measure(ops, args.rounds)
+def measure(opset: dict, rounds: int, backend: str) -> dict[str, list[float]]:
+    """Every operation once per round, the order reversed every other round."""
+    times: dict[str, list[float]] = {k: [] for k in opset}
+    for r in range(rounds):
+        order = list(opset)
+        if r % 2:
+            order.reverse()
+        for name in order:
+            t0 = time.perf_counter()
+            opset[name]()
+            times[name].append((time.perf_counter() - t0) * 1000)
+        print(f"  [{backend}] round {r + 1}/{rounds} done", file=sys.stderr, flush=True)
+    return times
 
-    # --- per-query profile of one tick and of the error-gate step ----------------------
+
+def explain(scenario: Scenario, ops: dict) -> dict:
+    """Where the time goes: a per-query profile of a tick and of the error-gate step, a
+    cProfile of a tick, and the query plans of the monitoring queries and of every SELECT
+    of a tick."""
+    from django.db import connection
+
+    from releases import monitoring, rollout
+    from releases.models import Release
+
+    vendor = scenario.vendor
+    tick = ops["evaluate: tick"]
+    result: dict = {}
+
+    def rel():
+        return Release.objects.get(pk=scenario.release.pk)
+
     def profile(fn) -> dict:
         queries: list[dict] = []
 
@@ -416,7 +477,7 @@ def child_main(args) -> None:
 
     result["profile"] = {
         "evaluate: tick": profile(tick),
-        "evaluate: error gate": profile(rolled_back(trip)),
+        "evaluate: error gate": profile(ops["evaluate: error gate"]),
     }
     # where the tick's Python time goes (cProfile adds overhead: read the shares, not the ms)
     import cProfile
@@ -456,9 +517,9 @@ def child_main(args) -> None:
     plans = {}
     for name, fn in (
         ("time_series", lambda: monitoring.time_series(r)),
-        ("stage_counts", lambda: services.stage_counts(r)),
+        ("stage_counts", lambda: rollout.stage_counts(r)),
         ("deployment_counts", lambda: monitoring.deployment_counts(r)),
-        ("top_failure", lambda: services._top_failure(r)),
+        ("top_failure", lambda: rollout._top_failure(r)),
     ):
         sql, params = capture_sql(fn)[-1]
         plans[name] = {"sql": sql, "plan": explain(sql, params)}
@@ -467,115 +528,7 @@ def child_main(args) -> None:
         if sql.lstrip().upper().startswith("SELECT") and " FOR UPDATE" not in sql.upper():
             plans[f"tick query {i + 1}"] = {"sql": sql, "plan": explain(sql, params)}
     result["plans"] = plans
-
-    # --- what-if: proposed index and rewrite, same database, same run -----------------
-    table = Deployment._meta.db_table
-    ev_table = DeploymentEvent._meta.db_table
-
-    if vendor == "sqlite":
-        minute_sql = "strftime('%%Y-%%m-%%d %%H:%%M:00', e.at)"
-    else:
-        minute_sql = "date_trunc('minute', e.at AT TIME ZONE 'UTC')"
-    ts_sql = (
-        f"SELECT {minute_sql} AS minute, e.state, COUNT(*) FROM {ev_table} e "
-        f"JOIN {table} d ON d.id = e.deployment_id WHERE d.release_id = %s "
-        f"GROUP BY 1, 2 ORDER BY 1, 2"
-    )
-
-    def ts_rewrite():
-        with connection.cursor() as c:
-            c.execute(ts_sql, [release.pk])
-            return c.fetchall()
-
-    assert len(ts_rewrite()) == len(ts), (len(ts_rewrite()), len(ts))
-
-    def stage_counts_filter_only():
-        # the same aggregate as stage_counts, named so the plan is easy to find
-        return services.stage_counts(rel())
-
-    from django.db.models import Exists, OuterRef
-
-    def admit_antijoin():
-        # what _admit_stage needs: targeted devices of the app that have no deployment yet,
-        # found by the database (NOT EXISTS on uniq_deployment) instead of a Python set
-        qs = (
-            Device.objects.filter(app_id=release.app_id)
-            .exclude(
-                Exists(Deployment.objects.filter(release_id=release.pk, device_id=OuterRef("pk")))
-            )
-            .only("id", "uid", "app_version", "os", "os_version", "model", "region", "tags")
-        )
-        return [d for d in qs if targeting.matches(release.target, d.uid, d.attrs())]
-
-    assert admit_antijoin() == []
-    sql, params = capture_sql(admit_antijoin)[-1]
-    plans["admit candidates (NOT EXISTS)"] = {"sql": sql, "plan": explain(sql, params)}
-
-    whatif_before = measure(
-        {
-            "time_series (minute in SQL)": ts_rewrite,
-            "admit candidates (NOT EXISTS)": admit_antijoin,
-        },
-        args.rounds,
-    )
-    times.update(whatif_before)
-    # its plan now, before the PostgreSQL statistics below change it
-    plans["time_series (minute in SQL)"] = {"sql": ts_sql, "plan": explain(ts_sql, (release.pk,))}
-    if vendor == "postgresql":
-        # The planner cannot estimate how many (minute, state) groups there are, guesses one
-        # per row, and picks sort + GroupAggregate; with 4 MB work_mem that sort spills to disk.
-        def ts_work_mem():
-            with transaction.atomic(), connection.cursor() as c:
-                c.execute("SET LOCAL work_mem = '32MB'")
-                return monitoring.time_series(rel())
-
-        times.update(measure({"time_series (SET LOCAL work_mem 32MB)": ts_work_mem}, args.rounds))
-        try:
-            with connection.cursor() as c:
-                c.execute(
-                    f"CREATE STATISTICS bench_ev_minute_state (ndistinct) ON "
-                    f"(date_trunc('minute', at AT TIME ZONE 'UTC')), state FROM {ev_table}"
-                )
-                c.execute(f"ANALYZE {ev_table}")
-            times.update(
-                measure(
-                    {"time_series +stats(minute,state)": lambda: monitoring.time_series(rel())},
-                    args.rounds,
-                )
-            )
-            sql, params = capture_sql(lambda: monitoring.time_series(rel()))[-1]
-            plans["time_series +stats(minute,state)"] = {"sql": sql, "plan": explain(sql, params)}
-        except Exception as exc:  # record why, keep the rest of the run
-            result["stats_error"] = repr(exc)
-    with connection.cursor() as c:
-        c.execute(f"CREATE INDEX bench_dep_rel_stage_state ON {table} (release_id, stage, state)")
-        if vendor == "postgresql":
-            c.execute(f"ANALYZE {table}")
-    after = measure(
-        {
-            "stage_counts +idx(release,stage,state)": stage_counts_filter_only,
-            "stage_breakdown +idx(release,stage,state)": lambda: monitoring.stage_breakdown(rel()),
-            "deployment_counts +idx(release,stage,state)": lambda: monitoring.deployment_counts(
-                rel()
-            ),
-        },
-        args.rounds,
-    )
-    times.update(after)
-    sql, params = capture_sql(lambda: services.stage_counts(rel()))[-1]
-    plans["stage_counts +idx(release,stage,state)"] = {"sql": sql, "plan": explain(sql, params)}
-
-    result["ops"] = {
-        name: {
-            "median_ms": round(statistics.median(v), 2),
-            "p90_ms": round(pct(v, 0.9), 2),
-            "min_ms": round(min(v), 2),
-            "rounds": len(v),
-            "all_ms": [round(x, 2) for x in v],
-        }
-        for name, v in times.items()
-    }
-    Path(args.out).write_text(json.dumps(result, indent=2, default=str))
+    return result
 
 
 # ---------------------------------------------------------------------------------------------

@@ -7,7 +7,7 @@ from functools import wraps
 
 from django.contrib.auth.views import redirect_to_login
 from django.http import HttpRequest, HttpResponse
-from django.shortcuts import get_object_or_404
+from django.shortcuts import get_object_or_404, render
 from django.urls import reverse
 
 from accounts.choices import Role
@@ -68,9 +68,7 @@ def app_page(role: str = Role.VIEWER) -> Callable:
 
 def forbidden(request: HttpRequest, reason: str) -> HttpResponse:
     """The console's 403 page: what is not allowed and whom to ask."""
-    from console.views.base import page
-
-    return page(request, "console/403.html", {"reason": reason}, status=403)
+    return render(request, "console/403.html", {"reason": reason}, status=403)
 
 
 def role_flags(user, app: App) -> dict[str, bool]:

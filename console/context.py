@@ -1,4 +1,7 @@
-"""Template context for every console page: the app switcher and the user's role."""
+"""Template context for every console page: the app switcher and the user's role.
+
+Registered as a context processor (settings.TEMPLATES), so views and access checks render
+without importing it: console.access stays below the views."""
 
 from __future__ import annotations
 

@@ -16,11 +16,10 @@ from channels.consumer import get_handler_name
 from channels.generic.websocket import AsyncWebsocketConsumer
 from django.conf import settings
 
-from devices import limits
+from devices import counters, limits
 from devices.ingest import Busy, Item, Rejected, ingest
 from devices.push import registry
 from walle_device import protocol
-from walle_web.metrics import COUNTERS
 
 log = logging.getLogger(__name__)
 
@@ -124,7 +123,7 @@ class DeviceConsumer(AsyncWebsocketConsumer):
 
     async def try_again_later(self, retry_after: float) -> None:
         """Overload is not an auth failure: accept, say when to come back, close with 1013."""
-        COUNTERS["handshakes_deferred"] += 1
+        counters.HANDSHAKES_DEFERRED.inc()
         await self.accept()
         await self.reply(
             "error",
@@ -157,7 +156,7 @@ class DeviceConsumer(AsyncWebsocketConsumer):
         try:
             msg = self.check_frame(text_data, bytes_data)
         except protocol.ProtocolError as exc:
-            COUNTERS["frames_rejected"] += 1
+            counters.FRAMES_REJECTED.inc()
             await self.reply("error", code=exc.code, message=exc.message, ref=exc.ref)
             return
         mtype = msg["type"]
@@ -165,13 +164,13 @@ class DeviceConsumer(AsyncWebsocketConsumer):
             await self.reply("pong", t=msg.get("t", time.time()))
             return
         if mtype == "report":
-            COUNTERS["reports_received"] += 1
+            counters.REPORTS_RECEIVED.inc()
         elif mtype == "upload":
-            COUNTERS["uploads_received"] += len(msg["items"])
+            counters.UPLOADS_RECEIVED.inc(len(msg["items"]))
         try:
             future = ingest().submit(mtype, self.device, msg, socket=self)
         except Busy as exc:
-            COUNTERS["messages_deferred"] += 1
+            counters.MESSAGES_DEFERRED.inc()
             await self.reply(
                 "error",
                 code="busy",

@@ -21,8 +21,8 @@ from typing import Any
 
 from django.conf import settings
 
+from devices import counters
 from walle_device import protocol
-from walle_web.metrics import COUNTERS
 
 log = logging.getLogger(__name__)
 
@@ -120,7 +120,7 @@ async def throttled(socket: Any) -> bool:
     wait = budget.take()
     if not wait:
         return False
-    COUNTERS["frames_rejected"] += 1
+    counters.FRAMES_REJECTED.inc()
     if budget.refused > budget.burst:
         # Still flooding after a whole burst of refusals: stop reading this socket.
         await _close(

@@ -10,8 +10,8 @@ class ReleasesConfig(AppConfig):
         # Releases build on devices, never the other way: the device side exposes hooks
         # (the ingest writer's handlers, the release-changed callback) and releases fill them.
         from devices import ingest, push
-        from releases import desired, services
+        from releases import desired, reports
 
         ingest.register("hello", desired.ingest_hello)
-        ingest.register("report", services.ingest_report)
+        ingest.register("report", reports.ingest_report)
         push.on_release_changed(desired.CACHE.invalidate)

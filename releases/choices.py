@@ -1,4 +1,10 @@
+"""The release vocabularies and the release state machine: which operator action is allowed
+in which state, what a step of the rollout worker did, and the groups of deployment states
+that services, monitoring, the console and the dashboard's JavaScript all read from here."""
+
 from __future__ import annotations
+
+from enum import StrEnum
 
 from django.db import models
 
@@ -14,6 +20,68 @@ class ReleaseState(models.TextChoices):
 
 # States in which a release still hands its version to devices (desired state).
 ACTIVE_RELEASE_STATES = (ReleaseState.RUNNING, ReleaseState.PAUSED, ReleaseState.COMPLETED)
+# States in which the rollout is under way: the worker evaluates it, an operator can steer it.
+ROLLING_OUT_STATES = (ReleaseState.RUNNING, ReleaseState.PAUSED)
+
+
+class ReleaseAction(models.TextChoices):
+    """What an operator can do to a release (a service verb, a REST action, a console button)."""
+
+    START = "start", "Start"
+    PAUSE = "pause", "Pause"
+    RESUME = "resume", "Resume"
+    ADVANCE = "advance", "Advance"
+    ABORT = "abort", "Abort"
+    ROLLBACK = "rollback", "Roll back"
+
+
+# The release state machine: the actions allowed in each state. The services' guards, the
+# console's buttons and the dashboard's JavaScript (through json_script) all read this table.
+ALLOWED_ACTIONS: dict[str, tuple[ReleaseAction, ...]] = {
+    ReleaseState.DRAFT: (ReleaseAction.START, ReleaseAction.ABORT),
+    ReleaseState.RUNNING: (
+        ReleaseAction.PAUSE,
+        ReleaseAction.ADVANCE,
+        ReleaseAction.ABORT,
+        ReleaseAction.ROLLBACK,
+    ),
+    ReleaseState.PAUSED: (
+        ReleaseAction.RESUME,
+        ReleaseAction.ADVANCE,
+        ReleaseAction.ABORT,
+        ReleaseAction.ROLLBACK,
+    ),
+    ReleaseState.COMPLETED: (ReleaseAction.ROLLBACK,),
+    ReleaseState.ABORTED: (ReleaseAction.ROLLBACK,),
+    ReleaseState.ROLLED_BACK: (),
+}
+
+
+def states_allowing(action: ReleaseAction) -> tuple[ReleaseState, ...]:
+    """The release states in which `action` is allowed (read from ALLOWED_ACTIONS)."""
+    return tuple(
+        ReleaseState(state) for state, actions in ALLOWED_ACTIONS.items() if action in actions
+    )
+
+
+class Step(StrEnum):
+    """What one rollout step (`evaluate_release`) did to a release."""
+
+    GONE = "gone"  # the release was deleted
+    STARTED = "started"  # a scheduled draft started
+    IDLE = "idle"  # not rolling out: nothing to do
+    TIMEOUTS = "timeouts"  # paused, but devices in flight timed out
+    PAUSED = "paused"  # paused (by an operator, or by a gate just now)
+    ROLLED_BACK = "rolled_back"  # a gate tripped and rolled the release back
+    ADVANCED = "advanced"  # the stage's gates were met: on to the next stage
+    FINISHING = "finishing"  # last stage met, deployments still to finish
+    COMPLETED = "completed"  # every reachable deployment is final
+    NOTIFIED = "notified"  # pending devices were rung
+    WAITING = "waiting"  # soaking, or below the success gate
+
+
+# Steps the rollout worker does not print: nothing changed that an operator would look for.
+QUIET_STEPS = frozenset({Step.IDLE, Step.WAITING, Step.PAUSED, Step.FINISHING})
 
 
 class DeploymentState(models.TextChoices):
@@ -26,6 +94,15 @@ class DeploymentState(models.TextChoices):
     TIMED_OUT = "timed_out", "Timed out"
     ROLLED_BACK = "rolled_back", "Rolled back"
 
+
+# Told to install and not finished yet: the rollout waits on these, the timeout expires them.
+IN_FLIGHT_DEPLOYMENT_STATES = (
+    DeploymentState.NOTIFIED,
+    DeploymentState.DOWNLOADING,
+    DeploymentState.INSTALLED,
+)
+# What the error gate counts, monitoring lists and the dashboard draws as failures.
+FAILED_DEPLOYMENT_STATES = (DeploymentState.FAILED, DeploymentState.TIMED_OUT)
 
 FINAL_DEPLOYMENT_STATES = (
     DeploymentState.SUCCEEDED,

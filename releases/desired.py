@@ -29,6 +29,7 @@ from releases import policy
 from releases.choices import ACTIVE_RELEASE_STATES, DeploymentState, ReleaseState
 from releases.models import Deployment, Pin, Release
 from tasks.storage import manifest_url
+from walle_device.protocol import DELIVERY_CONTROLS, DesiredTask
 
 HANDING_OUT = (ReleaseState.RUNNING, ReleaseState.COMPLETED)
 
@@ -48,18 +49,18 @@ class ActiveRelease:
     target: dict
     salt: str
     paced: bool  # the notifier rings devices (rate or in-flight cap), not the hello
-    extra: dict  # delivery controls every desired entry of this release carries
+    delivery: dict  # the delivery controls every desired entry of this release carries
 
     def entry(self, deployment: int | None) -> dict:
-        return {
-            "task": self.task,
-            "version": self.version,
-            "digest": self.digest,
-            "manifest_url": manifest_url(self.digest),
-            "deployment": deployment,
-            "release": self.id,
-            **self.extra,
-        }
+        return DesiredTask(
+            task=self.task,
+            version=self.version,
+            digest=self.digest,
+            manifest_url=manifest_url(self.digest),
+            deployment=deployment,
+            release=self.id,
+            **self.delivery,
+        ).to_wire()
 
 
 @dataclass
@@ -93,27 +94,20 @@ def _load(app_id: int) -> AppReleases:
                 target=r.target or {},
                 salt=r.salt,
                 paced=policy.limited(delivery) and r.state == ReleaseState.RUNNING,
-                extra={
-                    "max_retries": int(
-                        delivery.get("max_retries", policy.DELIVERY_DEFAULTS["max_retries"])
-                    ),
-                    "retry_backoff_s": float(
-                        delivery.get("retry_backoff_s", policy.DELIVERY_DEFAULTS["retry_backoff_s"])
-                    ),
-                    "pull_jitter_s": float(delivery.get("pull_jitter_s", 0.0)),
+                delivery={
+                    name: type(default)(delivery.get(name, default))
+                    for name, default in DELIVERY_CONTROLS.items()
                 },
             )
         )
     pins: dict[int, dict[str, dict]] = {}
     for pin in Pin.objects.filter(device__app_id=app_id).select_related("task", "version"):
-        pins.setdefault(pin.device_id, {})[pin.task.name] = {
-            "task": pin.task.name,
-            "version": pin.version.number,
-            "digest": pin.version.digest,
-            "manifest_url": manifest_url(pin.version.digest),
-            "deployment": None,
-            "release": None,
-        }
+        pins.setdefault(pin.device_id, {})[pin.task.name] = DesiredTask(
+            task=pin.task.name,
+            version=pin.version.number,
+            digest=pin.version.digest,
+            manifest_url=manifest_url(pin.version.digest),
+        ).to_wire()
     uses_groups = any("groups" in r.target for r in releases)
     return AppReleases(
         releases=releases, pins=pins, groups=load_groups(app_id) if uses_groups else None

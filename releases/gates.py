@@ -1,6 +1,6 @@
 """Why a release waits: each stage's conditions in words, from the numbers the rollout uses.
 
-`explain` reads the same counts as `services.evaluate_release` (`stage_counts`) and states
+`explain` reads the same counts as `rollout.evaluate_release` (`stage_counts`) and states
 the same rules: a stage advances (the last one completes) once its soak time passed, its
 success share reached the success gate, auto-advance is on and — for the last stage — no
 device of the release is still in flight; the error gate pauses it once `min_finished`
@@ -16,8 +16,14 @@ from datetime import datetime, timedelta
 from django.db.models import Count, Q
 from django.utils import timezone
 
-from releases.choices import DeploymentState, ReleaseState
+from releases.choices import (
+    IN_FLIGHT_DEPLOYMENT_STATES,
+    ROLLING_OUT_STATES,
+    DeploymentState,
+    ReleaseState,
+)
 from releases.models import Deployment, Release
+from releases.rollout import stage_counts
 
 
 def duration(seconds: float) -> str:
@@ -55,8 +61,6 @@ def _stage_extra(release: Release, stage: int) -> dict[str, int]:
 
 def current_stage_conditions(release: Release, now: datetime) -> tuple[list[dict], bool]:
     """The current stage's conditions, and whether the worker advances (or completes) now."""
-    from releases.services import IN_FLIGHT, stage_counts
-
     index = release.current_stage
     stage = release.stages[index]
     counts = stage_counts(release)
@@ -174,7 +178,9 @@ def current_stage_conditions(release: Release, now: datetime) -> tuple[list[dict
     last = index >= len(release.stages) - 1
     ready = stage["auto_advance"] and soaked and success_met
     if last:
-        in_flight = Deployment.objects.filter(release=release, state__in=IN_FLIGHT).count()
+        in_flight = Deployment.objects.filter(
+            release=release, state__in=IN_FLIGHT_DEPLOYMENT_STATES
+        ).count()
         conditions.append(
             _condition(
                 "in_flight",
@@ -216,7 +222,7 @@ def explain(release: Release, now: datetime | None = None) -> dict:
             if release.scheduled_at
             else "Draft: start it to reach the first stage's devices"
         )
-    elif state in (ReleaseState.RUNNING, ReleaseState.PAUSED):
+    elif state in ROLLING_OUT_STATES:
         conditions, ready = current_stage_conditions(release, now)
         current["conditions"] = conditions
         current["waiting_for"] = [c["text"] for c in conditions if c["blocking"] and not c["met"]]

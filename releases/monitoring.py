@@ -7,11 +7,9 @@ from django.db.models import CharField, Count, F, Func, QuerySet, Value
 from django.db.models.functions import TruncMinute
 
 from releases import compare, gates
-from releases.choices import DeploymentState
+from releases.choices import FAILED_DEPLOYMENT_STATES, DeploymentState
 from releases.models import Deployment, DeploymentEvent, Release, RunningVersion
 from walle_web.params import ParamError, whole_number
-
-FAILURE_STATES = (DeploymentState.FAILED, DeploymentState.TIMED_OUT)
 
 
 def filter_deployments(qs: QuerySet, state: str = "", stage: str = "") -> QuerySet:
@@ -103,7 +101,7 @@ def time_series(release: Release) -> list[dict]:
 
 def failure_reasons(release: Release, limit: int = 5, samples: int = 5) -> list[dict]:
     rows = (
-        Deployment.objects.filter(release=release, state__in=FAILURE_STATES)
+        Deployment.objects.filter(release=release, state__in=FAILED_DEPLOYMENT_STATES)
         .values("error_code", "device__model")
         .annotate(count=Count("id"))
         .order_by("-count", "error_code")[:limit]
@@ -112,7 +110,7 @@ def failure_reasons(release: Release, limit: int = 5, samples: int = 5) -> list[
     for row in rows:
         sample = Deployment.objects.filter(
             release=release,
-            state__in=FAILURE_STATES,
+            state__in=FAILED_DEPLOYMENT_STATES,
             error_code=row["error_code"],
             device__model=row["device__model"],
         ).select_related("device")[:samples]

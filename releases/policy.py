@@ -12,6 +12,8 @@ import math
 from dataclasses import dataclass
 from typing import Any
 
+from walle_device.protocol import DELIVERY_CONTROLS
+
 DAY = 86_400
 MAX_STAGES = 20
 MAX_STAGE_NAME = 100
@@ -73,9 +75,8 @@ DELIVERY_DEFAULTS: dict[str, Any] = {
     "ramp": 1.0,  # the rate is multiplied by this every minute (exponential ramp); 1 = flat
     "max_in_flight": 0,  # cap on deployments notified but not finished; 0 = no cap
     "timeout_s": 3600,  # a deployment not finished this long after its notice times out
-    "max_retries": 3,  # download attempts a device makes before it reports failed
-    "retry_backoff_s": 2.0,  # base of the device's exponential backoff between attempts
-    "pull_jitter_s": 0.0,  # devices wait up to this long before pulling (spreads a burst)
+    # download attempts, backoff base, pull jitter: what a device assumes without them
+    **DELIVERY_CONTROLS,
 }
 ON_ERROR = ("pause", "rollback")
 

@@ -125,3 +125,18 @@ def test_canonical_json_is_stable_under_key_order():
     assert protocol.canonical_json({"b": 1, "a": [1, {"d": 2, "c": 3}]}) == protocol.canonical_json(
         {"a": [1, {"c": 3, "d": 2}], "b": 1}
     )
+
+
+def test_a_desired_entry_is_one_type_on_both_sides():
+    from releases.policy import DELIVERY_DEFAULTS
+
+    entry = protocol.DesiredTask("t", 2, "d" * 64, "/content/manifests/x.json", 7, release=3)
+    wire = entry.to_wire()
+    assert protocol.validate(protocol.message("desired", tasks=[wire], server_time=0.0))[
+        "tasks"
+    ] == [wire]
+    assert protocol.DesiredTask.from_wire({**wire, "newer_field": 1}) == entry
+    # An older server omits the delivery controls: the device assumes the release defaults.
+    bare = {k: wire[k] for k in ("task", "version", "digest", "manifest_url", "deployment")}
+    assert protocol.DesiredTask.from_wire(bare).max_retries == DELIVERY_DEFAULTS["max_retries"]
+    assert protocol.DELIVERY_CONTROLS.items() <= DELIVERY_DEFAULTS.items()

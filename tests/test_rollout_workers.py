@@ -5,13 +5,24 @@ from __future__ import annotations
 
 import subprocess
 import sys
-import time
 
 import pytest
 
 from tests.live import ROOT, live_server, scaleout_unavailable
 
 pytestmark = pytest.mark.e2e
+
+# One `rolloutd --once` pass that starts when the test says go (a line on stdin).
+WORKER = """
+import os, sys
+os.environ.setdefault("DJANGO_SETTINGS_MODULE", "walle_web.settings")
+import django
+django.setup()
+from django.core.management import call_command
+print("ready", flush=True)
+sys.stdin.readline()
+call_command("rolloutd", once=True)
+"""
 
 
 @pytest.fixture(params=["embedded", "scaleout"])
@@ -41,18 +52,25 @@ def test_two_workers_at_once_advance_each_stage_exactly_once(server):
     ).json()
     assert api.post(f"/api/v1/releases/{release['id']}/start/").status_code == 200
 
-    start_at = time.time() + 3  # both workers start their pass in the same instant
+    # Both workers load Django, say "ready", then wait on stdin: the go line reaches them at
+    # once, so their passes overlap on the same release.
     workers = [
         subprocess.Popen(
-            [sys.executable, "manage.py", "rolloutd", "--once", "--not-before", str(start_at)],
+            [sys.executable, "-c", WORKER],
             cwd=ROOT,
             env=server.env,
+            stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
             text=True,
         )
         for _ in range(2)
     ]
+    for w in workers:
+        assert w.stdout.readline().strip() == "ready", w.stderr.read()
+    for w in workers:
+        w.stdin.write("go\n")
+        w.stdin.flush()
     outputs = [w.communicate(timeout=120) for w in workers]
     assert all(w.returncode == 0 for w in workers), outputs
 

@@ -22,7 +22,7 @@ import uuid
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urljoin
 
 import httpx
@@ -31,9 +31,12 @@ from websockets.exceptions import ConnectionClosed, InvalidStatus, WebSocketExce
 
 from walle_device import protocol
 from walle_device.bundles import ActiveVersion, BundleCache, VerifyError, verify_manifest
-from walle_device.runner import RunOutcome, VMRunner, shared_vm
+from walle_device.runner import VMRunner, shared_vm
 from walle_device.stream import Stream
 from walle_device.tunnel import Tunnel, TunnelError
+
+if TYPE_CHECKING:
+    from walle_device.vm.result import RunResult
 
 log = logging.getLogger("walle_device")
 
@@ -128,7 +131,7 @@ def backoff_delay(attempt: int, rng: random.Random, retry_after: float = 0.0) ->
     return delay
 
 
-TaskRunner = Callable[[ActiveVersion, dict[str, bytes], dict], RunOutcome]
+TaskRunner = Callable[[ActiveVersion, dict[str, bytes], dict], "RunResult"]
 
 
 def _upload_batches(items: list[dict]) -> list[list[dict]]:
@@ -600,7 +603,7 @@ class DeviceClient:
         inputs: dict | None = None,
         window: list | None = None,
         fire_seq: int = -1,
-    ) -> RunOutcome:
+    ) -> RunResult:
         """Run the active version of a task once and report its outcome and uploads."""
         files = self.cache.files(active)
         outcome = await asyncio.to_thread(
@@ -618,7 +621,7 @@ class DeviceClient:
                 errors=0 if outcome.ok else 1,
                 latency_ms_p50=round(outcome.duration_ms, 3),
                 latency_ms_p95=round(outcome.duration_ms, 3),
-                last_error=outcome.error_dict(),
+                last_error=outcome.last_error(),
             )
         )
         if self.tunnel is not None and (outcome.uploads or fire_seq >= 0):

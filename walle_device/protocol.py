@@ -21,7 +21,7 @@ from __future__ import annotations
 import json
 import math
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from typing import Any
 
 PROTOCOL_VERSION = 1
@@ -179,6 +179,39 @@ DESIRED_TASK_FIELDS: dict[str, tuple[tuple[type, ...], bool]] = {
     "max_retries": (_INT, False),
     "retry_backoff_s": (_NUM, False),
     "pull_jitter_s": (_NUM, False),
+}
+
+
+@dataclass(frozen=True, slots=True)
+class DesiredTask:
+    """One entry of a `desired` message: the version of one task a device should run, and the
+    delivery controls of the release that hands it out. The defaults are what a device
+    assumes when a server omits a control, and what a release starts from (releases/policy)."""
+
+    task: str
+    version: int
+    digest: str
+    manifest_url: str
+    deployment: int | None = None  # None for a pin: nothing to report against
+    release: int | None = None
+    max_retries: int = 3  # download attempts before the device reports failed
+    retry_backoff_s: float = 2.0  # base of the device's exponential backoff between attempts
+    pull_jitter_s: float = 0.0  # the device waits up to this long before pulling
+
+    def to_wire(self) -> dict[str, Any]:
+        return {name: getattr(self, name) for name in DESIRED_TASK_FIELDS}
+
+    @classmethod
+    def from_wire(cls, entry: dict[str, Any]) -> DesiredTask:
+        """From a checked `desired.tasks[i]` (see check_message); unknown fields are dropped."""
+        return cls(**{name: entry[name] for name in DESIRED_TASK_FIELDS if name in entry})
+
+
+#: The delivery controls a desired entry carries, with the values a device assumes.
+DELIVERY_CONTROLS: dict[str, Any] = {
+    f.name: f.default
+    for f in fields(DesiredTask)
+    if f.name in ("max_retries", "retry_backoff_s", "pull_jitter_s")
 }
 UPLOAD_ITEM_FIELDS: dict[str, Field] = {
     "key": (_STR, True, Bound(max_len=128)),

@@ -1,34 +1,14 @@
-"""Runs a task version once, in the thread-level VM (walle_device.vm), and turns the VM's
-result into the outcome the device runtime reports in `run_stats`."""
+"""Runs a task version once, in the thread-level VM (walle_device.vm); the VM's RunResult is
+what the device runtime reports in `run_stats`."""
 
 from __future__ import annotations
 
 import threading
 import time
-from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING
 
-
-@dataclass
-class RunOutcome:
-    ok: bool
-    duration_ms: float
-    output: Any = None
-    error_type: str = ""
-    message: str = ""
-    traceback: str = ""
-    uploads: list = field(default_factory=list)
-    logs: list = field(default_factory=list)
-
-    def error_dict(self) -> dict | None:
-        if self.ok:
-            return None
-        return {
-            "type": self.error_type,
-            "message": self.message[:1000],
-            "traceback": self.traceback[-4000:],
-        }
-
+if TYPE_CHECKING:  # the VM package starts worker pools: import it when a run needs it
+    from walle_device.vm.result import RunResult
 
 _shared_vm = None
 _shared_lock = threading.Lock()
@@ -56,7 +36,7 @@ class VMRunner:
         self.scope = scope  # several simulated devices may share one VM
         self.device = device
 
-    def __call__(self, active, files: dict[str, bytes], call: dict) -> RunOutcome:
+    def __call__(self, active, files: dict[str, bytes], call: dict) -> RunResult:
         manifest = active.manifest
         task_id = f"{self.scope}/{active.task}"
         entry = manifest["entry_point"]
@@ -72,22 +52,15 @@ class VMRunner:
         except (
             Exception
         ) as exc:  # SandboxViolation, a bad config: the run fails, the device goes on
-            return RunOutcome(
+            from walle_device.vm.result import RunResult
+
+            return RunResult(
+                task_id,
                 ok=False,
                 duration_ms=(time.perf_counter() - started) * 1000,
                 error_type=type(exc).__name__,
                 message=str(exc),
             )
-        result = self.vm.run(
+        return self.vm.run(
             task_id, call.get("inputs") or {}, window=call.get("window"), device=self.device
-        )
-        return RunOutcome(
-            ok=result.ok,
-            duration_ms=result.duration_ms,
-            output=result.output,
-            error_type=result.error_type or "",
-            message=result.message,
-            traceback=result.traceback,
-            uploads=list(result.uploads),
-            logs=list(result.logs),
         )

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import os
-from urllib.parse import parse_qs, unquote, urlsplit
+
+import dj_database_url
 
 
 def env_str(name: str, default: str = "") -> str:
@@ -37,21 +38,22 @@ def env_list(name: str, default: list[str]) -> list[str]:
 def database_from_url(url: str, base_dir: str, pool_size: int = 8) -> dict:
     """Turn `sqlite:///path` or `postgres://user:pw@host:port/name` into a DATABASES entry.
 
+    dj-database-url parses the URL; what is added here is Walle's own: relative SQLite paths
+    are relative to the project, SQLite runs in WAL mode with IMMEDIATE transactions, and
     PostgreSQL connections come from a pool of at most `pool_size` per process: Django runs
     each request's sync code on a thread of its own, and with persistent connections
     (`conn_max_age`) every such thread kept one open, so two servers enrolling a few hundred
     devices at once ran PostgreSQL out of connections ("too many clients already").
     """
-    parts = urlsplit(url)
-    scheme = parts.scheme
+    scheme = url.partition(":")[0]
     if scheme == "sqlite":
-        path = unquote(parts.path)
+        config = dj_database_url.parse(url)
         # sqlite:///relative/path is relative to the project; sqlite:////abs is absolute.
-        name = path[1:]
+        name = config["NAME"]
         if not os.path.isabs(name):
             name = os.path.join(base_dir, name)
         return {
-            "ENGINE": "django.db.backends.sqlite3",
+            **config,
             "NAME": name,
             # Keep the connection: Channels closes "old" connections around every device
             # message, and reopening SQLite each time cost 17% of the database thread.
@@ -65,8 +67,10 @@ def database_from_url(url: str, base_dir: str, pool_size: int = 8) -> dict:
             },
         }
     if scheme in ("postgres", "postgresql", "pgsql"):
-        query = {k: v[-1] for k, v in parse_qs(parts.query).items()}
-        conn_max_age = int(query.pop("conn_max_age", "0"))
+        config = dj_database_url.parse(url)
+        options = config.setdefault("OPTIONS", {})
+        # dj-database-url leaves unknown query parameters in OPTIONS: conn_max_age is ours.
+        conn_max_age = int(options.pop("conn_max_age", 0))
         if pool_size > 0:
             if conn_max_age:
                 raise ValueError(
@@ -76,17 +80,8 @@ def database_from_url(url: str, base_dir: str, pool_size: int = 8) -> dict:
                     "persistent connections without a bound"
                 )
             # Waiting up to `timeout` for a free connection is what bounds the process.
-            query["pool"] = {"min_size": 1, "max_size": pool_size, "timeout": 30}
-        return {
-            "ENGINE": "django.db.backends.postgresql",
-            "NAME": unquote(parts.path.lstrip("/")) or "postgres",
-            "USER": unquote(parts.username or ""),
-            "PASSWORD": unquote(parts.password or ""),
-            "HOST": parts.hostname or "",
-            "PORT": str(parts.port or ""),
-            "CONN_MAX_AGE": conn_max_age,
-            "OPTIONS": query,
-        }
+            options["pool"] = {"min_size": 1, "max_size": pool_size, "timeout": 30}
+        return {**config, "NAME": config["NAME"] or "postgres", "CONN_MAX_AGE": conn_max_age}
     raise ValueError(
         f"DATABASE_URL scheme {scheme!r} is not supported: use sqlite:///path or "
         "postgres://user:password@host:port/dbname"

@@ -2,7 +2,9 @@
 
 The figures span every app, so they are shown only to a caller with the metrics token
 (`Authorization: Bearer <WALLE_METRICS_TOKEN>`, what a Prometheus scrape config sends) or a
-superuser's session; anyone else gets a 401 that says how to authenticate.
+superuser's session; anyone else gets a 401 that says how to authenticate. The text is
+written by prometheus_client (escaping included): database-wide gauges read at scrape time,
+then this process's device-path counters (devices/counters.py).
 """
 
 from __future__ import annotations
@@ -12,27 +14,58 @@ import hmac
 from django.conf import settings
 from django.db.models import Count
 from django.http import HttpRequest, HttpResponse, JsonResponse
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
+from prometheus_client.metrics_core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
 
+from devices import counters
 from devices.models import Device
-from devices.push import registry
+from devices.push import registry as sockets
 from releases.models import Deployment, Release
 
-# Incremented by the device consumer in this process.
-COUNTERS = {
-    "reports_received": 0,
-    "uploads_received": 0,
-    "frames_rejected": 0,
-    "messages_deferred": 0,
-    "handshakes_deferred": 0,
-}
+
+class DatabaseCollector(Collector):
+    """Numbers every process shares, counted in the database when scraped."""
+
+    def collect(self) -> list[Metric]:
+        releases = GaugeMetricFamily("walle_releases", "Releases by state.", labels=["state"])
+        for row in Release.objects.values("state").annotate(n=Count("id")).order_by():
+            releases.add_metric([row["state"]], row["n"])
+        deployments = GaugeMetricFamily(
+            "walle_deployments", "Deployments by state.", labels=["state"]
+        )
+        for row in Deployment.objects.values("state").annotate(n=Count("id")).order_by():
+            deployments.add_metric([row["state"]], row["n"])
+        online = GaugeMetricFamily(
+            "walle_devices_online",
+            "Devices marked online in the database (all processes).",
+            value=Device.objects.filter(online=True).count(),
+        )
+        return [releases, deployments, online]
 
 
-def _lines(name: str, kind: str, help_text: str, samples: list[tuple[dict, float]]) -> list[str]:
-    out = [f"# HELP {name} {help_text}", f"# TYPE {name} {kind}"]
-    for labels, value in samples:
-        label = ",".join(f'{k}="{v}"' for k, v in labels.items())
-        out.append(f"{name}{{{label}}} {value}" if label else f"{name} {value}")
-    return out
+class SocketCollector(Collector):
+    """This process's socket registry (devices/push.py), read at scrape time."""
+
+    def collect(self) -> list[Metric]:
+        return [
+            GaugeMetricFamily(
+                "walle_process_connected_devices",
+                "Device sockets held by this server process.",
+                value=len(sockets.sockets),
+            ),
+            CounterMetricFamily(
+                "walle_process_notices_sent",
+                "Doorbell frames written by this process.",
+                value=sockets.notices_sent,
+            ),
+        ]
+
+
+# Read at scrape time (the device-path counters live in devices/counters.py).
+SCRAPED = CollectorRegistry(auto_describe=False)
+SCRAPED.register(DatabaseCollector())
+SCRAPED.register(SocketCollector())
 
 
 def allowed(request: HttpRequest) -> bool:
@@ -55,68 +88,5 @@ def metrics(request: HttpRequest) -> HttpResponse:
         )
         response["WWW-Authenticate"] = 'Bearer realm="metrics"'
         return response
-    releases = Release.objects.values("state").annotate(n=Count("id")).order_by()
-    deployments = Deployment.objects.values("state").annotate(n=Count("id")).order_by()
-    lines = [
-        *_lines(
-            "walle_releases",
-            "gauge",
-            "Releases by state.",
-            [({"state": r["state"]}, r["n"]) for r in releases],
-        ),
-        *_lines(
-            "walle_deployments",
-            "gauge",
-            "Deployments by state.",
-            [({"state": r["state"]}, r["n"]) for r in deployments],
-        ),
-        *_lines(
-            "walle_devices_online",
-            "gauge",
-            "Devices marked online in the database (all processes).",
-            [({}, Device.objects.filter(online=True).count())],
-        ),
-        *_lines(
-            "walle_process_connected_devices",
-            "gauge",
-            "Device sockets held by this server process.",
-            [({}, len(registry.sockets))],
-        ),
-        *_lines(
-            "walle_process_notices_sent_total",
-            "counter",
-            "Doorbell frames written by this process.",
-            [({}, registry.notices_sent)],
-        ),
-        *_lines(
-            "walle_process_reports_received_total",
-            "counter",
-            "Deployment reports received by this process.",
-            [({}, COUNTERS["reports_received"])],
-        ),
-        *_lines(
-            "walle_process_uploads_received_total",
-            "counter",
-            "Tunnel items received by this process.",
-            [({}, COUNTERS["uploads_received"])],
-        ),
-        *_lines(
-            "walle_process_frames_rejected_total",
-            "counter",
-            "Device frames answered with an error by this process.",
-            [({}, COUNTERS["frames_rejected"])],
-        ),
-        *_lines(
-            "walle_process_messages_deferred_total",
-            "counter",
-            "Device messages answered 'busy, retry_after' because the ingest queue was full.",
-            [({}, COUNTERS["messages_deferred"])],
-        ),
-        *_lines(
-            "walle_process_handshakes_deferred_total",
-            "counter",
-            "Device handshakes closed with 1013 (try again later) under overload.",
-            [({}, COUNTERS["handshakes_deferred"])],
-        ),
-    ]
-    return HttpResponse("\n".join(lines) + "\n", content_type="text/plain; version=0.0.4")
+    body = generate_latest(SCRAPED) + generate_latest(counters.REGISTRY)
+    return HttpResponse(body, content_type=CONTENT_TYPE_LATEST)

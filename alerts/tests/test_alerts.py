@@ -19,13 +19,9 @@ from alerts.models import Alert, Channel, Delivery, ErrorRateRule
 from alerts.tests.receiver import Receiver, verify
 from devices.services import record_run_stats
 from releases.models import Deployment
-from releases.services import (
-    abort_release,
-    create_release,
-    evaluate_release,
-    record_report,
-    start_release,
-)
+from releases.reports import record_report
+from releases.rollout import evaluate_release
+from releases.services import abort_release, create_release, start_release
 
 pytestmark = pytest.mark.django_db
 

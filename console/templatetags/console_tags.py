@@ -69,11 +69,6 @@ def words(value) -> str:
 
 
 @register.filter
-def split_words(value: str) -> list[str]:
-    return str(value).split()
-
-
-@register.filter
 def share(value) -> str:
     """0.95 -> '95%' (gates are shares between 0 and 1)."""
     try:

@@ -12,6 +12,7 @@ from django.conf import settings
 from django.test import Client
 
 from releases import services as releases
+from releases.reports import record_report
 from walle_web.asgi import application
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -98,8 +99,8 @@ def test_a_burst_of_reports_arrives_as_one_fresh_snapshot_within_a_second(cast):
         )()
         started = time.monotonic()
         for d in deployments:
-            await sync_to_async(releases.record_report)(d.device, d.pk, "downloading")
-            await sync_to_async(releases.record_report)(d.device, d.pk, "succeeded")
+            await sync_to_async(record_report)(d.device, d.pk, "downloading")
+            await sync_to_async(record_report)(d.device, d.pk, "succeeded")
         snapshots = []
         while True:
             snap = await comm.receive_json_from(timeout=2)
@@ -126,7 +127,7 @@ def test_the_release_list_hears_which_releases_of_its_app_changed(cast):
         connected, _ = await comm.connect()
         assert connected
         d = await sync_to_async(lambda: release.deployments.select_related("device").first())()
-        await sync_to_async(releases.record_report)(d.device, d.pk, "downloading")
+        await sync_to_async(record_report)(d.device, d.pk, "downloading")
         msg = await comm.receive_json_from(timeout=2)
         assert msg == {"type": "releases.changed", "releases": [release.pk]}
         await comm.disconnect()

@@ -9,7 +9,7 @@ from tests.cast import make_version
 
 pytestmark = pytest.mark.django_db
 
-# What static/console/wizard.js posts when every field of the wizard is filled in.
+# What console/static/console/wizard.js posts when every field of the wizard is filled in.
 WIZARD_BODY = {
     "name": "item-features v2 to beta",
     "target": {

@@ -13,6 +13,7 @@ from django.urls import reverse
 from devices.choices import GroupKind
 from devices.models import DeviceGroup
 from releases import services as releases
+from releases.reports import record_report
 from tests.cast import make_version
 
 pytestmark = pytest.mark.django_db
@@ -222,8 +223,8 @@ def test_group_editor_counts_matches_live_and_saves(cast):
 def test_release_list_and_dashboard_show_counts_and_failures(cast):
     release = started_release(cast, stages=[{"basis_points": 10_000}])
     deployment = release.deployments.first()
-    releases.record_report(deployment.device, deployment.pk, "downloading")
-    releases.record_report(
+    record_report(deployment.device, deployment.pk, "downloading")
+    record_report(
         deployment.device, deployment.pk, "failed", error_code="oom", error="out of memory"
     )
     viewer = login(cast.viewer)

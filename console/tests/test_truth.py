@@ -10,13 +10,9 @@ import pytest
 from console.tests.helpers import login, url
 from devices.services import device_hello
 from releases.models import Deployment
-from releases.services import (
-    create_release,
-    evaluate_release,
-    record_report,
-    rollback_release,
-    start_release,
-)
+from releases.reports import record_report
+from releases.rollout import evaluate_release
+from releases.services import create_release, rollback_release, start_release
 from tests.cast import make_version
 
 pytestmark = pytest.mark.django_db

@@ -18,7 +18,7 @@ from console.access import app_page, console_login_required, forbidden
 from console.queries import counts_for_releases, keyset_page
 from console.views.base import page
 from devices.models import Device
-from releases.choices import ReleaseState
+from releases.choices import ROLLING_OUT_STATES
 from releases.models import Release
 from tasks.models import Task
 
@@ -28,7 +28,7 @@ SLUG = re.compile(r"^[a-z0-9][a-z0-9-]{0,63}$")
 @app_page()
 def overview(request: HttpRequest, app) -> HttpResponse:
     active = list(
-        Release.objects.filter(app=app, state__in=(ReleaseState.RUNNING, ReleaseState.PAUSED))
+        Release.objects.filter(app=app, state__in=ROLLING_OUT_STATES)
         .select_related("task", "version")
         .order_by("-id")[:10]
     )

@@ -5,12 +5,12 @@ from __future__ import annotations
 from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.shortcuts import render
 
-from console.context import console
 from walle_device.protocol import loads_strict
 
 
 def page(request: HttpRequest, template: str, ctx: dict | None = None, status: int = 200):
-    return render(request, template, console(request) | (ctx or {}), status=status)
+    # The app switcher and role flags come from the console.context processor (settings).
+    return render(request, template, ctx or {}, status=status)
 
 
 def read_json(request: HttpRequest) -> tuple[dict | None, HttpResponse | None]:

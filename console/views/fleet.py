@@ -12,7 +12,6 @@ from django.views.decorators.http import require_POST
 
 from accounts.choices import Role
 from console.access import app_page, forbidden
-from console.groups import GroupError, save_group
 from console.queries import (
     FLEET_FILTERS,
     filter_fleet,
@@ -25,7 +24,7 @@ from console.queries import (
 from console.views.base import page, read_json
 from devices.choices import GroupKind
 from devices.models import Device, DeviceGroup, RunStat
-from devices.services import retire_device
+from devices.services import GroupError, retire_device, save_group
 from releases import models as release_models
 from releases.models import DeploymentEvent
 from tasks.models import Task, TaskVersion

@@ -14,18 +14,28 @@ from console.views.base import page
 from devices.models import DeviceGroup
 from devices.targeting import TARGET_KEYS
 from releases import compare, gates, monitoring, policy
-from releases.choices import ReleaseState
+from releases.choices import (
+    ALLOWED_ACTIONS,
+    FAILED_DEPLOYMENT_STATES,
+    IN_FLIGHT_DEPLOYMENT_STATES,
+    ROLLING_OUT_STATES,
+    DeploymentState,
+    ReleaseState,
+)
 from releases.models import Release
 from tasks.models import Task
 
-ACTIONS = {
-    ReleaseState.DRAFT: ["abort"],
-    ReleaseState.RUNNING: ["pause", "advance", "abort", "rollback"],
-    ReleaseState.PAUSED: ["resume", "advance", "abort", "rollback"],
-    ReleaseState.COMPLETED: ["rollback"],
-    ReleaseState.ABORTED: ["rollback"],
-    ReleaseState.ROLLED_BACK: [],
-}
+
+def state_machine() -> dict:
+    """The release state machine and deployment state groups, as the dashboard's JavaScript
+    reads them (json_script): the same tables the services' guards use."""
+    return {
+        "actions": {state: list(actions) for state, actions in ALLOWED_ACTIONS.items()},
+        "rolling_out": list(ROLLING_OUT_STATES),
+        "deployment_states": list(DeploymentState.values),
+        "in_flight": list(IN_FLIGHT_DEPLOYMENT_STATES),
+        "failed": list(FAILED_DEPLOYMENT_STATES),
+    }
 
 
 @app_page()
@@ -121,7 +131,12 @@ def release_dashboard(request: HttpRequest, app, release_id: int) -> HttpRespons
             "running": monitoring.running_now(release),
             "compare_labels": compare.labels(release, []),
             "failures": monitoring.failure_reasons(release),
-            "actions": ACTIONS.get(release.state, []),
+            "actions": ALLOWED_ACTIONS[release.state],
+            "machine": state_machine(),
+            "deployment_states": DeploymentState.values,
+            "count_tiles": [*DeploymentState.values, "total"],
+            "in_flight": ",".join(IN_FLIGHT_DEPLOYMENT_STATES),
+            "failed_states": ",".join(FAILED_DEPLOYMENT_STATES),
             "versions": versions,
             "rollbacks": release.rollbacks.order_by("-id")[:5],
             "nav": "releases",

@@ -254,7 +254,7 @@ def test_a_full_queue_answers_retry_after_and_stores_nothing(cast):
 def test_a_batch_that_cannot_commit_is_not_acked(cast, monkeypatch):
     from django.db import OperationalError
 
-    from releases import services
+    from releases import reports
 
     release = start_release(create_release(cast.version))
     device = cast.devices[0]
@@ -266,7 +266,7 @@ def test_a_batch_that_cannot_commit_is_not_acked(cast, monkeypatch):
     async def go():
         comm = connect(cast.tokens[device.uid])
         assert (await comm.connect())[0]
-        monkeypatch.setattr(services, "record_reports", locked)
+        monkeypatch.setattr(reports, "record_reports", locked)
         busy = await send(comm, "report", id="r1", deployment=dep.pk, state="downloading")
         assert busy["code"] == "busy" and busy["ref"] == "r1" and busy["retry_after"] > 0
         await comm.disconnect()

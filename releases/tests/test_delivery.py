@@ -13,13 +13,9 @@ from django.test.utils import CaptureQueriesContext
 from devices.models import Device
 from releases.desired import CACHE, desired_states
 from releases.models import Deployment
-from releases.services import (
-    Report,
-    create_release,
-    evaluate_release,
-    record_reports,
-    start_release,
-)
+from releases.reports import Report, record_reports
+from releases.rollout import evaluate_release
+from releases.services import create_release, start_release
 from tests.cast import make_device
 
 pytestmark = pytest.mark.django_db

@@ -14,15 +14,15 @@ from devices import targeting
 from devices.services import device_hello
 from releases.desired import desired_state
 from releases.models import Deployment, Release
+from releases.reports import record_report
+from releases.rollout import evaluate_release
 from releases.services import (
     ReleaseError,
     abort_release,
     advance_release,
     create_release,
-    evaluate_release,
     pause_release,
     pin_device,
-    record_report,
     resume_release,
     rollback_release,
     start_release,

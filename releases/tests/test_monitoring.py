@@ -17,14 +17,9 @@ from releases import gates, timeline
 from releases.compare import new_vs_control
 from releases.models import Deployment, DeploymentEvent, Release
 from releases.monitoring import deployment_counts
-from releases.services import (
-    advance_release,
-    create_release,
-    evaluate_release,
-    record_report,
-    rollback_release,
-    start_release,
-)
+from releases.reports import record_report
+from releases.rollout import evaluate_release
+from releases.services import advance_release, create_release, rollback_release, start_release
 from tests.cast import make_device, make_version
 from walle_web.tests.test_stats import fisher_by_enumeration
 from walle_web.timerange import TimeRange

@@ -9,13 +9,9 @@ from releases import running
 from releases.choices import RunningState
 from releases.models import Deployment, Release, RunningVersion
 from releases.monitoring import deployment_counts
-from releases.services import (
-    create_release,
-    evaluate_release,
-    record_report,
-    rollback_release,
-    start_release,
-)
+from releases.reports import record_report
+from releases.rollout import evaluate_release
+from releases.services import create_release, rollback_release, start_release
 from tests.cast import make_version
 
 pytestmark = pytest.mark.django_db

@@ -9,12 +9,8 @@ from releases import services
 from releases.choices import DeploymentState, ReleaseState
 from releases.desired import desired_state
 from releases.models import Deployment, DeploymentEvent
-from releases.services import (
-    ReleaseError,
-    create_release,
-    record_report,
-    start_release,
-)
+from releases.reports import record_report
+from releases.services import ReleaseError, create_release, start_release
 from tests.cast import make_device, make_version
 
 pytestmark = pytest.mark.django_db

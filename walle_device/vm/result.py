@@ -6,6 +6,11 @@ from dataclasses import dataclass, field
 from typing import Any
 
 TRACEBACK_MAX_CHARS = 8000
+# A run_stats frame's last_error is stored by the server up to 32 KiB of JSON
+# (devices.services.MAX_LAST_ERROR_BYTES): these caps fit it even when every character is
+# escaped (six bytes each).
+LAST_ERROR_MESSAGE_CHARS = 1000
+LAST_ERROR_TRACEBACK_CHARS = 4000
 
 
 @dataclass(frozen=True)
@@ -44,8 +49,8 @@ class RunResult:
             return None
         return {
             "type": self.error_type or "Error",
-            "message": self.message[:2000],
-            "traceback": self.traceback[-TRACEBACK_MAX_CHARS:],
+            "message": self.message[:LAST_ERROR_MESSAGE_CHARS],
+            "traceback": self.traceback[-LAST_ERROR_TRACEBACK_CHARS:],
         }
 
 

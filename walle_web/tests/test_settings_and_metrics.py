@@ -5,7 +5,8 @@ from datetime import timedelta
 import pytest
 from django.utils import timezone
 
-from releases.services import create_release, evaluate_release, start_release
+from releases.rollout import evaluate_release
+from releases.services import create_release, start_release
 from walle_web.checks import check_walle_settings
 from walle_web.env import database_from_url
 
@@ -32,7 +33,7 @@ def test_database_urls_parse_for_both_backends(tmp_path):
         "walle",
         "s@cret",
         "db.local",
-        "5433",
+        5433,
         60,
     )
     pooled = database_from_url("postgres://walle@db.local/walle", str(tmp_path), 6)
@@ -74,8 +75,8 @@ def test_metrics_expose_releases_deployments_and_process_counters(cast, client, 
     assert client.get("/metrics").status_code == 401  # figures span every app
     assert client.get("/metrics", HTTP_AUTHORIZATION="Bearer wrong").status_code == 401
     body = client.get("/metrics", HTTP_AUTHORIZATION="Bearer scrape-token").content.decode()
-    assert 'walle_releases{state="running"} 1' in body
-    assert f'walle_deployments{{state="pending"}} {len(cast.devices)}' in body
+    assert 'walle_releases{state="running"} 1.0' in body
+    assert f'walle_deployments{{state="pending"}} {len(cast.devices)}.0' in body
     assert (
         "walle_process_notices_sent_total" in body
         and "walle_process_reports_received_total" in body

@@ -16,9 +16,10 @@ import time
 from django.core.management.base import BaseCommand
 from django.db import close_old_connections
 
+from releases.choices import QUIET_STEPS
 from releases.events import worker_tick
 from releases.models import Release
-from releases.services import due_releases, evaluate_release, set_worker_error
+from releases.rollout import due_releases, evaluate_release, set_worker_error
 
 log = logging.getLogger(__name__)
 
@@ -31,9 +32,6 @@ class Command(BaseCommand):
         parser.add_argument(
             "--once", action="store_true", help="one pass over the due releases, then exit"
         )
-        parser.add_argument(
-            "--not-before", type=float, default=0.0, help="wait until this Unix time first (tests)"
-        )
 
     def handle(self, *args, **opts):
         stopping = False
@@ -45,8 +43,6 @@ class Command(BaseCommand):
         signal.signal(signal.SIGTERM, stop)
         signal.signal(signal.SIGINT, stop)
         rng = random.Random()
-        if opts["not_before"] > time.time():
-            time.sleep(opts["not_before"] - time.time())
         failing: set[int] | None = None
         while not stopping:
             close_old_connections()
@@ -81,6 +77,6 @@ class Command(BaseCommand):
         if release_id in failing:
             set_worker_error(release_id, "")
             failing.discard(release_id)
-        if outcome not in ("idle", "waiting", "paused", "finishing"):
+        if outcome not in QUIET_STEPS:
             self.stdout.write(f"release {release_id}: {outcome}")
             self.stdout.flush()

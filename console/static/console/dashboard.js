@@ -6,11 +6,11 @@
   const root = document.getElementById("dashboard");
   if (!root) return;
   const releaseId = Number(root.dataset.release);
-  const STATES = ["pending", "notified", "downloading", "installed", "succeeded", "failed", "timed_out", "rolled_back"];
-  const ACTIONS = {
-    draft: ["start", "abort"], running: ["pause", "advance", "abort", "rollback"], paused: ["resume", "advance", "abort", "rollback"],
-    completed: ["rollback"], aborted: ["rollback"], rolled_back: [],
-  };
+  // The release state machine and the deployment state groups, from releases/choices.py.
+  const MACHINE = JSON.parse(document.getElementById("release-machine").textContent);
+  const STATES = MACHINE.deployment_states;
+  const ACTIONS = MACHINE.actions;
+  const sum = (counts, states) => states.reduce((n, s) => n + (counts[s] || 0), 0);
   const liveBox = document.getElementById("live-status");
   const resultBox = document.getElementById("action-result");
   const rangeSel = document.getElementById("range");
@@ -30,7 +30,7 @@
   if (startError) notify("error", "The release was created but not started: " + startError);
 
   /* ---- counts, state, progress ---- */
-  function inProgress(c) { return (c.notified || 0) + (c.downloading || 0) + (c.installed || 0); }
+  function inProgress(c) { return sum(c, MACHINE.in_flight); }
   function applySnapshot(snap) {
     const counts = snap.counts || {};
     for (const key of [...STATES, "total"]) {
@@ -44,7 +44,7 @@
     }
     // The bar's segments are the tiles' numbers: every device of the total is in one of them.
     const total = counts.total || 0;
-    const ok = counts.succeeded || 0, bad = (counts.failed || 0) + (counts.timed_out || 0);
+    const ok = counts.succeeded || 0, bad = sum(counts, MACHINE.failed);
     const rolled = counts.rolled_back || 0, busy = inProgress(counts), pending = counts.pending || 0;
     const bar = document.getElementById("progress-bar");
     const pct = (n) => (total ? (100 * n) / total : 0) + "%";
@@ -110,7 +110,7 @@
   let window_ = null; // {since, until} in seconds, from the last timeline answer
   function xRange() {
     if (!window_) { const now = Date.now() / 1000; return [now - 60, now]; }
-    const live = !lastState || ["running", "paused", "draft"].includes(lastState);
+    const live = !lastState || lastState === "draft" || MACHINE.rolling_out.includes(lastState);
     const until = live ? Math.max(window_.until, Date.now() / 1000) : window_.until;
     return [window_.since, Math.max(until, window_.since + 60)];
   }
@@ -151,7 +151,7 @@
     const now = Date.now() / 1000;
     const last = stateSeries.t[stateSeries.t.length - 1];
     if (now <= last) return;
-    const point = { succeeded: counts.succeeded || 0, failed: (counts.failed || 0) + (counts.timed_out || 0),
+    const point = { succeeded: counts.succeeded || 0, failed: sum(counts, MACHINE.failed),
       in_progress: inProgress(counts), pending: counts.pending || 0, rolled_back: counts.rolled_back || 0 };
     stateSeries.t.push(now);
     for (const [k] of STATE_LINES) stateSeries[k].push(point[k]);
@@ -288,7 +288,7 @@
       const c = s.counts;
       li.querySelector("[data-stage-total]").textContent = c.total;
       li.querySelector("[data-stage-ok]").textContent = c.succeeded;
-      li.querySelector("[data-stage-failed]").textContent = (c.failed || 0) + (c.timed_out || 0);
+      li.querySelector("[data-stage-failed]").textContent = sum(c, MACHINE.failed);
       // Pending = admitted but not rung yet: the stage is not finished while they wait.
       const pending = li.querySelector("[data-stage-pending]");
       if (pending && c.pending !== undefined) pending.textContent = c.pending;
@@ -440,7 +440,7 @@
   loadTimeline();
   loadCompare();
   // Quiet periods bring no snapshot: the charts still follow the clock (and new run stats).
-  setInterval(() => { if (!document.hidden && ["running", "paused"].includes(lastState)) scheduleCharts(); }, 30000);
+  setInterval(() => { if (!document.hidden && MACHINE.rolling_out.includes(lastState)) scheduleCharts(); }, 30000);
   loadDetails();
   loadDeployments();
   if ("WebSocket" in window) connect(); else startPolling();
