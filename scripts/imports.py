@@ -61,6 +61,8 @@ RELAY = (
 )
 EXCEPTIONS: dict[tuple[str, str], str] = {
     ("devices.push", "walle_web"): RELAY,
+    # the ingest writer holds the relay's publishes until a batch's acks are out (HeldPublishes)
+    ("devices.ingest", "walle_web"): RELAY,
     ("devices.services", "walle_web"): RELAY,
     ("releases.events", "walle_web"): RELAY,
 }
