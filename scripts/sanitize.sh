@@ -35,9 +35,14 @@ export UBSAN_OPTIONS="halt_on_error=1:print_stacktrace=1"
 sanitized() { PYTHONPATH="$SAN_PYTHONPATH" LD_PRELOAD="$SAN_PRELOAD" "$@"; }
 sanitized "$PY" -c "import walle_engine._core as c; assert c.__file__.startswith('$BUILD'), c.__file__"
 
-echo "== sanitize: hostile model files and fuzz corpora under ASan + UBSan"
-sanitized "$PY" -m pytest -q -p no:cacheprovider \
-  "$ROOT/engine/tests/test_model_file_hostile.py" "$ROOT/engine/tests/test_fuzz_targets.py"
+echo "== sanitize: the engine's own tests, hostile model files and fuzz corpora under ASan + UBSan"
+# The engine's tests but the model zoo and ONNX backend suites (minutes of large models
+# that the regular build runs) and the packaging probe (it times the FMA peak): the
+# arithmetic, array, image, kernel, fused-kernel, budget and hostile-input suites.
+T="$ROOT/engine/tests"
+sanitized "$PY" -m pytest -q -p no:cacheprovider "$T/test_atomic.py" "$T/test_np.py" "$T/test_cv.py" \
+  "$T/test_budget.py" "$T/test_conv_kernels.py" "$T/test_fused.py" "$T/test_hostile_shapes.py" \
+  "$T/test_model_file_hostile.py" "$T/test_fuzz_targets.py"
 
 # Fuzzing is coverage-guided only without the preloaded gcc ASan runtime (it would shadow
 # libFuzzer's coverage hooks), so each target first fuzzes the regular build for
