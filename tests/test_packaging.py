@@ -98,6 +98,9 @@ def test_the_wheel_installs_alone_and_django_starts_from_it(wheel, tmp_path):
             "-q",
             "--no-deps",
             "--no-index",
+            # without it pip first uninstalls the development venv's own (editable) walle,
+            # and every later test that starts a Python without the source tree breaks
+            "--ignore-installed",
             "--prefix",
             str(env_dir),
             str(wheel),
@@ -106,6 +109,14 @@ def test_the_wheel_installs_alone_and_django_starts_from_it(wheel, tmp_path):
         timeout=300,
     )
     assert (env_dir / "bin" / "walle-device").exists()
+    # the development venv keeps its own walle (the rest of the suite imports it)
+    kept = subprocess.run(
+        [sys.executable, "-c", "import importlib.metadata as m; print(m.version('walle'))"],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+    )
+    assert kept.returncode == 0, kept.stderr
     env = {
         "PATH": os.environ["PATH"],
         "HOME": str(tmp_path),
