@@ -693,25 +693,25 @@ ATTRIBUTE_NAMES = frozenset(
     move_to_end msg mul multimode multiply n_fields n_sequence_fields n_unnamed_fields name
     name_from namedtuple nan nanj nbytes ndarray ndim ne neg negative new_child newaxis next
     nextafter nlargest nonzero normalize normalvariate not_ not_equal now np nsmallest num_threads
-    numerator obj object oct offset ones ones_like ops optional or_ ord outputs overlap overload
-    pad pairwise parents paretovariate partial partialmethod partition path pattern pdf
+    numerator obj object oct offset offset_in ones ones_like ops optional or_ ord outputs overlap
+    overload pad pairwise parents paretovariate partial partialmethod partition path pattern pdf
     perf_counter perf_counter_ns perm permutations phase pi plan polar pop popitem popleft pos pow
     power print_file_and_line prod product profile property pstdev pvariance quantiles radians
     randbytes randint random randrange range raster ravel re read readonly real reason rect reduce
     register regs release remainder remove removeprefix removesuffix repeat replace repr reshape
     resize resolution return_tensor reverse reversed rfind rindex rjust rotate round rpartition
     rshift rsplit rstrip run sample samples scanner search second seconds seed select send set
-    setdefault setitem setstate setter shape shuffle sigmoid sign sin sinh size size_bytes sleep
-    slice sort sorted span split splitlines sqrt square squeeze stack starmap start startswith
-    state staticmethod std stdev step steps stop str strerror strftime strides string strip
-    strptime struct_time sub subgroup subn suboffsets subtract sum sumprod super supported_isas
-    supported_ops swapcase symmetric_difference symmetric_difference_update take takewhile tan
-    tanh task_id tau tee tensor text throw time time_left time_ns timedelta timestamp timetuple
-    timetz timezone title tm_gmtoff tm_hour tm_isdst tm_mday tm_min tm_mon tm_sec tm_wday tm_yday
-    tm_year tm_zone to_bytes to_tensor tobytes today tolist toordinal topk toreadonly total
-    total_ordering total_seconds translate transpose triangular true_divide truediv trunc truth
-    tuple type tzinfo tzname uint8 ulp unary uniform union update upload upper utc
-    utcfromtimestamp utcnow utcoffset utctimetuple value values var variance vonmisesvariate
+    setdefault setitem setstate setter shape shares_storage shuffle sigmoid sign sin sinh size
+    size_bytes sleep slice sort sorted span split splitlines sqrt square squeeze stack starmap
+    start startswith state staticmethod std stdev step steps stop str strerror strftime strides
+    string strip strptime struct_time sub subgroup subn suboffsets subtract sum sumprod super
+    supported_isas supported_ops swapcase symmetric_difference symmetric_difference_update take
+    takewhile tan tanh task_id tau tee tensor text throw time time_left time_ns timedelta
+    timestamp timetuple timetz timezone title tm_gmtoff tm_hour tm_isdst tm_mday tm_min tm_mon
+    tm_sec tm_wday tm_yday tm_year tm_zone to_bytes to_tensor tobytes today tolist toordinal topk
+    toreadonly total total_ordering total_seconds translate transpose triangular true_divide
+    truediv trunc truth tuple type tzinfo tzname uint8 ulp unary uniform union update upload upper
+    utc utcfromtimestamp utcnow utcoffset utctimetuple value values var variance vonmisesvariate
     warning weekday weibullvariate where window with_traceback xor year zeros zeros_like zfill zip
     zip_longest zscore
     """.split()
