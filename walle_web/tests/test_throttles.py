@@ -169,3 +169,30 @@ def test_a_burst_at_a_window_edge_does_not_double_the_rate(throttle_cache):
     assert allowed(throttle, "10.1.0.4", 10) == [True] * 10
     clock.now = 6061.0  # one second into the next: the burst still weighs 59/60 of itself
     assert allowed(throttle, "10.1.0.4", 3) == [True, False, False]
+
+
+def test_concurrent_requests_never_get_more_than_the_limit(throttle_cache):
+    # Many requests of one caller at once: each reads the counters while the others are in
+    # flight, so a read-then-count throttle lets most of them through. Exactly the limit may
+    # pass, whatever the interleaving, and the refused ones leave the count at the limit.
+    import threading
+
+    clock = Clock(12_000.0)
+    throttle = make_throttle(throttle_cache, clock, "10/min")
+    for round_ in range(5):
+        address = f"10.2.0.{round_}"
+        start = threading.Barrier(40)
+        results: list[bool] = []
+
+        def call(address=address, start=start, results=results) -> None:
+            request = caller(address)
+            start.wait()
+            results.append(throttle().allow_request(request, None))
+
+        threads = [threading.Thread(target=call) for _ in range(40)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        assert results.count(True) == 10, (address, results.count(True))
+        assert allowed(throttle, address, 1) == [False]
