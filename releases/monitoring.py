@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+
 from django.db import connection
 from django.db.models import CharField, Count, F, Func, QuerySet, Value
 from django.db.models.functions import TruncMinute
@@ -149,20 +151,46 @@ def running_now(release: Release) -> dict:
     }
 
 
-def release_monitoring(release: Release) -> dict:
+# The monitoring sections a caller may ask for (`?sections=`), each computed only when asked:
+# the dashboard refreshes a few of them every few seconds and needs neither the per-minute
+# series nor the version comparison, the two heaviest.
+SECTIONS = {
+    "stages": stage_breakdown,
+    "time_series": time_series,
+    "failure_reasons": failure_reasons,
+    # New version vs control, with sample sizes and verdicts (releases/compare.py).
+    "run_metrics": compare.new_vs_control,
+    "explain": gates.explain,
+    "running": running_now,
+}
+
+
+def release_monitoring(release: Release, sections: Iterable[str] | None = None) -> dict:
+    """The release's counts and rates, plus the named SECTIONS (all of them by default)."""
     counts = deployment_counts(release)
-    return {
+    body = {
         "release": release.pk,
         "state": release.state,
         "reason": release.reason,
         "current_stage": release.current_stage + 1,
         "counts": counts,
         **_rates(counts),
-        "stages": stage_breakdown(release),
-        "time_series": time_series(release),
-        "failure_reasons": failure_reasons(release),
-        # New version vs control, with sample sizes and verdicts (releases/compare.py).
-        "run_metrics": compare.new_vs_control(release),
-        "explain": gates.explain(release),
-        "running": running_now(release),
     }
+    for name in SECTIONS if sections is None else sections:
+        body[name] = SECTIONS[name](release)
+    return body
+
+
+def parse_sections(raw: str | None) -> list[str] | None:
+    """`?sections=stages,explain` -> those names; None (every section) when absent."""
+    if raw is None:
+        return None
+    names = [n.strip() for n in raw.split(",") if n.strip()]
+    unknown = [n for n in names if n not in SECTIONS]
+    if unknown:
+        raise ParamError(
+            "sections",
+            f"unknown monitoring section {', '.join(unknown)}; use any of "
+            f"{', '.join(SECTIONS)} (comma separated), or leave it out for all",
+        )
+    return names

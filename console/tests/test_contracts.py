@@ -3,11 +3,15 @@ API: if a field is renamed on either side, this fails here and not in a user's b
 
 from __future__ import annotations
 
+import re
+from pathlib import Path
+
 import pytest
 
 from tests.cast import make_version
 
 pytestmark = pytest.mark.django_db
+ROOT = Path(__file__).resolve().parents[2]
 
 # What console/static/console/wizard.js posts when every field of the wizard is filled in.
 WIZARD_BODY = {
@@ -85,6 +89,16 @@ def test_the_dashboard_actions_and_monitoring_answer_what_the_page_reads(cast):
     for key in ("counts", "stages", "time_series", "failure_reasons", "run_metrics"):
         assert key in monitoring, key
     assert set(monitoring["run_metrics"]) >= {"new", "control"}
+    # The dashboard asks for a subset: every `m.<section>` it reads must be in its request.
+    script = (ROOT / "console/static/console/dashboard.js").read_text()
+    asked = re.search(r'"monitoring/\?sections=([a-z_,]+)"', script)
+    assert asked, "dashboard.js no longer names the monitoring sections it reads"
+    details = script[script.index("async function loadDetails()") :]
+    details = details[: details.index("\n  }\n")]
+    reads = set(re.findall(r"\bm\.([a-z_]+)", details))
+    assert reads and reads <= set(asked.group(1).split(",")), reads
+    subset = api.get(f"/api/v1/releases/{rid}/monitoring/?sections={asked.group(1)}")
+    assert subset.status_code == 200 and reads <= set(subset.json())
     # A viewer reads the same but may not act: the dashboard hides the buttons, the API refuses.
     viewer = cast.api("viewer")
     assert viewer.get(f"/api/v1/releases/{rid}/monitoring/").status_code == 200

@@ -26,6 +26,7 @@ from releases.api.serializers import (
 )
 from releases.models import Deployment, Pin, Release
 from walle_web.filters import ListFiltersOnly
+from walle_web.params import ParamError
 from walle_web.timerange import RangeError, TimeRange, parse_range
 
 
@@ -157,11 +158,29 @@ class ReleaseViewSet(
         except services.ReleaseError as exc:
             raise ValidationError({"release": [str(exc)]}) from None
 
-    @extend_schema(responses={200: dict})
+    @extend_schema(
+        parameters=[
+            OpenApiParameter(
+                "sections",
+                str,
+                description="comma-separated subset of "
+                + ", ".join(monitoring.SECTIONS)
+                + " (default: all)",
+            )
+        ],
+        responses={200: dict, 400: None},
+    )
     @action(detail=True, methods=["get"])
     def monitoring(self, request, pk=None):
-        """Counts per stage, per-minute transitions, top failure reasons, run metrics new vs control."""
-        return Response(monitoring.release_monitoring(self.get_object()))
+        """Counts per stage, per-minute transitions, top failure reasons, run metrics new vs control.
+
+        `?sections=stages,failure_reasons` computes only those (the counts always come).
+        """
+        try:
+            sections = monitoring.parse_sections(request.query_params.get("sections"))
+        except ParamError as exc:
+            raise ValidationError({exc.param: [str(exc)]}) from None
+        return Response(monitoring.release_monitoring(self.get_object(), sections))
 
     def _range(self, request, release: Release) -> TimeRange:
         try:

@@ -352,6 +352,27 @@ def test_monitoring_reports_counts_series_reasons_and_run_metrics(fleet, setting
     )
 
 
+def test_monitoring_computes_only_the_sections_asked_for(fleet):
+    release = start_release(
+        create_release(fleet.version, stages=[{"basis_points": 10000, "error_gate": 1.0}])
+    )
+    finish(release, "failed", model="Moto G84", error_code="hash_mismatch")
+    api = fleet.api("viewer")
+    url = f"/api/v1/releases/{release.pk}/monitoring/"
+    full = api.get(url).json()
+    part = api.get(url + "?sections=stages,failure_reasons").json()
+    # The counts always come; of the sections, exactly those asked for, equal to the full answer.
+    assert set(full) - set(part) == {"time_series", "run_metrics", "explain", "running"}
+    for key in part:
+        assert part[key] == full[key], key
+    assert set(api.get(url + "?sections=").json()) == set(full) - set(
+        ("stages", "time_series", "failure_reasons", "run_metrics", "explain", "running")
+    )
+    bad = api.get(url + "?sections=stages,everything")
+    assert bad.status_code == 400
+    assert "unknown monitoring section everything" in bad.json()["sections"][0]
+
+
 def test_wrong_state_actions_are_409_with_the_reason(fleet):
     api = fleet.api("operator")
     rid = api.post("/api/v1/releases/", {"version": fleet.version.pk}, format="json").json()["id"]

@@ -296,7 +296,8 @@
   }
 
   async function loadDetails() {
-    const res = await Walle.api("GET", root.dataset.api + "monitoring/");
+    const res = await Walle.api(
+      "GET", root.dataset.api + "monitoring/?sections=failure_reasons,stages,explain,running");
     if (res.ok) {
       const m = res.data;
       renderFailures(m.failure_reasons);
