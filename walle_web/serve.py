@@ -144,8 +144,8 @@ class LeanServer(Server):
 
             self.rollout = RolloutLoop(settings.WALLE_ROLLOUT_INTERVAL)
             self.rollout.start()
-            # Before daphne kills the applications: the step in progress commits and its
-            # publishes reach the loop, which still runs during the "before" phase.
+            # In the "before" phase the event loop still runs: the step in progress commits
+            # and what it publishes is handed to the loop before the process ends.
             reactor.addSystemEventTrigger("before", "shutdown", self.rollout.stop)
 
     def _flush_access_log(self) -> None:
