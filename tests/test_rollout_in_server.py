@@ -89,3 +89,8 @@ def test_the_server_rolls_out_a_release_started_from_a_shell(tmp_path):
         log = server.logs[0].read_text()
         assert f"release {release['id']}: advanced" in log
         assert f"release {release['id']}: completed" in log
+        # SIGTERM stops the loop with the server: the process ends by itself, cleanly.
+        daphne = server.procs[0]
+        daphne.terminate()
+        assert daphne.wait(timeout=60) == 0
+        assert "Traceback" not in server.logs[0].read_text()
