@@ -10,6 +10,7 @@ import signal
 
 from django.core.management.base import BaseCommand
 
+from devices.publish import reaches_sockets
 from releases.worker import RolloutLoop
 
 
@@ -23,6 +24,13 @@ class Command(BaseCommand):
         )
 
     def handle(self, *args, **opts):
+        if not reaches_sockets() and not opts["once"]:
+            # Harmless (the loops serialize per release) but rings nobody from here.
+            self.stderr.write(
+                "no REDIS_URL: the server process runs the rollout loop itself "
+                "(WALLE_ROLLOUT_IN_SERVER); this worker's notices reach no device, so it "
+                "leaves devices pending for the server to ring"
+            )
         loop = RolloutLoop(opts["interval"], say=self.say)
         signal.signal(signal.SIGTERM, lambda *_: loop.stopping.set())
         signal.signal(signal.SIGINT, lambda *_: loop.stopping.set())
