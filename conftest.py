@@ -7,6 +7,16 @@ import pytest
 
 
 @pytest.fixture(autouse=True)
+def _serving_sockets(monkeypatch):
+    # The test process is the server: its websocket communicators are the devices' sockets,
+    # so what it publishes reaches them (devices.publish.reaches_sockets), whether or not a
+    # test imported walle_web.asgi yet.
+    from devices import publish
+
+    monkeypatch.setattr(publish, "IN_SERVER", True)
+
+
+@pytest.fixture(autouse=True)
 def _isolated_content(settings, tmp_path):
     from django.core.cache import cache
 

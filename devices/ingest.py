@@ -33,7 +33,7 @@ from typing import Any
 from django.conf import settings
 from django.db import DatabaseError, close_old_connections, transaction
 
-from walle_web.relay import HELD, HeldPublishes
+from devices.publish import HELD, HeldPublishes
 
 log = logging.getLogger(__name__)
 

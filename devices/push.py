@@ -20,6 +20,7 @@ from typing import Protocol
 
 from channels.layers import get_channel_layer
 
+from devices.publish import group_send
 from walle_device import protocol
 
 log = logging.getLogger(__name__)
@@ -161,13 +162,9 @@ registry = Registry()
 
 def publish_notice(notice: Notice) -> None:
     """Publish one notice to every server process (called after commit, from any thread)."""
-    from walle_web.relay import group_send
-
     group_send(NOTICE_GROUP, {"type": "release.notice", **asdict(notice)})
 
 
 def publish_release_changed(app_id: int) -> None:
     """Tell every server process that an app's releases changed (called after commit)."""
-    from walle_web.relay import group_send
-
     group_send(NOTICE_GROUP, {"type": "release.changed", "app": app_id})

@@ -15,6 +15,7 @@ from accounts.services import audit, find_enrollment_key, hash_secret
 from devices import push, targeting
 from devices.choices import GroupKind
 from devices.models import Device, DeviceGroup, Result, RunStat
+from devices.publish import group_send
 from walle_device import protocol
 from walle_device.protocol import ATTR_FIELDS, ProtocolError
 
@@ -144,9 +145,6 @@ def retire_device(device: Device, *, by: AbstractBaseUser | None = None) -> Devi
     After commit, one notice on the push channel makes every server process close the
     device's open sockets (devices/limits.close_devices).
     """
-    from devices.push import NOTICE_GROUP
-    from walle_web.relay import group_send
-
     with transaction.atomic():
         locked = Device.objects.select_for_update(no_key=True).get(pk=device.pk)
         if locked.retired_at is not None:
@@ -160,7 +158,7 @@ def retire_device(device: Device, *, by: AbstractBaseUser | None = None) -> Devi
         audit(locked.app, by, "device.retire", "device", locked.uid)
         uid = locked.uid
         transaction.on_commit(
-            lambda: group_send(NOTICE_GROUP, {"type": "device.revoked", "device_uids": [uid]})
+            lambda: group_send(push.NOTICE_GROUP, {"type": "device.revoked", "device_uids": [uid]})
         )
     return locked
 

@@ -19,6 +19,7 @@ import threading
 from django.db import transaction
 from django.dispatch import Signal
 
+from devices.publish import group_send, server_loop
 from devices.push import publish_release_changed, release_changed_here
 
 log = logging.getLogger(__name__)
@@ -34,8 +35,6 @@ def app_group(app_id: int) -> str:
 
 
 def _publish(release_id: int, app_id: int, kind: str) -> None:
-    from walle_web.relay import group_send
-
     message = {"type": "release.update", "release": release_id, "kind": kind}
     try:
         group_send(release_group(release_id), message, skip_if_empty=True)
@@ -96,8 +95,6 @@ class _Coalescer:
         self._scheduled_on = None  # the loop a flush is scheduled on, if any
 
     def mark(self, release_id: int, app_id: int) -> None:
-        from walle_web.relay import server_loop
-
         loop = server_loop()
         if loop is None:  # no server loop here (rollout worker, a shell): publish now
             _publish(release_id, app_id, "deployment")

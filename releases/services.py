@@ -21,6 +21,7 @@ from django.utils import timezone
 from accounts.services import audit
 from devices.ingest import Rejected
 from devices.models import Device, DeviceGroup
+from devices.publish import reaches_sockets
 from devices.push import Notice, publish_notice
 from devices.targeting import bucket, reached_devices, validate_target
 from releases import policy, running
@@ -143,10 +144,15 @@ def admit_stage(release: Release, now: datetime) -> int:
 
     Built from value rows, not model instances (10k devices at a release start). When the
     release rings everyone at once, online devices are admitted already notified and rung
-    after commit; a paced release admits them pending and `notify_pending` rings them.
+    after commit; a paced release (or a process whose notices reach no socket) admits them
+    pending and `notify_pending` rings them.
     """
     threshold = release.stage_basis_points()
-    ring_now = release.state == ReleaseState.RUNNING and not policy.limited(release.delivery or {})
+    ring_now = (
+        release.state == ReleaseState.RUNNING
+        and not policy.limited(release.delivery or {})
+        and reaches_sockets()
+    )
     rows, rung = [], []
     already = Exists(Deployment.objects.filter(release=release, device=OuterRef("pk")))
     for device in reached_devices(release.app_id, release.target, exclude=already):
@@ -162,8 +168,12 @@ def admit_stage(release: Release, now: datetime) -> int:
 
 
 def notify_pending(release: Release, now: datetime) -> int:
-    """Ring online devices with a pending deployment, within the release's pace and in-flight cap."""
-    if release.state != ReleaseState.RUNNING:
+    """Ring online devices with a pending deployment, within the release's pace and in-flight cap.
+
+    From a process whose notices reach no socket (a shell, in the embedded configuration)
+    nobody is rung: the devices stay pending, and the server's rollout loop rings them.
+    """
+    if release.state != ReleaseState.RUNNING or not reaches_sockets():
         return 0
     delivery = release.delivery or {}
     budget: float | None = None

@@ -55,17 +55,7 @@ RANK = {name: i for i, (name, _) in enumerate(LAYERS)}
 TESTS = "tests"
 
 # (importing module, imported layer): why this upward import is allowed for now.
-RELAY = (
-    "the cross-process publish (walle_web.relay.group_send / server_loop) is reached lazily "
-    "until the rollout loop runs inside the server process and the relay goes"
-)
-EXCEPTIONS: dict[tuple[str, str], str] = {
-    ("devices.push", "walle_web"): RELAY,
-    # the ingest writer holds the relay's publishes until a batch's acks are out (HeldPublishes)
-    ("devices.ingest", "walle_web"): RELAY,
-    ("devices.services", "walle_web"): RELAY,
-    ("releases.events", "walle_web"): RELAY,
-}
+EXCEPTIONS: dict[tuple[str, str], str] = {}
 
 SKIP_DIRS = {".venv", "var", "build", "node_modules", "__pycache__"}
 

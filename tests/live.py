@@ -192,6 +192,10 @@ def live_server(
         # user 1: one prefix per database, as one deployment has one prefix.
         env["WALLE_CACHE_PREFIX"] = dbname
         processes = processes or 2
+    # The rollout loop: in the embedded configuration the server runs it (when the test asks
+    # for a worker); with Redis it is the separate `rolloutd` started below.
+    env["WALLE_ROLLOUT_IN_SERVER"] = "1" if worker and backend == "embedded" else "0"
+    env["WALLE_ROLLOUT_INTERVAL"] = "0.5"
     env.update(extra_env or {})
     processes = processes or 1
     procs: list[subprocess.Popen] = []
@@ -227,15 +231,13 @@ def live_server(
             url = f"http://127.0.0.1:{port}"
             _wait_healthy(url, proc, log)
             urls.append(url)
-        if worker:
-            # The embedded layer is in-process: the worker relays its notices to the server.
-            worker_env = {**env, "WALLE_RELAY_URL": urls[0]}
+        if worker and backend != "embedded":
             log = tmp / "rolloutd.log"
             procs.append(
                 subprocess.Popen(
                     [sys.executable, "manage.py", "rolloutd", "--interval", "0.5"],
                     cwd=ROOT,
-                    env=worker_env,
+                    env=env,
                     stdout=log.open("w"),
                     stderr=subprocess.STDOUT,
                 )

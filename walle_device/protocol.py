@@ -405,7 +405,7 @@ def loads_strict(text: str | bytes) -> Any:
 
     Raises ValueError (with a message that says what to fix) for NaN/Infinity, numbers beyond
     a double, integers beyond 64 bits, NUL characters, unpaired surrogates and nesting deeper
-    than MAX_DEPTH. REST bodies, relay messages and device frames all parse through this.
+    than MAX_DEPTH. REST bodies and device frames all parse through this.
     """
     try:
         value = json.loads(

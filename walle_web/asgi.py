@@ -18,13 +18,12 @@ django_asgi_app = ASGIStaticFilesHandler(django_asgi_app)
 from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402
 
 from console.routing import websocket_urlpatterns as console_ws  # noqa: E402
-from devices import enroll  # noqa: E402
+from devices import enroll, publish  # noqa: E402
 from devices.push import registry  # noqa: E402
 from devices.routing import websocket_urlpatterns as device_ws  # noqa: E402
 from tasks.content import ContentHandler  # noqa: E402
-from walle_web import relay  # noqa: E402
 
-relay.IN_SERVER = True
+publish.IN_SERVER = True
 
 router = ProtocolTypeRouter(
     {
@@ -39,12 +38,7 @@ content = ContentHandler(fallback=django_asgi_app)
 
 async def application(scope, receive, send):
     if scope["type"] in ("http", "websocket"):
-        # The first request binds this process's loop: publishes from threads go to it
-        # without waiting, and the process subscribes to notices and release changes.
-        loop = asyncio.get_running_loop()
-        if relay.server_loop() is not loop:
-            relay.bind_server_loop(loop)
-            registry.ensure_listener()
+        serving(asyncio.get_running_loop())
     if content.handles(scope):
         await content(scope, receive, send)
         return
@@ -57,12 +51,21 @@ async def application(scope, receive, send):
     await router(scope, receive, send)
 
 
+def serving(loop: asyncio.AbstractEventLoop) -> None:
+    """This process serves sockets on `loop` (called at server start-up, and by the first
+    request where nothing called it): publishes from threads go to the loop without waiting,
+    and the process subscribes to notices and release changes."""
+    if publish.server_loop() is not loop:
+        publish.bind_server_loop(loop)
+        registry.ensure_listener()
+
+
 async def _answer_then_publish(scope, receive, send):
-    """A Django request whose publishes (a release start's notices, a relayed message) go out
-    only once its response is sent: the caller is not kept waiting behind a fan-out to
-    every socket of this process (walle_web.relay.HeldPublishes)."""
-    held = relay.HeldPublishes()
-    token = relay.HELD.set(held)  # copied into the request's thread by asgiref
+    """A Django request whose publishes (a release start's notices) go out only once its
+    response is sent: the caller is not kept waiting behind a fan-out to every socket of
+    this process (devices.publish.HeldPublishes)."""
+    held = publish.HeldPublishes()
+    token = publish.HELD.set(held)  # copied into the request's thread by asgiref
 
     async def sending(message):
         await send(message)
@@ -72,5 +75,5 @@ async def _answer_then_publish(scope, receive, send):
     try:
         await router(scope, receive, sending)
     finally:
-        relay.HELD.reset(token)
+        publish.HELD.reset(token)
         held.release()  # a request that failed before its response still publishes

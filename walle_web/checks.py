@@ -56,6 +56,16 @@ def check_walle_settings(app_configs, **kwargs):
                 id="walle.W002",
             )
         )
+    if not settings.REDIS_URL and not settings.WALLE_ROLLOUT_IN_SERVER:
+        problems.append(
+            Warning(
+                "WALLE_ROLLOUT_IN_SERVER is off without REDIS_URL: no process can ring the devices "
+                "of a paced release or a later stage.",
+                hint="Leave WALLE_ROLLOUT_IN_SERVER on (the default) in the embedded configuration; "
+                "a separate `rolloutd` reaches no socket there.",
+                id="walle.W003",
+            )
+        )
     content_dir = settings.WALLE_CONTENT_DIR
     parent = content_dir if content_dir.exists() else content_dir.parent
     if parent.exists() and not os.access(parent, os.W_OK):

@@ -1,9 +1,10 @@
-"""`make run`: migrate, load demo data, start daphne, the rollout worker and a simulated fleet,
-and print where to look. Run it again and it is the same: the same devices (their identities
-are kept under var/fleet/), the same login, printed again and written to var/credentials.txt.
+"""`make run`: migrate, load demo data, start daphne (which runs the rollout loop) and a
+simulated fleet, and print where to look. Run it again and it is the same: the same devices
+(their identities are kept under var/fleet/), the same login, printed again and written to
+var/credentials.txt.
 
 The terminal keeps the login in view: the fleet's status is one line, rewritten in place.
-Ctrl-C stops the fleet first (its devices say goodbye), then the worker and the server, and
+Ctrl-C stops the fleet first (its devices say goodbye), then the server, and
 marks every device offline (nothing is left to hear them).
 """
 
@@ -12,7 +13,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import secrets
 import shutil
 import signal
 import subprocess
@@ -131,7 +131,8 @@ def write_credentials(url: str, demo: dict, password: str | None) -> None:
 
 def stop_all(procs: list[subprocess.Popen], term: Terminal) -> None:
     """The fleet first, so its devices disconnect while the server still hears them; then the
-    worker and the server; then whatever is still marked online is marked offline."""
+    server (and a separate rollout worker, with Redis); then whatever is still marked online
+    is marked offline."""
     for proc in reversed(procs):
         if proc.poll() is None:
             proc.terminate()
@@ -154,9 +155,8 @@ def main() -> None:
     url = f"http://{args.host}:{args.port}"
     term = Terminal()
     # A development command: DEBUG on (so the development secret key is accepted) for every
-    # process it starts, and a fresh key for the worker's relay to the server.
+    # process it starts.
     os.environ.setdefault("WALLE_DEBUG", "1")
-    os.environ.setdefault("WALLE_RELAY_KEY", secrets.token_urlsafe(32))
 
     term.line("migrating the database…")
     manage("migrate", "--noinput")
@@ -191,18 +191,19 @@ def main() -> None:
                 "walle_web.asgi:application",
             ],
             **child,
+            **piped,  # its messages (the rollout loop's steps) scroll above the fleet's status
         )
         procs.append(server)
+        pump(server, term, "server: ")
         wait_healthy(url, server)
-        # The rollout worker; in the embedded configuration it relays its notices to the server.
-        worker = subprocess.Popen(
-            [sys.executable, "-u", "manage.py", "rolloutd"],
-            env={**os.environ, "WALLE_RELAY_URL": url},
-            **child,
-            **piped,
-        )
-        procs.append(worker)
-        pump(worker, term, "worker: ")
+        # The embedded configuration runs the rollout loop inside the server process; with
+        # Redis (REDIS_URL set) it is a process of its own.
+        if os.environ.get("REDIS_URL"):
+            worker = subprocess.Popen(
+                [sys.executable, "-u", "manage.py", "rolloutd"], **child, **piped
+            )
+            procs.append(worker)
+            pump(worker, term, "worker: ")
         term.line(
             "\n"
             f"  Walle is running at {url}\n"

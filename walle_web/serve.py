@@ -16,6 +16,11 @@ tests run it instead of `python -m daphne`). Stock daphne walks every connection
 - an application still running `application_close_timeout` after its socket closed is
   cancelled, as in daphne, by a deadline pushed when the socket closed.
 
+It also starts what the server process runs beside its sockets: the process binds its event
+loop and subscribes to notices before the first request, and in the embedded configuration
+(WALLE_ROLLOUT_IN_SERVER) runs the rollout loop on a thread, stopped before the reactor
+shuts down (releases/worker.py).
+
 Two per-write costs go too: a write with nothing queued before it is sent at once instead
 of registering the socket for writing and sending on the next loop pass
 (`WriteThroughServer`), and access-log lines are written once a second, not one syscall
@@ -121,7 +126,27 @@ class LeanServer(Server):
 
             reactor.callLater(1, self._flush_access_log)
             reactor.addSystemEventTrigger("after", "shutdown", self.action_logger.stream.flush)
+        from twisted.internet import reactor
+
+        # On the event loop once it runs (daphne sets the reactor's loop up in super().run()).
+        reactor.callLater(0, self._start_serving)
         super().run()
+
+    def _start_serving(self) -> None:
+        from django.conf import settings
+        from twisted.internet import reactor
+
+        from walle_web.asgi import serving
+
+        serving(asyncio.get_running_loop())
+        if settings.WALLE_ROLLOUT_IN_SERVER:
+            from releases.worker import RolloutLoop
+
+            self.rollout = RolloutLoop(settings.WALLE_ROLLOUT_INTERVAL)
+            self.rollout.start()
+            # In the "before" phase the event loop still runs: the step in progress commits
+            # and what it publishes is handed to the loop before the process ends.
+            reactor.addSystemEventTrigger("before", "shutdown", self.rollout.stop)
 
     def _flush_access_log(self) -> None:
         from twisted.internet import reactor

@@ -255,11 +255,12 @@ WALLE_UPLOAD_CHECK_SECONDS = env_int("WALLE_UPLOAD_CHECK_SECONDS", 120)
 WALLE_UPLOAD_CHECK_MEMORY_MB = env_int("WALLE_UPLOAD_CHECK_MEMORY_MB", 2048)
 WALLE_UPLOAD_CHECK_WORKERS = env_int("WALLE_UPLOAD_CHECK_WORKERS", 2)
 
-# Where the embedded-mode rollout worker relays its notices (the server's own URL), and the key
-# that signs them. Without WALLE_RELAY_KEY the key is derived from WALLE_SECRET_KEY, never from
-# the public development key: `make run` passes a random one to its processes.
-WALLE_RELAY_URL = env_str("WALLE_RELAY_URL", "")
-WALLE_RELAY_KEY = env_str("WALLE_RELAY_KEY", "")
+# Does the server process (walle_web.serve) run the rollout loop itself? In the embedded
+# configuration it must: the in-process channel layer reaches only the sockets of the process
+# that publishes. With Redis, `manage.py rolloutd` runs on its own by default; set this to 1 to
+# run the loop in every server process instead (safe: each step locks its release's row).
+WALLE_ROLLOUT_IN_SERVER = env_bool("WALLE_ROLLOUT_IN_SERVER", not REDIS_URL)
+WALLE_ROLLOUT_INTERVAL = float(env_str("WALLE_ROLLOUT_INTERVAL", "2"))
 
 # Device protocol limits.
 WALLE_MAX_FRAME_BYTES = env_int("WALLE_MAX_FRAME_BYTES", 256 * 1024)
@@ -326,6 +327,9 @@ LOGGING = {
     "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s: %(message)s"}},
     "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
     "root": {"handlers": ["console"], "level": env_str("WALLE_LOG_LEVEL", "WARNING")},
+    # The rollout loop's steps (a stage advanced, a release completed): few, and what an
+    # operator watching the server's output looks for.
+    "loggers": {"releases.worker": {"level": "INFO"}},
 }
 
 # Alerts (alerts/): links in alerts point at the console here; email goes through Django's

@@ -16,7 +16,7 @@ from devices.api.views import (
 from releases.api.views import DeploymentViewSet, PinViewSet, ReleaseViewSet
 from tasks import views as content_views
 from tasks.api.views import TaskVersionViewSet, TaskViewSet
-from walle_web import metrics, relay, views
+from walle_web import metrics, views
 
 router = DefaultRouter()
 router.register("apps", AppViewSet, basename="app")
@@ -34,7 +34,6 @@ router.register("alerts", AlertViewSet, basename="alert")
 urlpatterns = [
     path("healthz", views.healthz, name="healthz"),
     path("metrics", metrics.metrics, name="metrics"),
-    path("internal/relay", relay.relay, name="relay"),
     path("admin/", admin.site.urls),
     path("api/v1/devices/enroll/", EnrollView.as_view(), name="device-enroll"),
     path("api/v1/tunnel/", TunnelBatchView.as_view(), name="tunnel-batch"),

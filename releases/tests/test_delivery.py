@@ -140,3 +140,32 @@ def test_the_cache_forgets_an_app_when_told(fleet):
     release_changed_here(fleet.app.pk)  # what every process does on a release-changed message
     assert CACHE._generation[fleet.app.pk] == generation_before + 1
     assert fleet.app.pk not in CACHE._apps
+
+
+def test_a_release_started_where_no_socket_listens_is_rung_by_the_servers_loop(
+    fleet, monkeypatch, django_capture_on_commit_callbacks
+):
+    """The embedded configuration, a release started from a shell: that process's notices
+    would reach nobody, so it rings nobody; the devices wait pending and the rollout loop
+    in the server process rings them on its next pass."""
+    from devices import publish
+    from releases.choices import DeploymentState, Step
+
+    rung: list[list[str]] = []
+    monkeypatch.setattr(
+        "releases.services.publish_notice", lambda notice: rung.append(notice.device_uids)
+    )
+    monkeypatch.setattr(publish, "IN_SERVER", False)  # a shell: no sockets here
+    with django_capture_on_commit_callbacks(execute=True):
+        release = start_release(create_release(fleet.version))
+    states = set(Deployment.objects.filter(release=release).values_list("state", flat=True))
+    assert states == {DeploymentState.PENDING} and rung == []
+
+    monkeypatch.setattr(publish, "IN_SERVER", True)  # the server process's loop
+    with django_capture_on_commit_callbacks(execute=True):
+        assert evaluate_release(release) == Step.NOTIFIED
+    deployments = Deployment.objects.filter(release=release)
+    assert {d.state for d in deployments} == {DeploymentState.NOTIFIED}
+    assert sorted(uid for uids in rung for uid in uids) == sorted(
+        d.device.uid for d in deployments.select_related("device")
+    )

@@ -1,5 +1,5 @@
 """What a request publishes goes out after its response: a release start answers its caller
-first and rings the connected devices right after (walle_web.relay.HeldPublishes). Nothing
+first and rings the connected devices right after (devices.publish.HeldPublishes). Nothing
 held is lost, also when the request fails. Through the real ASGI application."""
 
 from __future__ import annotations
@@ -12,9 +12,9 @@ from channels.layers import get_channel_layer
 from channels.testing import WebsocketCommunicator
 from rest_framework.authtoken.models import Token
 
+from devices import publish
 from releases.services import create_release
 from walle_device import protocol
-from walle_web import relay
 from walle_web.asgi import application
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -90,25 +90,25 @@ def test_a_release_start_answers_before_it_rings_the_devices(cast):
 def test_held_publishes_go_out_in_order_once_and_none_are_lost():
     async def go():
         loop = asyncio.get_running_loop()
-        relay.bind_server_loop(loop)
+        publish.bind_server_loop(loop)
         layer = get_channel_layer()
         channel = await layer.new_channel()
         await layer.group_add("walle.notices", channel)
-        held = relay.HeldPublishes()
-        token = relay.HELD.set(held)
+        held = publish.HeldPublishes()
+        token = publish.HELD.set(held)
         try:
             for app in (1, 2, 3):
-                relay.group_send("walle.notices", {"type": "release.changed", "app": app})
+                publish.group_send("walle.notices", {"type": "release.changed", "app": app})
         finally:
-            relay.HELD.reset(token)
+            publish.HELD.reset(token)
         await asyncio.sleep(0.05)
         assert layer.channels.get(channel) is None or layer.channels[channel].empty()
         held.release()
         held.release()  # idempotent: nothing is sent twice
         got = [(await layer.receive(channel))["app"] for _ in range(3)]
         # Once released, later publishes in the same context are not held.
-        relay.HELD.set(held)
-        relay.group_send("walle.notices", {"type": "release.changed", "app": 4})
+        publish.HELD.set(held)
+        publish.group_send("walle.notices", {"type": "release.changed", "app": 4})
         got.append((await layer.receive(channel))["app"])
         await asyncio.sleep(0.05)
         assert layer.channels.get(channel) is None or layer.channels[channel].empty()

@@ -57,6 +57,9 @@ def test_inconsistent_settings_are_refused_with_a_hint(settings):
     settings.REDIS_SOCKET_TIMEOUT = 5
     settings.WALLE_MAX_FILE_BYTES = settings.WALLE_MAX_VERSION_BYTES + 1
     problems = check_walle_settings(None)
+    settings.REDIS_URL = ""
+    settings.WALLE_ROLLOUT_IN_SERVER = False
+    problems += check_walle_settings(None)
     assert ids(problems) >= {
         "walle.E001",
         "walle.E002",
@@ -64,6 +67,7 @@ def test_inconsistent_settings_are_refused_with_a_hint(settings):
         "walle.E005",
         "walle.W001",
         "walle.W002",
+        "walle.W003",
     }
     assert all(p.hint for p in problems)
 

@@ -1,27 +1,17 @@
-"""The rollout worker: evaluates gates, soak times, timeouts and pacing of every live release.
+"""The rollout worker as its own process (releases/worker.py has the loop and its rules).
 
-Any number may run at once: each step locks the release row, so they serialize per release.
-Each release is evaluated on its own: one that fails is marked with its error (on the
-release and its dashboard) and the worker goes on with the others, so one bad release never
-stops every app's rollouts.
+With Redis, run one or more beside the server processes. In the embedded configuration the
+server process runs the loop itself; `rolloutd --once` still does a single pass from a shell.
 """
 
 from __future__ import annotations
 
-import logging
-import random
 import signal
-import time
 
 from django.core.management.base import BaseCommand
-from django.db import close_old_connections
 
-from releases.choices import QUIET_STEPS
-from releases.events import worker_tick
-from releases.models import Release
-from releases.rollout import due_releases, evaluate_release, set_worker_error
-
-log = logging.getLogger(__name__)
+from devices.publish import reaches_sockets
+from releases.worker import RolloutLoop
 
 
 class Command(BaseCommand):
@@ -34,49 +24,18 @@ class Command(BaseCommand):
         )
 
     def handle(self, *args, **opts):
-        stopping = False
+        if not reaches_sockets() and not opts["once"]:
+            # Harmless (the loops serialize per release) but rings nobody from here.
+            self.stderr.write(
+                "no REDIS_URL: the server process runs the rollout loop itself "
+                "(WALLE_ROLLOUT_IN_SERVER); this worker's notices reach no device, so it "
+                "leaves devices pending for the server to ring"
+            )
+        loop = RolloutLoop(opts["interval"], say=self.say)
+        signal.signal(signal.SIGTERM, lambda *_: loop.stopping.set())
+        signal.signal(signal.SIGINT, lambda *_: loop.stopping.set())
+        loop.run(once=opts["once"])
 
-        def stop(*_):
-            nonlocal stopping
-            stopping = True
-
-        signal.signal(signal.SIGTERM, stop)
-        signal.signal(signal.SIGINT, stop)
-        rng = random.Random()
-        failing: set[int] | None = None
-        while not stopping:
-            close_old_connections()
-            try:
-                worker_tick.send(sender=self.__class__, once=opts["once"])
-                if failing is None:
-                    failing = set(
-                        Release.objects.exclude(worker_error="").values_list("id", flat=True)
-                    )
-                for release_id in due_releases():
-                    self.evaluate(release_id, failing)
-            except Exception:  # the database is away: say so, keep the worker alive
-                log.exception("rollout pass failed; retrying")
-                self.stderr.write("rollout pass failed (see the log); retrying")
-            if opts["once"]:
-                return
-            # Jitter keeps several workers from ticking in lockstep.
-            time.sleep(opts["interval"] * rng.uniform(0.75, 1.25))
-
-    def evaluate(self, release_id: int, failing: set[int]) -> None:
-        """One release's step; its failure is recorded on it and stops nothing else."""
-        try:
-            outcome = evaluate_release(Release(pk=release_id))
-        except Exception as exc:
-            log.exception("release %s could not be evaluated", release_id)
-            close_old_connections()
-            set_worker_error(release_id, f"{type(exc).__name__}: {exc}")
-            failing.add(release_id)
-            self.stdout.write(f"release {release_id}: error {type(exc).__name__}: {exc}")
-            self.stdout.flush()
-            return
-        if release_id in failing:
-            set_worker_error(release_id, "")
-            failing.discard(release_id)
-        if outcome not in QUIET_STEPS:
-            self.stdout.write(f"release {release_id}: {outcome}")
-            self.stdout.flush()
+    def say(self, line: str) -> None:
+        self.stdout.write(line)
+        self.stdout.flush()
