@@ -111,7 +111,7 @@ async def read_command() -> str:
 
 
 async def fleet_main(args) -> None:
-    from walle_device.client import Identity
+    from walle_device.enrollment import Identity
     from walle_device.fleet import build_fleet
 
     servers = args.server.split(",")
@@ -317,17 +317,14 @@ async def peer_main(args) -> None:
         if not released:
             return []
         return [
-            {
-                "task": "bench-task",
-                "version": 1,
-                "digest": digest,
-                "manifest_url": f"/content/manifests/{digest}.json",
-                "deployment": deployments[uid],
-                "release": 1,
-                "max_retries": 3,
-                "retry_backoff_s": 2.0,
-                "pull_jitter_s": 0.0,
-            }
+            protocol.DesiredTask(
+                "bench-task",
+                1,
+                digest,
+                f"/content/manifests/{digest}.json",
+                deployments[uid],
+                release=1,
+            ).to_wire()
         ]
 
     async def handler(ws):

@@ -75,28 +75,22 @@ async def scenario(srv, n: int, wave: int) -> dict:
     fleet = await build_fleet(srv.url, srv.enroll_key, n, seed=5, vm=vm)
     enroll_s = time.monotonic() - t
     heard = [0.0] * n
-    answered = [asyncio.Event() for _ in range(n)]
     for i, device in enumerate(fleet.devices):
         device.listeners.append(
             lambda event, _data, i=i: (
                 heard.__setitem__(i, heard[i] or time.time()) if event == "notify" else None
             )
         )
-        original = device._handle
-
-        def handle(msg, i=i, original=original):
-            if msg.get("type") == "desired":
-                answered[i].set()
-            original(msg)
-
-        device._handle = handle  # when the server answered hello (bench-only hook)
     stop = asyncio.Event()
     runners = []
     t = time.monotonic()
     for start in range(0, n, wave):
         batch = range(start, min(n, start + wave))
         runners += [asyncio.ensure_future(fleet.devices[i].run(stop)) for i in batch]
-        await asyncio.wait_for(asyncio.gather(*(answered[i].wait() for i in batch)), 300)
+        # synced: the server answered the hello, so the socket is registered for notices.
+        await asyncio.wait_for(
+            asyncio.gather(*(fleet.devices[i].synced.wait() for i in batch)), 300
+        )
     connect_s = time.monotonic() - t
     await asyncio.sleep(2)  # let the last presence writes settle
 

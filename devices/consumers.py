@@ -118,7 +118,12 @@ class DeviceConsumer(AsyncWebsocketConsumer):
         await self.accept()
         registry.add(self)
         await limits.socket_opened(self)
-        registry.ensure_listener()
+        try:
+            # Before any frame of this socket is read: the answer to its hello then implies
+            # that notices reach it (the client's `synced`). Instant once the process listens.
+            await registry.listening()
+        except Exception:  # no channel layer now: serve the device; its next hello catches up
+            log.exception("notice subscription failed; %s may miss notices", self.device_uid)
         ingest().submit("connect", self.device, socket=self, bounded=False)
 
     async def try_again_later(self, retry_after: float) -> None:

@@ -73,6 +73,7 @@ class Registry:
         self.notices_sent = 0
         self._listener: asyncio.Task | None = None
         self._listener_loop: asyncio.AbstractEventLoop | None = None
+        self._subscribed: asyncio.Future | None = None  # resolved once the group_add is done
 
     def add(self, socket: Socket) -> None:
         old = self.sockets.get(socket.device_uid)
@@ -84,20 +85,38 @@ class Registry:
         if self.sockets.get(socket.device_uid) is socket:
             del self.sockets[socket.device_uid]
 
-    def ensure_listener(self) -> None:
-        """Subscribe this process to the notice group once per event loop."""
+    def ensure_listener(self) -> asyncio.Future:
+        """Subscribe this process to the notice group once per event loop. The future resolves
+        once the subscription is in place (see `listening`)."""
         loop = asyncio.get_running_loop()
-        if self._listener is not None and not self._listener.done() and self._listener_loop is loop:
-            return
-        # Claim the slot synchronously: sockets connecting at the same moment must not each
-        # subscribe (every notice would then be delivered once per subscription).
-        self._listener_loop = loop
-        self._listener = loop.create_task(self._subscribe_and_listen())
+        if self._listener is None or self._listener.done() or self._listener_loop is not loop:
+            # Claim the slot synchronously: sockets connecting at the same moment must not each
+            # subscribe (every notice would then be delivered once per subscription).
+            self._listener_loop = loop
+            subscribed = self._subscribed = loop.create_future()
+            # Retrieved here, so a failure nobody awaits is not reported twice (the task logs it).
+            subscribed.add_done_callback(lambda f: f.cancelled() or f.exception())
+            self._listener = loop.create_task(self._subscribe_and_listen(subscribed))
+        assert self._subscribed is not None
+        return self._subscribed
 
-    async def _subscribe_and_listen(self) -> None:
-        layer = get_channel_layer()
-        channel = await layer.new_channel("walle-notices.")
-        await layer.group_add(NOTICE_GROUP, channel)
+    async def listening(self) -> None:
+        """Return once this process is subscribed to notices: a notice published after that
+        reaches every socket in the registry. The device consumer awaits it before it reads
+        the device's hello, so a device whose hello was answered is registered for notices."""
+        # shield: a socket that goes away meanwhile must not cancel the shared subscription.
+        await asyncio.shield(self.ensure_listener())
+
+    async def _subscribe_and_listen(self, subscribed: asyncio.Future) -> None:
+        try:
+            layer = get_channel_layer()
+            channel = await layer.new_channel("walle-notices.")
+            await layer.group_add(NOTICE_GROUP, channel)
+        except BaseException as exc:
+            if not subscribed.done():
+                subscribed.set_exception(exc)
+            raise
+        subscribed.set_result(None)
         await self._listen(layer, channel)
 
     async def _listen(self, layer, channel: str) -> None:

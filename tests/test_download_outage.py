@@ -66,7 +66,7 @@ def test_a_download_that_finds_the_server_down_waits_for_it_to_come_back(tmp_pat
             device.listeners.append(on_event)
             stop = asyncio.Event()
             runner = asyncio.ensure_future(device.run(stop))
-            await asyncio.wait_for(device.connected.wait(), 60)
+            await asyncio.wait_for(device.synced.wait(), 60)
             try:
                 await asyncio.to_thread(api.post, f"/api/v1/releases/{release_id}/start/")
             except httpx.HTTPError:

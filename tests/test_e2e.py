@@ -78,8 +78,8 @@ def test_a_version_goes_from_upload_to_every_device_and_back(server, tmp_path: P
             device.identity.server = server.urls[i % len(server.urls)]
         stop = asyncio.Event()
         runners = [asyncio.ensure_future(d.run(stop)) for d in fleet.devices]
-        await asyncio.wait_for(asyncio.gather(*(d.connected.wait() for d in fleet.devices)), 60)
-        await asyncio.sleep(0.5)  # every hello answered, every socket registered
+        # Synced: every hello answered, so every socket is registered for notices.
+        await asyncio.wait_for(asyncio.gather(*(d.synced.wait() for d in fleet.devices)), 60)
 
         r1 = await asyncio.to_thread(release, api, v1["id"])
         # The offline device has a deployment too, pending until it connects.

@@ -91,7 +91,7 @@ def test_a_paced_release_survives_a_killed_server_and_dropped_connections(server
             )
         stop = asyncio.Event()
         runners = [asyncio.ensure_future(d.run(stop)) for d in fleet.devices]
-        await asyncio.wait_for(asyncio.gather(*(d.connected.wait() for d in fleet.devices)), 180)
+        await asyncio.wait_for(asyncio.gather(*(d.synced.wait() for d in fleet.devices)), 180)
 
         created = await asyncio.to_thread(
             api.post,

@@ -63,8 +63,7 @@ def test_error_gate_pauses_and_rollback_restores_the_fleet(server):
             )
         stop = asyncio.Event()
         runners = [asyncio.ensure_future(d.run(stop)) for d in fleet.devices]
-        await asyncio.wait_for(asyncio.gather(*(d.connected.wait() for d in fleet.devices)), 60)
-        await asyncio.sleep(0.5)
+        await asyncio.wait_for(asyncio.gather(*(d.synced.wait() for d in fleet.devices)), 60)
 
         r1 = (
             await asyncio.to_thread(api.post, "/api/v1/releases/", json={"version": v1["id"]})

@@ -15,7 +15,8 @@ import pytest
 from tests.live import live_server
 from tests.test_e2e import release, wait_for_counts
 from walle_device.bundles import BundleCache
-from walle_device.client import DeviceClient, enroll
+from walle_device.client import DeviceClient
+from walle_device.enrollment import enroll
 from walle_device.stream import Stream
 from walle_device.tunnel import Tunnel
 
@@ -65,7 +66,7 @@ def test_a_trigger_fires_on_device_events_and_results_arrive_once(tmp_path):
                 )
                 stop = asyncio.Event()
                 runner = asyncio.ensure_future(device.run(stop))
-                await device.connected.wait()
+                await asyncio.wait_for(device.synced.wait(), 60)
                 r = await asyncio.to_thread(release, api, version["id"])
                 await asyncio.to_thread(wait_for_counts, api, r["id"], {"succeeded": 1})
                 # Three visits of the item page with 2, 3 and 1 distinct items, one other visit.

@@ -15,7 +15,8 @@ from pathlib import Path
 import httpx
 
 from walle_device.bundles import BundleCache
-from walle_device.client import DeviceClient, EnrollError, Identity, enroll
+from walle_device.client import DeviceClient
+from walle_device.enrollment import EnrollError, Identity, enroll
 from walle_device.fleet import make_attrs, run_fleet
 from walle_device.runner import VMRunner
 from walle_device.stream import Stream

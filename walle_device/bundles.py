@@ -166,6 +166,18 @@ class BundleCache:
             self.collect_garbage()
         return av
 
+    def activate_previous(self, task: str, digest: str) -> ActiveVersion | None:
+        """Roll back to the version before, when it is the one with `digest` and all its files
+        are still cached: its manifest was verified when it was pulled, so the switch needs
+        no download. None when that is not possible (the caller pulls instead)."""
+        current = self.active(task)
+        prev = current.previous if current is not None else None
+        if not prev or prev["digest"] != digest:
+            return None
+        if not all(self.has(f["sha256"]) for f in prev["manifest"]["files"]):
+            return None
+        return self.activate(task, prev["version"], prev["digest"], prev["manifest"])
+
     def files(self, av: ActiveVersion) -> dict[str, bytes]:
         return {f["path"]: self.read(f["sha256"]) for f in av.manifest["files"]}
 

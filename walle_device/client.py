@@ -1,170 +1,58 @@
-"""The device runtime's connection to the cloud: hello/desired sync, doorbell, pull, reports.
+"""The device runtime's connection to the cloud: one session at a time, hello/desired sync,
+the doorbell, and the messages that must reach the server.
 
 The socket is a doorbell and the server's database the mailbox: on every (re)connect and on
 every notice the device says what it runs (`hello`) and the server answers what it should run
-(`desired`). The device then pulls what it lacks over plain HTTP, verifies it, activates it,
-runs it and reports each step. Reports and results stay pending until the server acks them
-and are sent again after a reconnect, so a dropped connection loses nothing.
+(`desired`). `DeviceClient` composes the parts of a device: its identity (enrollment.py),
+convergence to the desired state (convergence.py) and the data pipeline (pipeline.py). Reports
+and results stay pending until the server acks them and are sent again after a reconnect, so a
+dropped connection loses nothing.
 """
 
 from __future__ import annotations
 
 import asyncio
-import base64
-import binascii
-import hashlib
 import json
 import logging
 import os
 import random
 import time
 import uuid
-from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from collections.abc import Callable, Coroutine
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
-from urllib.parse import urljoin
 
 import httpx
 from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed, InvalidStatus, WebSocketException
 
 from walle_device import protocol
-from walle_device.bundles import ActiveVersion, BundleCache, VerifyError, verify_manifest
+from walle_device.bundles import ActiveVersion, BundleCache
+from walle_device.convergence import Converger
+from walle_device.enrollment import Identity, backoff_delay, ws_url
+from walle_device.pipeline import Pipeline, TaskRunner
 from walle_device.runner import VMRunner, shared_vm
+from walle_device.stats import DeviceStats
 from walle_device.stream import Stream
-from walle_device.tunnel import Tunnel, TunnelError
+from walle_device.tunnel import Tunnel
 
 if TYPE_CHECKING:
     from walle_device.vm.result import RunResult
 
 log = logging.getLogger("walle_device")
 
-BACKOFF_BASE_S = 0.5
-BACKOFF_CAP_S = 60.0
 # Close code of a server that could not take the connection now (RFC 6455: try again later).
 TRY_AGAIN_LATER = 1013
-# A download that cannot reach the server (refused, reset, 5xx, 429) is not the content's
-# fault: the device keeps trying, with capped exponential backoff and full jitter, for as long
-# as the deployment is still wanted, up to this long (a restart, a deploy, a failover), before
-# such failures count against the release's `max_retries`.
-DOWNLOAD_OUTAGE_S = 600.0
-DOWNLOAD_BACKOFF_CAP_S = 15.0
-# Answers that say "not now" rather than "no".
-_UNAVAILABLE_STATUSES = frozenset({429, 500, 502, 503, 504})
-
-
-class EnrollError(Exception):
-    """The server refused to enroll this device."""
-
-
-class ServerUnreachable(VerifyError):
-    """A download that did not reach the server or got a "not now" answer: worth waiting for."""
-
-    def __init__(self, message: str) -> None:
-        super().__init__("download_failed", message)
-
-
-@dataclass
-class Identity:
-    """What a device keeps after enrolling: its id, secret token and the platform's release key."""
-
-    device_id: str
-    token: str
-    app: str
-    release_key: str
-    server: str
-
-    def save(self, path: Path) -> None:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(".tmp")
-        tmp.write_text(json.dumps(asdict(self)))
-        os.chmod(tmp, 0o600)
-        os.replace(tmp, path)
-
-    @classmethod
-    def load(cls, path: Path) -> Identity | None:
-        if not path.is_file():
-            return None
-        return cls(**json.loads(path.read_text()))
-
-
-async def enroll(
-    http: httpx.AsyncClient, server: str, enroll_key: str, attrs: dict, attempts: int = 8
-) -> Identity:
-    rng = random.Random()
-    for attempt in range(attempts):
-        response = await http.post(
-            urljoin(server, "/api/v1/devices/enroll/"),
-            json={"enrollment_key": enroll_key, "attrs": attrs},
-        )
-        if response.status_code not in (429, 503) or attempt == attempts - 1:
-            break
-        # A busy server says when to come back; nothing was stored.
-        retry_after = float(response.headers.get("Retry-After", "1") or 1)
-        await asyncio.sleep(backoff_delay(attempt, rng, retry_after))
-    if response.status_code != 201:
-        raise EnrollError(f"enrollment refused ({response.status_code}): {response.text[:300]}")
-    body = response.json()
-    return Identity(
-        device_id=body["device_id"],
-        token=body["token"],
-        app=body["app"],
-        release_key=body["release_key"],
-        server=server,
-    )
-
-
-def ws_url(server: str) -> str:
-    base = server.rstrip("/")
-    if base.startswith("https://"):
-        return "wss://" + base[len("https://") :] + "/ws/device/"
-    return "ws://" + base.removeprefix("http://") + "/ws/device/"
-
-
-def backoff_delay(attempt: int, rng: random.Random, retry_after: float = 0.0) -> float:
-    """Exponential backoff with full jitter: a fleet that lost its server does not return in
-    lockstep. A server's `retry_after` hint sets the scale instead when it is longer."""
-    delay = rng.uniform(0, min(BACKOFF_CAP_S, BACKOFF_BASE_S * (2**attempt)))
-    if retry_after > 0:
-        delay = max(delay, rng.uniform(0.5, 1.5) * min(retry_after, BACKOFF_CAP_S))
-    return delay
-
-
-TaskRunner = Callable[[ActiveVersion, dict[str, bytes], dict], "RunResult"]
-
-
-def _upload_batches(items: list[dict]) -> list[list[dict]]:
-    """Split a run's upload items over `upload` messages that each fit one frame."""
-    budget = protocol.MAX_FRAME_BYTES - 4096  # the envelope: type, id, version, brackets
-    batches: list[list[dict]] = [[]]
-    used = 0
-    for item in items:
-        size = len(json.dumps(item, separators=(",", ":")).encode()) + 1
-        full = len(batches[-1]) >= protocol.MAX_UPLOAD_ITEMS or used + size > budget
-        if batches[-1] and full:
-            batches.append([])
-            used = 0
-        batches[-1].append(item)
-        used += size
-    return batches
-
-
-@dataclass
-class DeviceStats:
-    connects: int = 0
-    notices: int = 0
-    deployed: int = 0
-    failed: int = 0
-    runs: int = 0
-    run_errors: int = 0
-    first_notice_at: float | None = None
-    last_succeeded_at: float | None = None
-    errors: list[str] = field(default_factory=list)
 
 
 class DeviceClient:
-    """One device: keeps a connection, converges to the desired state, reports every step."""
+    """One device: keeps a connection, converges to the desired state, reports every step.
+
+    `connected` is set while a socket is open. `synced` is set once the server has taken this
+    connection (its hello was answered, so the server has registered the socket for notices)
+    and the first desired state it answered has been applied: every task converged, or its
+    failure reported. Both are cleared when the connection drops.
+    """
 
     def __init__(
         self,
@@ -176,7 +64,6 @@ class DeviceClient:
         state_dir: Path | None = None,
         rng: random.Random | None = None,
         runner: TaskRunner | None = None,
-        pull_jitter_s: float = 0.0,
         stream: Stream | None = None,
         tunnel: Tunnel | None = None,
     ) -> None:
@@ -186,37 +73,82 @@ class DeviceClient:
         self.http = http
         self.state_dir = state_dir
         self.rng = rng or random.Random()
-        # Every task runs in the VM; several clients in one process share one by default.
-        self.runner = runner or VMRunner(
-            shared_vm(), identity.device_id, dict(attrs, id=identity.device_id)
-        )
-        self.pull_jitter_s = pull_jitter_s
         self.stats = DeviceStats()
         self.connected = asyncio.Event()
+        self.synced = asyncio.Event()
+        self.listeners: list[Callable[[str, dict], None]] = []
         self._ws = None
-        self._desired: list[dict] = []
-        self._sync_task: asyncio.Task | None = None
-        self._sync_again = False
-        self._upload_seq = 0
+        self._session_no = 0  # counts connections; a desired state belongs to one
         # Messages awaiting the server's ack, by message id; re-sent after a reconnect.
         self._pending: dict[str, dict] = self._load_pending()
         self._reported: set[tuple[int, str]] = {
             (m["deployment"], m["state"]) for m in self._pending.values() if m["type"] == "report"
         }
-        self.listeners: list[Callable[[str, dict], None]] = []
-        # The data pipeline: triggers of active versions fire task runs; results leave
-        # through the durable tunnel when there is one (real devices), else as plain uploads.
-        self.stream = stream
-        self.tunnel = tunnel
-        self._loop: asyncio.AbstractEventLoop | None = None
-        self._upload_waiters: dict[str, asyncio.Future] = {}
         self._background: set[asyncio.Task] = set()
         self._hello_queued = False
         self._hello_id = ""
         self._retry_after = 0.0  # the server's last "busy" hint, for the next reconnect
         self._served = False  # this session got a `desired`: the server is taking us
-        # Set when a `desired` arrives: a download waiting out an outage tries again at once.
-        self._desired_arrived = asyncio.Event()
+        # Every task runs in the VM; several clients in one process share one by default.
+        self.pipeline = Pipeline(
+            identity.device_id,
+            cache,
+            runner or VMRunner(shared_vm(), identity.device_id, dict(attrs, id=identity.device_id)),
+            self.stats,
+            self.rng,
+            queue=self._queue,
+            send_frame=self._send_frame,
+            spawn=self._spawn,
+            emit=self._emit,
+            stream=stream,
+            tunnel=tunnel,
+        )
+        self.converger = Converger(
+            identity,
+            cache,
+            http,
+            self.rng,
+            self.stats,
+            report=self._report,
+            reported=self._reported,
+            run=self.pipeline.run_activated,
+            on_settled=self._settled,
+        )
+
+    # The data pipeline's parts may be given after construction (the simulator does).
+    @property
+    def stream(self) -> Stream | None:
+        return self.pipeline.stream
+
+    @stream.setter
+    def stream(self, stream: Stream | None) -> None:
+        self.pipeline.stream = stream
+
+    @property
+    def tunnel(self) -> Tunnel | None:
+        return self.pipeline.tunnel
+
+    @tunnel.setter
+    def tunnel(self, tunnel: Tunnel | None) -> None:
+        self.pipeline.tunnel = tunnel
+
+    async def run_active(
+        self,
+        active: ActiveVersion,
+        inputs: dict | None = None,
+        window: list | None = None,
+        fire_seq: int = -1,
+    ) -> RunResult:
+        """Run the active version of a task once and report its outcome and uploads."""
+        return await self.pipeline.run_active(active, inputs, window, fire_seq)
+
+    async def simulate_events(self, stop: asyncio.Event, per_second: float, seed: int = 0) -> None:
+        """Emit a realistic app-session event stream at `per_second` (see Pipeline)."""
+        await self.pipeline.simulate_events(stop, per_second, seed)
+
+    @property
+    def pending(self) -> int:
+        return len(self._pending)
 
     # persistence of pending messages (real devices; simulated ones keep them in memory)
     def _pending_path(self) -> Path | None:
@@ -235,7 +167,7 @@ class DeviceClient:
             tmp.write_text(json.dumps(self._pending))
             os.replace(tmp, path)
 
-    def _spawn(self, coro) -> None:
+    def _spawn(self, coro: Coroutine) -> None:
         # Keep a reference: the event loop holds tasks only weakly.
         task = asyncio.ensure_future(coro)
         self._background.add(task)
@@ -248,19 +180,7 @@ class DeviceClient:
     # connection
     async def run(self, stop: asyncio.Event) -> None:
         """Stay connected until `stop` is set, reconnecting with backoff."""
-        self._loop = asyncio.get_running_loop()
-        tunnel_task = (
-            asyncio.ensure_future(self.tunnel.run(self._tunnel_send, stop)) if self.tunnel else None
-        )
-        if self.stream is not None:
-            self.stream.on_fire = self._on_fire
-            for task, active in self.cache.all_active().items():
-                self._register_trigger(task, active)
-            if self.tunnel is not None:
-                # Fires accepted before a crash whose results were not queued yet: run them now.
-                for task, fire_seq, window in self.tunnel.pending_fires():
-                    self._spawn_fire(task, fire_seq, window)
-            self.stream.start()
+        self.pipeline.start(stop)
         attempt = 0
         while not stop.is_set():
             try:
@@ -291,6 +211,7 @@ class DeviceClient:
             finally:
                 self._ws = None
                 self.connected.clear()
+                self.synced.clear()
             if stop.is_set():
                 break
             if self._served:
@@ -303,15 +224,12 @@ class DeviceClient:
                 await asyncio.wait_for(stop.wait(), timeout=delay)
             except TimeoutError:
                 pass
-        if self._sync_task:
-            self._sync_task.cancel()
-        if self.stream is not None:
-            await asyncio.to_thread(self.stream.stop)
-        if tunnel_task is not None:
-            await asyncio.gather(tunnel_task, return_exceptions=True)
+        self.converger.cancel()
+        await self.pipeline.stop()
 
     async def _session(self, ws, stop: asyncio.Event) -> None:
         self._ws = ws
+        self._session_no += 1
         self.stats.connects += 1
         await self._send_hello()
         for msg in list(self._pending.values()):
@@ -334,12 +252,23 @@ class DeviceClient:
         finally:
             stopper.cancel()
 
+    def _settled(self, session: int) -> None:
+        """A sync pass applied the latest desired state, answered in connection `session`."""
+        if session == self._session_no and self._ws is not None:
+            self.synced.set()
+
     async def _send(self, msg: dict) -> None:
         if self._ws is not None:
             try:
                 await self._ws.send(protocol.encode(msg))
             except WebSocketException:
                 pass  # pending messages go again after the reconnect
+
+    async def _send_frame(self, frame: str) -> None:
+        """Write a frame now, or raise: for callers that keep their own retries (the tunnel)."""
+        if self._ws is None:
+            raise ConnectionError("not connected")
+        await self._ws.send(frame)
 
     async def _send_hello(self) -> None:
         self._hello_queued = False
@@ -364,9 +293,8 @@ class DeviceClient:
         mtype = msg["type"]
         if mtype == "desired":
             self._served = True
-            self._desired = msg["tasks"]
-            self._desired_arrived.set()
-            self._schedule_sync()
+            tasks = [protocol.DesiredTask.from_wire(entry) for entry in msg["tasks"]]
+            self.converger.apply(tasks, self._session_no)
         elif mtype == "notify":
             self.stats.notices += 1
             if self.stats.first_notice_at is None:
@@ -379,9 +307,8 @@ class DeviceClient:
                 self._spawn(self._send_hello())
         elif mtype in ("ack", "upload_ack"):
             ref = msg.get("ref")
-            waiter = self._upload_waiters.pop(ref, None) if ref else None
-            if waiter is not None and not waiter.done():
-                waiter.set_result(msg["keys"])
+            if ref and mtype == "upload_ack":
+                self.pipeline.upload_acked(ref, msg["keys"])
             if ref and self._pending.pop(ref, None) is not None:
                 self._save_pending()
         elif mtype == "error":
@@ -406,325 +333,7 @@ class DeviceClient:
             ):
                 self._save_pending()
 
-    # convergence
-    def _schedule_sync(self) -> None:
-        if self._sync_task is not None and not self._sync_task.done():
-            self._sync_again = True
-            return
-        self._sync_task = asyncio.ensure_future(self._sync())
-
-    async def _sync(self) -> None:
-        while True:
-            self._sync_again = False
-            for entry in list(self._desired):
-                try:
-                    await self._converge(entry)
-                except Exception as exc:  # a bug in one task's deploy must not stop the others
-                    log.exception(
-                        "device %s: deploying %s failed", self.identity.device_id, entry.get("task")
-                    )
-                    self.stats.errors.append(f"{type(exc).__name__}: {exc}")
-            if not self._sync_again:
-                return
-
-    async def _converge(self, entry: dict) -> None:
-        deployment = entry.get("deployment")
-        active = self.cache.active(entry["task"])
-        if (
-            active is not None
-            and active.version == entry["version"]
-            and active.digest == entry["digest"]
-        ):
-            if (
-                deployment is not None
-                and (deployment, "succeeded") not in self._reported
-                and (deployment, "failed") not in self._reported
-            ):
-                # Already running this version (e.g. the same version released again): confirm it.
-                await self._report(deployment, "installed")
-                await self._run_and_report(active, deployment)
-            return
-        if deployment is None:
-            # A pinned version: converge quietly, there is no deployment to report on.
-            try:
-                await self._pull(entry)
-            except VerifyError as exc:
-                self.stats.errors.append(
-                    f"pinned {entry['task']} v{entry['version']}: {exc.message}"
-                )
-            return
-        if (deployment, "failed") in self._reported:
-            return  # this deployment already failed here; a new release or retry brings a new one
-        cached = self._cached_previous(entry)
-        if cached is not None:
-            # Rollback to the version before: its manifest was verified when it was pulled and
-            # its files are still cached, so switch back without any download.
-            active = self.cache.activate(
-                entry["task"], cached["version"], cached["digest"], cached["manifest"]
-            )
-            await self._report(deployment, "installed")
-            await self._run_and_report(active, deployment)
-            return
-        await self._report(deployment, "downloading")
-        jitter = float(entry.get("pull_jitter_s", self.pull_jitter_s) or 0)
-        if jitter:
-            await asyncio.sleep(self.rng.uniform(0, jitter))
-        retries = int(entry.get("max_retries", 3))
-        base_s = float(entry.get("retry_backoff_s", 2.0))
-        attempt = 0
-        outage_tries = 0
-        outage_since: float | None = None
-        while True:
-            try:
-                active = await self._pull(entry)
-                break
-            except VerifyError as exc:
-                if isinstance(exc, ServerUnreachable):
-                    if not self._wanted(deployment):
-                        return  # the server no longer asks for it (cancelled, superseded)
-                    outage_since = outage_since or time.monotonic()
-                    if time.monotonic() - outage_since < DOWNLOAD_OUTAGE_S:
-                        delay = self.rng.uniform(
-                            0, min(DOWNLOAD_BACKOFF_CAP_S, max(base_s, 0.5) * 2**outage_tries)
-                        )
-                        outage_tries += 1
-                        await self._wait_for_server(delay)
-                        continue
-                # Wrong content stays wrong: only a failed download is worth another try.
-                if exc.code == "download_failed" and attempt < retries:
-                    attempt += 1
-                    await asyncio.sleep(
-                        self.rng.uniform(0, float(entry.get("retry_backoff_s", 2.0)) * 2**attempt)
-                    )
-                    continue
-                self.stats.failed += 1
-                await self._report(deployment, "failed", error_code=exc.code, error=exc.message)
-                return
-        await self._report(deployment, "installed")
-        await self._run_and_report(active, deployment)
-
-    def _wanted(self, deployment: int) -> bool:
-        """Whether the latest desired state still names this deployment."""
-        return any(e.get("deployment") == deployment for e in self._desired)
-
-    async def _wait_for_server(self, delay: float) -> None:
-        """Sleep `delay`, or less if a `desired` arrives meanwhile (the server is back)."""
-        self._desired_arrived.clear()
-        try:
-            await asyncio.wait_for(self._desired_arrived.wait(), delay)
-        except TimeoutError:
-            pass
-
-    def _cached_previous(self, entry: dict) -> dict | None:
-        current = self.cache.active(entry["task"])
-        if (
-            current is not None
-            and current.previous
-            and current.previous["digest"] == entry["digest"]
-        ):
-            if all(self.cache.has(f["sha256"]) for f in current.previous["manifest"]["files"]):
-                return current.previous
-        return None
-
-    async def _pull(self, entry: dict) -> ActiveVersion:
-        """Fetch the manifest and the files this device lacks, verify all, activate atomically."""
-        current = self.cache.active(entry["task"])
-        if (
-            current is not None
-            and current.previous
-            and current.previous["digest"] == entry["digest"]
-        ):
-            # Rollback to the version before: its manifest was verified when it was pulled and
-            # its files are still cached, so switch back without any download.
-            prev = current.previous
-            return self.cache.activate(
-                entry["task"], prev["version"], prev["digest"], prev["manifest"]
-            )
-        try:
-            manifest_url = urljoin(self.identity.server, entry["manifest_url"])
-            response = await self.http.get(manifest_url)
-            if response.status_code in _UNAVAILABLE_STATUSES:
-                raise ServerUnreachable(f"manifest download answered {response.status_code}")
-            if response.status_code != 200:
-                raise VerifyError(
-                    "download_failed", f"manifest download answered {response.status_code}"
-                )
-            document = response.json()
-            manifest = verify_manifest(document, self.identity.release_key, entry["digest"])
-            blob_base = manifest_url.rsplit("/manifests/", 1)[0] + "/blobs/"
-            inline = document.get("inline") if isinstance(document.get("inline"), dict) else {}
-            for f in manifest["files"]:
-                if self.cache.has(f["sha256"]):
-                    continue  # cached (e.g. the previous version's files on a rollback)
-                if isinstance(inline.get(f["sha256"]), str):
-                    # Small files come inside the manifest document; put() checks the hash the
-                    # signed manifest names, as for a download.
-                    try:
-                        data = base64.b64decode(inline[f["sha256"]], validate=True)
-                    except binascii.Error:
-                        raise VerifyError(
-                            "bad_manifest", f"{f['path']}: inlined content is not base64"
-                        ) from None
-                    self.cache.put(f["sha256"], data)
-                    continue
-                blob = await self.http.get(blob_base + f["sha256"])
-                if blob.status_code in _UNAVAILABLE_STATUSES:
-                    raise ServerUnreachable(f"{f['path']}: download answered {blob.status_code}")
-                if blob.status_code != 200:
-                    raise VerifyError(
-                        "download_failed", f"{f['path']}: download answered {blob.status_code}"
-                    )
-                self.cache.put(f["sha256"], blob.content)
-            return self.cache.activate(entry["task"], entry["version"], entry["digest"], manifest)
-        except httpx.TransportError as exc:
-            raise ServerUnreachable(f"{type(exc).__name__}: {exc}") from None
-        except (httpx.HTTPError, ValueError) as exc:
-            raise VerifyError("download_failed", f"{type(exc).__name__}: {exc}") from None
-
-    async def _run_and_report(self, active: ActiveVersion, deployment: int) -> None:
-        self._register_trigger(active.task, active)
-        outcome = await self.run_active(active)
-        if outcome.ok:
-            self.stats.deployed += 1
-            self.stats.last_succeeded_at = time.time()
-            await self._report(deployment, "succeeded")
-        else:
-            self.stats.failed += 1
-            await self._report(
-                deployment,
-                "failed",
-                error_code="run_failed",
-                error=f"{outcome.error_type}: {outcome.message}",
-            )
-
-    async def run_active(
-        self,
-        active: ActiveVersion,
-        inputs: dict | None = None,
-        window: list | None = None,
-        fire_seq: int = -1,
-    ) -> RunResult:
-        """Run the active version of a task once and report its outcome and uploads."""
-        files = self.cache.files(active)
-        outcome = await asyncio.to_thread(
-            self.runner, active, files, {"inputs": inputs or {}, "window": window}
-        )
-        self.stats.runs += 1
-        self.stats.run_errors += 0 if outcome.ok else 1
-        await self._queue(
-            protocol.message(
-                "run_stats",
-                id=uuid.uuid4().hex,
-                task=active.task,
-                version=active.version,
-                runs=1,
-                errors=0 if outcome.ok else 1,
-                latency_ms_p50=round(outcome.duration_ms, 3),
-                latency_ms_p95=round(outcome.duration_ms, 3),
-                last_error=outcome.last_error(),
-            )
-        )
-        if self.tunnel is not None and (outcome.uploads or fire_seq >= 0):
-            # One result per fire: the key (device, task, version, fire_seq) makes a replayed
-            # fire or a resent batch count once at the cloud. A failed run's fire is settled
-            # too (its error goes in run_stats), so it is not re-run forever.
-            payload = None
-            if outcome.uploads:
-                payload = outcome.uploads[0] if len(outcome.uploads) == 1 else outcome.uploads
-            try:
-                if fire_seq >= 0:
-                    self.tunnel.complete_fire(active.task, active.version, fire_seq, payload)
-                else:
-                    self.tunnel.enqueue(active.task, active.version, fire_seq, payload)
-            except TunnelError as exc:
-                # The VM caps uploads at what a tunnel result carries, so this is a bug or a
-                # full outbox: say so, settle the fire without its result, keep running.
-                log.error("%s v%s: result not queued: %s", active.task, active.version, exc)
-                self.stats.run_errors += 1 if outcome.ok else 0
-                if fire_seq >= 0:
-                    self.tunnel.complete_fire(active.task, active.version, fire_seq, None)
-        elif outcome.uploads:
-            items = []
-            for payload in outcome.uploads:
-                self._upload_seq += 1
-                key = hashlib.sha256(
-                    f"{self.identity.device_id}|{active.task}|{active.version}|{time.time_ns()}|{self._upload_seq}".encode()
-                ).hexdigest()
-                items.append(
-                    {"key": key, "task": active.task, "version": active.version, "payload": payload}
-                )
-            for batch in _upload_batches(items):
-                await self._queue(protocol.message("upload", id=uuid.uuid4().hex, items=batch))
-        self._emit("run", {"task": active.task, "version": active.version, "ok": outcome.ok})
-        return outcome
-
-    # data pipeline
-    async def simulate_events(self, stop: asyncio.Event, per_second: float, seed: int = 0) -> None:
-        """Emit a realistic app-session event stream (DESIGN §9 workload) at `per_second`."""
-        from walle_device.stream.workload import iter_events
-
-        if self.stream is None or per_second <= 0:
-            return
-        for event in iter_events(seed):
-            if stop.is_set():
-                return
-            self.stream.emit(
-                event["kind"], event["page"], event.get("event", ""), event.get("args")
-            )
-            try:
-                await asyncio.wait_for(stop.wait(), timeout=self.rng.expovariate(per_second))
-            except TimeoutError:
-                pass
-
-    def _register_trigger(self, task: str, active: ActiveVersion) -> None:
-        if self.stream is None:
-            return
-        spec = (active.manifest.get("config") or {}).get("trigger")
-        try:
-            if spec:
-                self.stream.register_trigger(task, spec)
-            else:
-                self.stream.remove_trigger(task)
-        except ValueError as exc:  # validated at upload; an old cloud might not have
-            self.stats.errors.append(f"trigger of {task} v{active.version}: {exc}")
-
-    def _on_fire(self, task: str, fire_seq: int, window) -> None:
-        # Called on the stream's worker thread: record the fire durably (the stream counts it
-        # delivered when this returns), then hand the run to the event loop; never block on it.
-        data = window.to_dict()
-        if self.tunnel is not None:
-            self.tunnel.accept_fire(task, fire_seq, data)
-        if self._loop is not None and not self._loop.is_closed():
-            self._loop.call_soon_threadsafe(self._spawn_fire, task, fire_seq, data)
-
-    def _spawn_fire(self, task: str, fire_seq: int, window: dict) -> None:
-        active = self.cache.active(task)
-        if active is None:
-            if self.tunnel is not None:  # the task is gone: nothing will ever run this fire
-                self.tunnel.complete_fire(task, 0, fire_seq)
-            return
-        self._spawn(
-            self.run_active(
-                active,
-                window=window["events"],
-                inputs={"aggregates": window["aggregates"]},
-                fire_seq=fire_seq,
-            )
-        )
-
-    async def _tunnel_send(self, items: list[dict]) -> list[str]:
-        """The tunnel's transport: one `upload` message, answered by its `upload_ack`."""
-        if self._ws is None:
-            raise ConnectionError("not connected")
-        msg_id = uuid.uuid4().hex
-        waiter = asyncio.get_running_loop().create_future()
-        self._upload_waiters[msg_id] = waiter
-        try:
-            await self._ws.send(protocol.encode(protocol.message("upload", id=msg_id, items=items)))
-            return await asyncio.wait_for(waiter, timeout=10)
-        finally:
-            self._upload_waiters.pop(msg_id, None)
-
+    # messages that must reach the server
     async def _report(
         self,
         deployment: int,
@@ -733,6 +342,7 @@ class DeviceClient:
         error_code: str | None = None,
         error: str | None = None,
     ) -> None:
+        """Report a deployment's step, once per (deployment, state), pending until acked."""
         if (deployment, state) in self._reported:
             return
         self._reported.add((deployment, state))
@@ -752,7 +362,3 @@ class DeviceClient:
         self._pending[msg["id"]] = msg
         self._save_pending()
         await self._send(msg)
-
-    @property
-    def pending(self) -> int:
-        return len(self._pending)

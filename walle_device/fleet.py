@@ -16,7 +16,8 @@ import httpx
 
 from walle_device import identities
 from walle_device.bundles import BundleCache
-from walle_device.client import DeviceClient, Identity, enroll
+from walle_device.client import DeviceClient
+from walle_device.enrollment import Identity, enroll
 from walle_device.runner import VMRunner, shared_vm
 from walle_device.stream import Stream
 from walle_device.tunnel import Tunnel

@@ -12,7 +12,7 @@ from urllib.parse import urljoin
 
 import httpx
 
-from walle_device.client import Identity
+from walle_device.enrollment import Identity
 
 
 def load(path: Path, server: str) -> list[Identity]:

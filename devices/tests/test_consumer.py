@@ -8,8 +8,10 @@ import json
 
 import pytest
 from channels.db import database_sync_to_async
+from channels.layers import InMemoryChannelLayer, get_channel_layer
 from channels.testing import WebsocketCommunicator
 
+from devices.push import NOTICE_GROUP
 from releases.models import Deployment
 from releases.services import create_release, start_release
 from walle_device import protocol
@@ -170,6 +172,51 @@ def test_starting_a_release_rings_the_connected_devices_once(cast):
     assert set(Deployment.objects.filter(release=release).values_list("state", flat=True)) == {
         "notified"
     }
+
+
+class SlowSubscriptionLayer(InMemoryChannelLayer):
+    """An in-process layer whose subscriptions wait until the test opens `gate`, as a remote
+    Redis's may take a while."""
+
+    def __init__(self, **kwargs) -> None:
+        super().__init__(**kwargs)
+        self.gate = asyncio.Event()
+        self.subscribed = False
+
+    async def group_add(self, group: str, channel: str) -> None:
+        await self.gate.wait()
+        await super().group_add(group, channel)
+        self.subscribed = True
+
+
+def test_a_hello_is_answered_only_once_the_socket_gets_notices(cast, settings):
+    """The client's `synced` rests on this: a notice published right after the answer rings."""
+    settings.CHANNEL_LAYERS = {
+        "default": {"BACKEND": f"{__name__}.{SlowSubscriptionLayer.__qualname__}"}
+    }
+    device = cast.devices[0]
+
+    async def go():
+        layer = get_channel_layer()
+        comm = connect(cast.tokens[device.uid])
+        assert (await comm.connect())[0]
+        await comm.send_to(
+            text_data=json.dumps(protocol.message("hello", attrs={}, current={}, id="h1"))
+        )
+        # Not subscribed yet: the hello waits (it would be answered in a few milliseconds).
+        assert await comm.receive_nothing(timeout=0.5)
+        layer.gate.set()
+        desired = await receive(comm)
+        assert desired["type"] == "desired" and layer.subscribed
+        notice = {"app": device.app_id, "task": "t", "version": 2, "digest": "d" * 64}
+        await layer.group_send(
+            NOTICE_GROUP, {"type": "release.notice", **notice, "device_uids": [device.uid]}
+        )
+        ring = await receive(comm)
+        await comm.disconnect()
+        return ring
+
+    assert run(go()) == protocol.message("notify", task="t", version=2, digest="d" * 64)
 
 
 def test_uploads_are_stored_once_and_acked_every_time(cast):

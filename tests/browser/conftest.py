@@ -66,7 +66,7 @@ class BackgroundFleet:
             uid = device.identity.device_id
             device.listeners.append(lambda event, data, uid=uid: self._listen(uid, event, data))
         runners = [asyncio.ensure_future(d.run(self.stop)) for d in fleet.devices]
-        await asyncio.wait_for(asyncio.gather(*(d.connected.wait() for d in fleet.devices)), 60)
+        await asyncio.wait_for(asyncio.gather(*(d.synced.wait() for d in fleet.devices)), 60)
         self.devices = fleet.devices
         self.ready.set()
         await self.stop.wait()

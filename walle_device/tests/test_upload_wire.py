@@ -12,7 +12,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from walle_device import protocol
-from walle_device.client import _upload_batches
+from walle_device.pipeline import upload_batches
 from walle_device.tunnel import MAX_ITEM_BYTES, Tunnel
 from walle_device.vm import TaskVM, guest
 
@@ -94,7 +94,7 @@ items = st.lists(st.one_of([_largest(u) for u in UNITS]), max_size=40) | st.list
 @settings(max_examples=60, deadline=None)
 @given(items)
 def test_plain_uploads_are_split_over_frames_that_fit(run_items):
-    batches = _upload_batches(run_items)
+    batches = upload_batches(run_items)
     assert [item for batch in batches for item in batch] == run_items
     for batch in batches:
         assert len(batch) <= protocol.MAX_UPLOAD_ITEMS

@@ -131,8 +131,7 @@ def test_a_malformed_notice_does_not_stop_the_push_listener(settings):
         import asyncio
 
         registry.add(socket)
-        registry.ensure_listener()
-        await asyncio.sleep(0)
+        await registry.listening()
         layer = get_channel_layer()
         await layer.group_send(NOTICE_GROUP, {"type": "release.notice", "task": "t"})
         await layer.group_send(NOTICE_GROUP, {**NOTICE, "device_uids": [socket.device_uid]})
