@@ -5,6 +5,9 @@ from __future__ import annotations
 
 import pytest
 
+# The live-server fixture and its `live` marker, for the end-to-end tests (tests/live.py).
+pytest_plugins = ["tests.live"]
+
 
 @pytest.fixture(autouse=True)
 def _serving_sockets(monkeypatch):

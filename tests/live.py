@@ -1,11 +1,26 @@
-"""A live Walle server for end-to-end tests and benchmarks: real daphne processes on free ports.
+"""A live Walle server for end-to-end tests and benchmarks: real daphne processes on free ports,
+and the one way tests wait for what a live server does.
 
 `embedded` is the one-laptop default (SQLite, in-process channel layer). `scaleout` is the
 PostgreSQL + Redis configuration with two daphne processes, so a notice must cross processes.
+
+- `live_server(tmp, backend, ...)` starts one (a context manager; benchmarks use it too).
+- The `server` fixture gives a test one server per backend. It is a pytest plugin (the root
+  conftest loads this module); a test or module configures it with a marker:
+
+      pytestmark = pytest.mark.live(backends=["embedded"], worker=True, extra_env={...})
+
+  `backends` defaults to both; the other arguments go to `live_server`. `module_server` is
+  the same, started once per backend for all the tests of a module.
+- `poll(condition, what=...)` (and `apoll` in async code) waits for a condition and, on a
+  timeout, fails saying what it waited for and what it saw last. `start_daphne` is the one
+  place a daphne process is started and awaited.
 """
 
 from __future__ import annotations
 
+import asyncio
+import inspect
 import json
 import os
 import secrets
@@ -14,11 +29,14 @@ import subprocess
 import sys
 import time
 import uuid
+from collections.abc import Awaitable, Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import httpx
+import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
 PG_URL = os.environ.get("WALLE_TEST_POSTGRES", "postgres://postgres@127.0.0.1:5432/")
@@ -49,9 +67,31 @@ def scaleout_unavailable() -> str | None:
     return None
 
 
-def daphne_command(port: int) -> list[str]:
-    """How the tests and benchmarks run daphne (docs/operations.md explains the options):
-    through walle_web.serve, daphne with housekeeping that does not walk every socket."""
+APPLICATION = "walle_web.asgi:application"
+
+#: How the tests and benchmarks run walle's daphne (docs/operations.md explains the options).
+SERVER_OPTIONS = (
+    # Devices ping every 60 s and wait 120 s for the pong; the server's own pings only find
+    # dead peers, so every 5 minutes is enough (at daphne's 20 s default, pinging 10k sockets
+    # was a tenth of the event loop), and a pong may take 120 s to come back from a busy
+    # device before the socket is closed.
+    "--ping-interval",
+    "300",
+    "--ping-timeout",
+    "120",
+    # daphne answers a handshake the application has not accepted by then with 403, the
+    # status of a bad token; walle closes an overloaded handshake with 1013 after
+    # WALLE_CONNECT_BUDGET_S, so daphne's own limit must be well above it, even when the
+    # event loop is backed up.
+    "--websocket_connect_timeout",
+    "30",
+)
+
+
+def daphne_command(
+    port: int, application: str = APPLICATION, options: tuple[str, ...] = SERVER_OPTIONS
+) -> list[str]:
+    """walle_web.serve (daphne with housekeeping that does not walk every socket) on a port."""
     return [
         sys.executable,
         "-m",
@@ -59,22 +99,142 @@ def daphne_command(port: int) -> list[str]:
         # A deep accept backlog: thousands of devices reconnect at once after a failure.
         "-e",
         f"tcp:port={port}:interface=127.0.0.1:backlog=4096",
-        # Devices ping every 60 s and wait 120 s for the pong; the server's own pings only
-        # find dead peers, so every 5 minutes is enough (at daphne's 20 s default, pinging
-        # 10k sockets was a tenth of the event loop), and a pong may take 120 s to come
-        # back from a busy device before the socket is closed.
-        "--ping-interval",
-        "300",
-        "--ping-timeout",
-        "120",
-        # daphne answers a handshake the application has not accepted by then with 403, the
-        # status of a bad token; walle closes an overloaded handshake with 1013 after
-        # WALLE_CONNECT_BUDGET_S, so daphne's own limit must be well above it, even when the
-        # event loop is backed up.
-        "--websocket_connect_timeout",
-        "30",
-        "walle_web.asgi:application",
+        *options,
+        application,
     ]
+
+
+def start_daphne(
+    port: int,
+    log: Path,
+    *,
+    env: dict | None = None,
+    application: str = APPLICATION,
+    options: tuple[str, ...] = SERVER_OPTIONS,
+    health: str = "/healthz",
+) -> subprocess.Popen:
+    """Start daphne on 127.0.0.1:`port`, its output appended to `log`, and return once
+    `health` answers 200; fails with the log's tail if the process exits first."""
+    with log.open("a") as fh:
+        proc = subprocess.Popen(
+            daphne_command(port, application, options),
+            cwd=ROOT,
+            env=env,
+            stdout=fh,
+            stderr=subprocess.STDOUT,
+        )
+    url = f"http://127.0.0.1:{port}"
+
+    def healthy() -> bool:
+        if proc.poll() is not None:
+            raise RuntimeError(f"daphne exited with {proc.returncode}:\n{log.read_text()[-3000:]}")
+        try:
+            return httpx.get(url + health, timeout=2).status_code == 200
+        except httpx.HTTPError:
+            return False
+
+    try:
+        poll(healthy, timeout=60, what=f"daphne on {url} to answer {health}")
+    except AssertionError:
+        stop_processes([proc])
+        raise AssertionError(
+            f"daphne on {url} never became healthy:\n{log.read_text()[-3000:]}"
+        ) from None
+    return proc
+
+
+def stop_processes(procs: list[subprocess.Popen], timeout: float = 10) -> None:
+    """SIGTERM every process, then SIGKILL the ones still running after `timeout`."""
+    for proc in procs:
+        if proc.poll() is None:
+            proc.terminate()
+    for proc in procs:
+        try:
+            proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+# --- waiting -----------------------------------------------------------------------------
+
+
+def _seen(value: object) -> str:
+    text = repr(value)
+    return text if len(text) <= 600 else text[:600] + "…"
+
+
+def poll[T](
+    condition: Callable[[], T],
+    *,
+    what: str,
+    timeout: float = 60.0,
+    interval: float = 0.2,
+    until: Callable[[T], bool] | None = None,
+) -> T:
+    """Call `condition` until its value is truthy (or passes `until`) and return that value.
+
+    A live server answers in its own time: this is how a test waits for it. On a timeout it
+    raises AssertionError naming `what` it waited for and the last value it saw.
+    """
+    deadline = time.monotonic() + timeout
+    while True:
+        value = condition()
+        if until(value) if until is not None else value:
+            return value
+        if time.monotonic() >= deadline:
+            raise AssertionError(
+                f"timed out after {timeout:g} s waiting for {what}; last seen: {_seen(value)}"
+            )
+        time.sleep(interval)
+
+
+async def apoll[T](
+    condition: Callable[[], T | Awaitable[T]],
+    *,
+    what: str,
+    timeout: float = 60.0,
+    interval: float = 0.2,
+    until: Callable[[T], bool] | None = None,
+) -> T:
+    """`poll` on an event loop: `condition` may be a coroutine function; a blocking one (an
+    HTTP call to the server) belongs in `lambda: asyncio.to_thread(...)`."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = condition()
+        if inspect.isawaitable(value):
+            value = await value
+        if until(value) if until is not None else value:
+            return value
+        if time.monotonic() >= deadline:
+            raise AssertionError(
+                f"timed out after {timeout:g} s waiting for {what}; last seen: {_seen(value)}"
+            )
+        await asyncio.sleep(interval)
+
+
+def wait_for_release(
+    api: httpx.Client, release_id: int, until: Callable[[dict], bool], what: str, timeout=120
+) -> dict:
+    """The release's API body once `until(body)` holds."""
+    return poll(
+        lambda: api.get(f"/api/v1/releases/{release_id}/").json(),
+        until=until,
+        what=f"release {release_id} {what}",
+        timeout=timeout,
+        interval=0.3,
+    )
+
+
+def wait_for_counts(api: httpx.Client, release_id: int, want: dict, timeout: float = 90) -> dict:
+    """The release's deployment counts once every count in `want` has its value."""
+    return wait_for_release(
+        api,
+        release_id,
+        lambda body: all(body["counts"].get(k) == v for k, v in want.items()),
+        f"to reach counts {want}",
+        timeout,
+    )["counts"]
 
 
 @dataclass
@@ -110,13 +270,7 @@ class LiveServer:
     def restart(self, index: int) -> None:
         """Start daphne `index` again on its old port and wait until it is healthy."""
         port = int(self.urls[index].rsplit(":", 1)[1])
-        log = self.logs[index]
-        with log.open("a") as fh:
-            proc = subprocess.Popen(
-                daphne_command(port), cwd=ROOT, env=self.env, stdout=fh, stderr=subprocess.STDOUT
-            )
-        self.procs[index] = proc
-        _wait_healthy(self.urls[index], proc, log)
+        self.procs[index] = start_daphne(port, self.logs[index], env=self.env)
 
     @property
     def url(self) -> str:
@@ -138,20 +292,6 @@ class LiveServer:
         ).stdout
 
 
-def _wait_healthy(url: str, proc: subprocess.Popen, log: Path, timeout: float = 60) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise RuntimeError(f"daphne exited with {proc.returncode}:\n{log.read_text()[-3000:]}")
-        try:
-            if httpx.get(url + "/healthz", timeout=2).status_code == 200:
-                return
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.2)
-    raise RuntimeError(f"daphne did not become healthy in {timeout}s:\n{log.read_text()[-3000:]}")
-
-
 @contextmanager
 def live_server(
     tmp: Path,
@@ -159,7 +299,10 @@ def live_server(
     processes: int | None = None,
     extra_env: dict | None = None,
     worker: bool = False,
-):
+) -> Iterator[LiveServer]:
+    """Migrate and bootstrap a fresh database, start `processes` daphne processes (two for
+    scaleout) and, with `worker`, the rollout worker; stop them all and drop the database
+    on the way out."""
     var_dir = tmp / "var"
     var_dir.mkdir(parents=True, exist_ok=True)
     env = {
@@ -223,14 +366,8 @@ def live_server(
             port = free_port()
             log = tmp / f"daphne-{i}.log"
             logs.append(log)
-            with log.open("w") as fh:
-                proc = subprocess.Popen(
-                    daphne_command(port), cwd=ROOT, env=env, stdout=fh, stderr=subprocess.STDOUT
-                )
-            procs.append(proc)
-            url = f"http://127.0.0.1:{port}"
-            _wait_healthy(url, proc, log)
-            urls.append(url)
+            procs.append(start_daphne(port, log, env=env))
+            urls.append(f"http://127.0.0.1:{port}")
         if worker and backend != "embedded":
             log = tmp / "rolloutd.log"
             procs.append(
@@ -254,15 +391,73 @@ def live_server(
             logs=logs,
         )
     finally:
-        for proc in procs:
-            proc.terminate()
-        for proc in procs:
-            try:
-                proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                proc.kill()
+        stop_processes(procs)
         if dbname:
             import psycopg
 
             with psycopg.connect(PG_URL + "postgres", autocommit=True) as conn:
                 conn.execute(f'DROP DATABASE IF EXISTS "{dbname}" WITH (FORCE)')
+
+
+# --- the pytest plugin: one `server` fixture, configured by @pytest.mark.live ----------------
+
+BACKENDS = ("embedded", "scaleout")
+LIVE_OPTIONS = {"processes", "extra_env", "worker"}
+#: The fixtures that start a live server, and how long each one lives.
+SERVER_FIXTURES = {"server": "function", "module_server": "module"}
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line(
+        "markers",
+        "live(backends=('embedded', 'scaleout'), processes=None, extra_env=None, worker=False):"
+        " how the `server` (or `module_server`) fixture starts its live server (tests/live.py)",
+    )
+
+
+def _live_marker(node: Any) -> dict[str, Any]:
+    marker = node.get_closest_marker("live")
+    options = dict(marker.kwargs) if marker else {}
+    unknown = set(options) - LIVE_OPTIONS - {"backends"}
+    if unknown:
+        raise TypeError(f"pytest.mark.live got unknown options {sorted(unknown)}")
+    return options
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    backends = _live_marker(metafunc.definition).get("backends", BACKENDS)
+    for name, scope in SERVER_FIXTURES.items():
+        if name in metafunc.fixturenames:
+            metafunc.parametrize(
+                name,
+                [
+                    pytest.param(b, marks=[pytest.mark.scaleout] if b == "scaleout" else [])
+                    for b in backends
+                ],
+                ids=list(backends),
+                indirect=True,
+                scope=scope,
+            )
+
+
+def _serve(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory):
+    backend = request.param
+    if backend == "scaleout" and (why := scaleout_unavailable()):
+        print(f"skipping the PostgreSQL + Redis run: {why}")
+        pytest.skip(why)
+    options = {k: v for k, v in _live_marker(request.node).items() if k in LIVE_OPTIONS}
+    with live_server(tmp_path_factory.mktemp(f"live-{backend}"), backend, **options) as srv:
+        yield srv
+
+
+@pytest.fixture
+def server(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory):
+    """A live server on the backend of this parameter (skipped, with the reason printed, when
+    PostgreSQL or Redis does not answer for `scaleout`)."""
+    yield from _serve(request, tmp_path_factory)
+
+
+@pytest.fixture(scope="module")
+def module_server(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory):
+    """`server`, started once per backend for every test of a module."""
+    yield from _serve(request, tmp_path_factory)

@@ -20,10 +20,7 @@ import httpx
 import pytest
 import websockets
 
-from tests.live import live_server, scaleout_unavailable
 from walle_device import protocol
-
-pytestmark = pytest.mark.e2e
 
 TASK = b"def run(ctx):\n    return 1\n"
 # Throttles stay on (they answer 429, which is documented), but high enough for a fuzz run.
@@ -37,30 +34,37 @@ FUZZ_ENV = {
 }
 
 
-@pytest.fixture(scope="module", params=["sqlite", "postgres"])
-def live(request, tmp_path_factory):
-    if request.param == "postgres" and (why := scaleout_unavailable()):
-        pytest.skip(why)
-    backend = "scaleout" if request.param == "postgres" else "embedded"
-    tmp = tmp_path_factory.mktemp(f"bad-input-{request.param}")
-    with live_server(tmp, backend, processes=1, extra_env=FUZZ_ENV) as server:
-        api = server.api()
-        task = api.post("/api/v1/tasks/", json={"app": server.app, "name": "page-stats"})
-        assert task.status_code == 201, task.text
-        version = api.post(
-            f"/api/v1/tasks/{task.json()['id']}/versions/",
-            files=[("files", ("main.py", TASK))],
-        )
-        assert version.status_code == 201, version.text
-        enrolled = httpx.post(
-            server.url + "/api/v1/devices/enroll/",
-            json={"enrollment_key": server.enroll_key, "attrs": {"model": "Pixel 8"}},
-        )
-        assert enrolled.status_code == 201, enrolled.text
-        server.version_id = version.json()["id"]
-        server.device_token = enrolled.json()["token"]
-        server.backend = request.param
-        yield server
+# One server per database (SQLite, then PostgreSQL), shared by every test of the module.
+pytestmark = [
+    pytest.mark.e2e,
+    pytest.mark.live(processes=1, extra_env=FUZZ_ENV),
+]
+
+
+@pytest.fixture(scope="module")
+def live(module_server):
+    """The module's server with a task version, an enrolled device and a draft release."""
+    server = module_server
+    api = server.api()
+    task = api.post("/api/v1/tasks/", json={"app": server.app, "name": "page-stats"})
+    assert task.status_code == 201, task.text
+    version = api.post(
+        f"/api/v1/tasks/{task.json()['id']}/versions/",
+        files=[("files", ("main.py", TASK))],
+    )
+    assert version.status_code == 201, version.text
+    enrolled = httpx.post(
+        server.url + "/api/v1/devices/enroll/",
+        json={"enrollment_key": server.enroll_key, "attrs": {"model": "Pixel 8"}},
+    )
+    assert enrolled.status_code == 201, enrolled.text
+    release = api.post("/api/v1/releases/", json={"version": version.json()["id"]})
+    assert release.status_code == 201, release.text
+    server.version_id = version.json()["id"]
+    server.device_token = enrolled.json()["token"]
+    server.release_id = release.json()["id"]
+    server.backend = "postgres" if server.dbname else "sqlite"
+    return server
 
 
 def _json(api: httpx.Client, method: str, url: str, body: str) -> httpx.Response:
@@ -129,8 +133,8 @@ def test_unstorable_json_is_refused(live, raw):
         ("/api/v1/releases/?task=page-stats&state=bogus", 400),
         ("/api/v1/deployments/?release=abc", 400),
         ("/api/v1/deployments/?release=99999999999999999999", 400),
-        ("/api/v1/releases/1/deployments/?stage=%C2%B2", 400),
-        ("/api/v1/releases/1/deployments/?stage=1.5", 400),
+        ("/api/v1/releases/{release}/deployments/?stage=%C2%B2", 400),
+        ("/api/v1/releases/{release}/deployments/?stage=1.5", 400),
         ("/api/v1/results/?version=4294967296", 400),
         ("/api/v1/devices/%00/", 400),
         ("/api/v1/devices/?online=maybe", 400),
@@ -138,9 +142,7 @@ def test_unstorable_json_is_refused(live, raw):
     ],
 )
 def test_query_parameters_never_reach_the_database_unchecked(live, url, status):
-    response = live.api().get(url)
-    if url.startswith("/api/v1/releases/1/") and response.status_code == 404:
-        return  # no release 1 yet on this server: nothing to filter
+    response = live.api().get(url.replace("{release}", str(live.release_id)))
     assert response.status_code == status, (url, response.status_code, response.text[:300])
     if status == 400:
         assert_refused(response)

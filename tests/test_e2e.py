@@ -5,12 +5,11 @@ reports; an offline device catches up on connect; a tampered file is refused."""
 from __future__ import annotations
 
 import asyncio
-import time
 from pathlib import Path
 
 import pytest
 
-from tests.live import live_server, scaleout_unavailable
+from tests.live import apoll, wait_for_counts
 from walle_device.fleet import build_fleet
 from walle_device.vm import TaskVM
 
@@ -21,17 +20,6 @@ TASK_V1 = (
 )
 TASK_V2 = b"def run(ctx):\n    data = ctx.read('data.bin')\n    return len(data)\n"
 FLEET = 20
-
-
-@pytest.fixture(params=["embedded", "scaleout"])
-def server(request, tmp_path):
-    if request.param == "scaleout":
-        why = scaleout_unavailable()
-        if why:
-            print(f"skipping the PostgreSQL + Redis run: {why}")
-            pytest.skip(why)
-    with live_server(tmp_path, request.param) as srv:
-        yield srv
 
 
 def upload_version(api, task_id: int, files: dict[str, bytes]) -> dict:
@@ -50,17 +38,6 @@ def release(api, version_id: int, **body) -> dict:
     started = api.post(f"/api/v1/releases/{created.json()['id']}/start/")
     assert started.status_code == 200, started.text
     return started.json()
-
-
-def wait_for_counts(api, release_id: int, want: dict, timeout: float = 90) -> dict:
-    deadline = time.monotonic() + timeout
-    counts = {}
-    while time.monotonic() < deadline:
-        counts = api.get(f"/api/v1/releases/{release_id}/").json()["counts"]
-        if all(counts.get(k) == v for k, v in want.items()):
-            return counts
-        time.sleep(0.3)
-    raise AssertionError(f"release {release_id} counts {counts} never reached {want}")
 
 
 def test_a_version_goes_from_upload_to_every_device_and_back(server, tmp_path: Path):
@@ -101,15 +78,14 @@ def test_a_version_goes_from_upload_to_every_device_and_back(server, tmp_path: P
         assert late.stats.notices == 0 and late.cache.active("item-features").version == 1
 
         # Results flowed back through the socket, once per device run.
-        results = await asyncio.to_thread(
-            lambda: api.get("/api/v1/results/?task=item-features").json()
-        )
-        deadline = time.monotonic() + 30
-        while results["count"] < FLEET + 1 and time.monotonic() < deadline:
-            await asyncio.sleep(0.3)
-            results = await asyncio.to_thread(
+        results = await apoll(
+            lambda: asyncio.to_thread(
                 lambda: api.get("/api/v1/results/?task=item-features").json()
-            )
+            ),
+            until=lambda body: body["count"] >= FLEET + 1,
+            what=f"{FLEET + 1} results of item-features",
+            timeout=30,
+        )
         assert results["count"] == FLEET + 1
 
         # A file tampered with in the content store is refused by the device that pulls it.

@@ -15,30 +15,22 @@ from __future__ import annotations
 import asyncio
 import random
 import threading
-import time
 
 import pytest
 
-from tests.live import PG_URL, live_server, scaleout_unavailable
+from tests.live import PG_URL, apoll
 from tests.test_e2e import upload_version
 from walle_device.fleet import build_fleet
 from walle_device.vm import TaskVM
-
-pytestmark = pytest.mark.e2e
 
 DEVICES = 500
 POOL = 4  # WALLE_DB_POOL_SIZE of every server process in this test
 TASK = b"def run(ctx):\n    return len(ctx.read('weights.bin'))\n"
 
-
-@pytest.fixture(params=["embedded", "scaleout"])
-def server(request, tmp_path):
-    if request.param == "scaleout" and (why := scaleout_unavailable()):
-        print(f"skipping the PostgreSQL + Redis run: {why}")
-        pytest.skip(why)
-    env = {"WALLE_DB_POOL_SIZE": str(POOL)}
-    with live_server(tmp_path, request.param, worker=True, extra_env=env) as srv:
-        yield srv
+pytestmark = [
+    pytest.mark.e2e,
+    pytest.mark.live(worker=True, extra_env={"WALLE_DB_POOL_SIZE": str(POOL)}),
+]
 
 
 class ConnectionWatch:
@@ -108,12 +100,13 @@ def test_a_paced_release_survives_a_killed_server_and_dropped_connections(server
         started = await asyncio.to_thread(api.post, f"/api/v1/releases/{release_id}/start/")
         assert started.status_code == 200, started.text
 
-        deadline = time.monotonic() + 240
-        while (await asyncio.to_thread(release_body, api, release_id))["counts"][
-            "succeeded"
-        ] < DEVICES // 4:
-            assert time.monotonic() < deadline, "the release never reached a quarter"
-            await asyncio.sleep(0.3)
+        await apoll(
+            lambda: asyncio.to_thread(release_body, api, release_id),
+            until=lambda body: body["counts"]["succeeded"] >= DEVICES // 4,
+            what="a quarter of the fleet to succeed",
+            timeout=240,
+            interval=0.3,
+        )
         rng = random.Random(5)
         dropped = [d for d in fleet.devices if d._ws is not None and rng.random() < 0.2]
         for device in dropped:
@@ -121,20 +114,24 @@ def test_a_paced_release_survives_a_killed_server_and_dropped_connections(server
         await asyncio.to_thread(server.kill, victim)
         await asyncio.to_thread(server.restart, victim)
 
-        body: dict = {}
-        while time.monotonic() < deadline:
-            body = await asyncio.to_thread(release_body, api, release_id)
-            if body["state"] == "completed":
-                break
-            await asyncio.sleep(0.5)
-        assert body["state"] == "completed", body
+        body = await apoll(
+            lambda: asyncio.to_thread(release_body, api, release_id),
+            until=lambda body: body["state"] == "completed",
+            what="the release to complete after the faults",
+            timeout=240,
+            interval=0.5,
+        )
         # Completed means finished: every device of the release succeeded, none pending.
         assert body["counts"]["succeeded"] == DEVICES, body["counts"]
         assert len(dropped) >= DEVICES // 10
 
         # Every report acked (the client keeps a report until its ack says it is stored).
-        while any(d.pending for d in fleet.devices) and time.monotonic() < deadline:
-            await asyncio.sleep(0.3)
+        await apoll(
+            lambda: sum(d.pending for d in fleet.devices) == 0,
+            what="every device's reports to be acked",
+            timeout=60,
+            interval=0.3,
+        )
         stop.set()
         await asyncio.gather(*runners)
         assert all(d.pending == 0 for d in fleet.devices)

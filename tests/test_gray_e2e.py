@@ -6,40 +6,19 @@ from its cache; no report is lost or counted twice."""
 from __future__ import annotations
 
 import asyncio
-import time
 from collections import Counter
 
 import pytest
 
-from tests.live import live_server, scaleout_unavailable
-from tests.test_e2e import upload_version, wait_for_counts
+from tests.live import wait_for_counts, wait_for_release
+from tests.test_e2e import upload_version
 from walle_device.fleet import build_fleet
 
-pytestmark = pytest.mark.e2e
+pytestmark = [pytest.mark.e2e, pytest.mark.live(worker=True)]
 
 GOOD = b"def run(ctx):\n    return 'v1'\n"
 BAD_ON_MOTO = b"def run(ctx):\n    if ctx.device['model'].startswith('Moto'):\n        raise RuntimeError('kernel not supported on this GPU')\n    return 'v2'\n"
 DEVICES = 200
-
-
-@pytest.fixture(params=["embedded", "scaleout"])
-def server(request, tmp_path):
-    if request.param == "scaleout" and (why := scaleout_unavailable()):
-        print(f"skipping the PostgreSQL + Redis run: {why}")
-        pytest.skip(why)
-    with live_server(tmp_path, request.param, worker=True) as srv:
-        yield srv
-
-
-def wait_for(api, release_id: int, predicate, what: str, timeout: float = 120) -> dict:
-    deadline = time.monotonic() + timeout
-    body: dict = {}
-    while time.monotonic() < deadline:
-        body = api.get(f"/api/v1/releases/{release_id}/").json()
-        if predicate(body):
-            return body
-        time.sleep(0.3)
-    raise AssertionError(f"release {release_id} never got {what}: {body}")
 
 
 def test_error_gate_pauses_and_rollback_restores_the_fleet(server):
@@ -70,7 +49,7 @@ def test_error_gate_pauses_and_rollback_restores_the_fleet(server):
         ).json()
         await asyncio.to_thread(api.post, f"/api/v1/releases/{r1['id']}/start/")
         await asyncio.to_thread(
-            wait_for, api, r1["id"], lambda b: b["state"] == "completed", "completed"
+            wait_for_release, api, r1["id"], lambda b: b["state"] == "completed", "to complete"
         )
         assert all(d.cache.active("ranker").version == 1 for d in fleet.devices)
 
@@ -105,7 +84,7 @@ def test_error_gate_pauses_and_rollback_restores_the_fleet(server):
         ).json()
         await asyncio.to_thread(api.post, f"/api/v1/releases/{r2['id']}/start/")
         paused = await asyncio.to_thread(
-            wait_for, api, r2["id"], lambda b: b["state"] == "paused", "paused"
+            wait_for_release, api, r2["id"], lambda b: b["state"] == "paused", "to pause"
         )
         assert "error gate" in paused["reason"] and "Moto G84" in paused["reason"], paused["reason"]
         monitoring = (

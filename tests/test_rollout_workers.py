@@ -8,9 +8,9 @@ import sys
 
 import pytest
 
-from tests.live import ROOT, live_server, scaleout_unavailable
+from tests.live import ROOT
 
-pytestmark = pytest.mark.e2e
+pytestmark = [pytest.mark.e2e, pytest.mark.live(processes=1)]
 
 # One `rolloutd --once` pass that starts when the test says go (a line on stdin).
 WORKER = """
@@ -23,15 +23,6 @@ print("ready", flush=True)
 sys.stdin.readline()
 call_command("rolloutd", once=True)
 """
-
-
-@pytest.fixture(params=["embedded", "scaleout"])
-def server(request, tmp_path):
-    if request.param == "scaleout" and (why := scaleout_unavailable()):
-        print(f"skipping the PostgreSQL + Redis run: {why}")
-        pytest.skip(why)
-    with live_server(tmp_path, request.param, processes=1) as srv:
-        yield srv
 
 
 def test_two_workers_at_once_advance_each_stage_exactly_once(server):

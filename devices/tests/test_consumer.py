@@ -14,6 +14,7 @@ from channels.testing import WebsocketCommunicator
 from devices.push import NOTICE_GROUP
 from releases.models import Deployment
 from releases.services import create_release, start_release
+from tests.live import apoll
 from walle_device import protocol
 from walle_web.asgi import application
 
@@ -251,10 +252,13 @@ def test_presence_follows_the_connection(cast):
         await send(comm, "hello", attrs={}, current={})
         online = await database_sync_to_async(is_online)()
         await comm.disconnect()
-        for _ in range(100):  # the disconnect is applied by the writer's next batch
-            if not await database_sync_to_async(is_online)():
-                break
-            await asyncio.sleep(0.05)
+        await apoll(  # the disconnect is applied by the writer's next batch
+            database_sync_to_async(is_online),
+            until=lambda now_online: not now_online,
+            what="the disconnect to mark the device offline",
+            timeout=5,
+            interval=0.05,
+        )
         return online
 
     assert run(go()) is True
@@ -338,8 +342,12 @@ def test_messages_of_many_devices_share_one_transaction(cast):
         online = database_sync_to_async(
             lambda: type(cast.devices[0]).objects.filter(uid__in=uids, online=True).count()
         )
-        while await online() < len(uids):  # the connections' presence batch is done
-            await asyncio.sleep(0.05)
+        await apoll(  # the connections' presence batch is done
+            online,
+            until=lambda n: n == len(uids),
+            what=f"all {len(uids)} devices online",
+            interval=0.05,
+        )
         # The writer now waits this long for company after a first message: all four
         # hellos arrive meanwhile and go in one batch.
         ingest().window_s = 2.0

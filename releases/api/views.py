@@ -249,8 +249,9 @@ class DeploymentViewSet(
             release__app__in=visible_apps(self.request.user)
         ).select_related("device")
 
+    # A plain list, as it answers: without pagination_class=None the schema described a page.
     @extend_schema(responses=DeploymentEventSerializer(many=True))
-    @action(detail=True, methods=["get"])
+    @action(detail=True, methods=["get"], pagination_class=None)
     def history(self, request, pk=None):
         """The append-only transitions of one deployment."""
         return Response(DeploymentEventSerializer(self.get_object().events.all(), many=True).data)

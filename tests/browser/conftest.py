@@ -1,5 +1,6 @@
-"""What the browser tests share: Debian's Chromium through Playwright, a live server with a
-rollout worker, a simulated fleet on its own event loop, and screenshots."""
+"""What the browser tests share: Debian's Chromium through Playwright, a simulated fleet on
+its own event loop, and screenshots. Their live server is the `server` fixture of tests/live.py
+(`LIVE`: embedded, with a rollout worker)."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.live import ROOT, live_server
+from tests.live import ROOT
 from walle_device.fleet import build_fleet
 from walle_device.stream import Stream
 
@@ -24,6 +25,8 @@ CHROMIUM_ARGS = [
     "--no-first-run",
 ]
 SHOTS = ROOT / "test-artifacts" / "screenshots"
+#: How every browser test's `server` runs: one SQLite daphne and the rollout worker.
+LIVE = pytest.mark.live(backends=["embedded"], worker=True)
 
 
 class BackgroundFleet:
@@ -109,12 +112,6 @@ def browser():
         )
         yield browser
         browser.close()
-
-
-@pytest.fixture
-def server(tmp_path):
-    with live_server(tmp_path, worker=True) as srv:
-        yield srv
 
 
 def shot(page, name: str) -> None:

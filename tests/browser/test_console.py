@@ -16,9 +16,10 @@ import zipfile
 import httpx
 import pytest
 
-from tests.browser.conftest import SHOTS, BackgroundFleet, shot
+from tests.browser.conftest import LIVE, SHOTS, BackgroundFleet, shot
+from tests.live import poll, wait_for_counts
 
-pytestmark = pytest.mark.e2e
+pytestmark = [pytest.mark.e2e, LIVE]
 
 FLEET = 10
 TASK_V1 = (
@@ -34,20 +35,14 @@ TASK_V2 = (
 )
 
 
-def endpoint_missing(api: httpx.Client, path: str) -> bool:
-    """A POST-only action answers GET with 405 when it exists, 404 when it does not."""
-    return api.get(path).status_code == 404
-
-
-def wait_counts(api: httpx.Client, release_id: int, want: dict, timeout: float = 30) -> dict:
-    deadline = time.monotonic() + timeout
-    counts: dict = {}
-    while time.monotonic() < deadline:
-        counts = api.get(f"/api/v1/releases/{release_id}/").json()["counts"]
-        if all(counts.get(k) == v for k, v in want.items()):
-            return counts
-        time.sleep(0.2)
-    raise AssertionError(f"release {release_id} counts {counts} never reached {want}")
+def require_endpoint(api: httpx.Client, path: str) -> None:
+    """Fail, saying which, when a POST-only action the journey needs is not served: it
+    answers GET with 405 when it exists, 404 when it does not."""
+    status = api.get(path).status_code
+    assert status != 404, (
+        f"GET {path} answered 404: the release action API the console's buttons call is "
+        "missing, so the rest of the journey cannot run"
+    )
 
 
 def latest_version(api: httpx.Client, task_id: int) -> dict:
@@ -62,14 +57,12 @@ def count_on_page(page, state: str) -> int:
 
 def wait_finished(api: httpx.Client, release_id: int, n: int, timeout: float = 30) -> dict:
     """Until n deployments finished (succeeded, failed or timed out)."""
-    deadline = time.monotonic() + timeout
-    counts: dict = {}
-    while time.monotonic() < deadline:
-        counts = api.get(f"/api/v1/releases/{release_id}/").json()["counts"]
-        if counts["succeeded"] + counts["failed"] + counts["timed_out"] == n:
-            return counts
-        time.sleep(0.2)
-    raise AssertionError(f"release {release_id}: {counts}, never {n} finished")
+    return poll(
+        lambda: api.get(f"/api/v1/releases/{release_id}/").json()["counts"],
+        until=lambda c: c["succeeded"] + c["failed"] + c["timed_out"] == n,
+        what=f"{n} finished deployments of release {release_id}",
+        timeout=timeout,
+    )
 
 
 FINISHED_ON_PAGE = (
@@ -188,7 +181,7 @@ def test_a_product_team_releases_and_rolls_back_through_the_console(server, brow
         r1 = api.post("/api/v1/releases/", json={"version": v1["id"], "name": "v1 baseline"})
         assert r1.status_code == 201, r1.text
         assert api.post(f"/api/v1/releases/{r1.json()['id']}/start/").status_code == 200
-        wait_counts(api, r1.json()["id"], {"succeeded": FLEET})
+        wait_for_counts(api, r1.json()["id"], {"succeeded": FLEET}, timeout=30)
 
         # Version 2 through the page; the task page diffs it against v1.
         upload_through_page(page, base, app, task_id, TASK_V2, "second version", as_zip=True)
@@ -270,7 +263,8 @@ def test_a_product_team_releases_and_rolls_back_through_the_console(server, brow
             page.click("#confirm-ok")
 
         # The rest of the journey needs the action API: its absence is a failure, not a skip.
-        assert not endpoint_missing(api, f"/api/v1/releases/{release_id}/pause/")
+        for action in ("pause", "resume", "advance", "rollback"):
+            require_endpoint(api, f"/api/v1/releases/{release_id}/{action}/")
         act("pause", "checking the canaries")
         page.wait_for_selector("#release-state .state-paused")
         page.wait_for_selector("#release-reason:has-text('checking the canaries')")

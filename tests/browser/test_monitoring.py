@@ -18,10 +18,11 @@ import pytest
 
 from alerts.tests.receiver import Receiver, verify
 from devices import targeting
-from tests.browser.conftest import BackgroundFleet, shot
+from tests.browser.conftest import LIVE, BackgroundFleet, shot
+from tests.live import poll, wait_for_release
 from walle_web.tests.test_stats import fisher_by_enumeration
 
-pytestmark = pytest.mark.e2e
+pytestmark = [pytest.mark.e2e, LIVE]
 
 FLEET = 10
 EVENTS = 6  # app events per device once stage 1 settled; each fires one task run
@@ -45,15 +46,6 @@ def upload(api: httpx.Client, task_id: int, source: bytes) -> dict:
     )
     assert response.status_code == 201, response.text
     return response.json()
-
-
-def wait_until(condition, what: str, timeout: float = 60):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if value := condition():
-            return value
-        time.sleep(0.2)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 def p_text(p: float) -> str:
@@ -97,10 +89,7 @@ def test_new_vs_control_why_waiting_the_gate_and_its_alert(server, browser):
             v1 = upload(api, task["id"], V1)
             r1 = api.post("/api/v1/releases/", json={"version": v1["id"]}).json()["id"]
             api.post(f"/api/v1/releases/{r1}/start/")
-            wait_until(
-                lambda: api.get(f"/api/v1/releases/{r1}/").json()["state"] == "completed",
-                "v1 to complete",
-            )
+            wait_for_release(api, r1, lambda body: body["state"] == "completed", "to complete")
 
             # v2 to half the fleet, a salt chosen so that half holds crashing phones, phones
             # that work, and leaves a control group large enough to compare with.
@@ -137,13 +126,11 @@ def test_new_vs_control_why_waiting_the_gate_and_its_alert(server, browser):
             ).json()
             r2 = created["id"]
             api.post(f"/api/v1/releases/{r2}/start/")
-            wait_until(
-                lambda: (
-                    (c := api.get(f"/api/v1/releases/{r2}/").json()["counts"])["succeeded"]
-                    + c["failed"]
-                    == len(on_v2)
-                ),
-                "stage 1 to finish",
+            wait_for_release(
+                api,
+                r2,
+                lambda body: body["counts"]["succeeded"] + body["counts"]["failed"] == len(on_v2),
+                f"to finish stage 1 ({len(on_v2)} devices)",
             )
 
             # Why it waits, in the numbers of the stage (computed here, not read back).
@@ -167,13 +154,13 @@ def test_new_vs_control_why_waiting_the_gate_and_its_alert(server, browser):
             # The app is used: every device sees EVENTS events, each one runs the task. The
             # crashing phones fail every run of v2; the control group runs v1 without errors.
             fleet.emit("custom", "home", "score", EVENTS)
-            wait_until(
+            poll(
                 lambda: all(
                     fleet.runs[(uid, 2 if uid in on_v2 else 1)] >= EVENTS + 1 for uid in models
                 ),
-                "every device to run its events",
+                what="every device to run its events",
             )
-            wait_until(lambda: fleet.pending() == 0, "the server to acknowledge every run")
+            poll(lambda: fleet.pending() == 0, what="the server to acknowledge every run")
             with fleet.lock:
                 new_runs = sum(fleet.runs[(uid, 2)] for uid in models)
                 new_errors = sum(fleet.errors[(uid, 2)] for uid in models)

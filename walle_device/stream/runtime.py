@@ -108,9 +108,15 @@ class Stream:
     # -- triggers -----------------------------------------------------------------------
 
     def register_trigger(self, task_id: str, spec: dict[str, Any]) -> None:
-        """Activate (or replace) a task's trigger; raises TriggerError with every problem."""
+        """Activate (or replace) a task's trigger; raises TriggerError with every problem.
+
+        Registering the trigger a task already has changes nothing: its partial matches
+        (a visit that began before a reconnect re-delivered the task) stay."""
         trigger = compile_trigger(spec)
         with self._lock:
+            current = self.matcher.trigger(task_id)
+            if current is not None and current.source == trigger.source:
+                return
             since = self._seqr.next_seq
             if self.store is not None:
                 # The same trigger re-registered after a restart keeps its original start, so

@@ -80,6 +80,30 @@ def test_a_fired_trigger_gets_its_window_and_aggregates() -> None:
     assert window.to_dict()["events"][0]["page"] == "item"
 
 
+def test_registering_the_same_trigger_again_keeps_a_visit_in_progress() -> None:
+    """A device re-registers its active tasks' triggers when the server re-delivers them (a
+    reconnect): that must not forget a visit that has begun; a changed trigger starts over."""
+    fires = Fires()
+    s = Stream(fires)
+    s.register_trigger("ipv", ITEMS_PER_VISIT)
+    s.emit("page_enter", "item", ts=0)
+    s.emit("exposure", "item", "impression", {"item": "a"}, ts=10)
+    s.process_pending()
+    s.register_trigger("ipv", dict(ITEMS_PER_VISIT))  # the same trigger, delivered again
+    s.emit("page_exit", "item", ts=1000)
+    s.process_pending()
+    assert fires.tasks() == ["ipv"]
+    assert fires.calls[0][2].aggregates == {"exposures": 1, "items": 1}
+
+    changed = {**ITEMS_PER_VISIT, "aggregates": ITEMS_PER_VISIT["aggregates"][:1]}
+    s.emit("page_enter", "item", ts=2000)
+    s.process_pending()
+    s.register_trigger("ipv", changed)  # a new trigger sees events from now on
+    s.emit("page_exit", "item", ts=3000)
+    s.process_pending()
+    assert fires.tasks() == ["ipv"]
+
+
 def test_events_flow_from_app_threads_through_the_worker() -> None:
     fires = Fires()
     s = Stream(fires)

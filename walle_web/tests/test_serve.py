@@ -6,9 +6,7 @@ server process, real websockets."""
 from __future__ import annotations
 
 import asyncio
-import socket
-import subprocess
-import sys
+import tempfile
 import time
 from contextlib import contextmanager
 from pathlib import Path
@@ -17,67 +15,30 @@ import httpx
 import pytest
 import websockets
 
-ROOT = Path(__file__).resolve().parents[2]
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+from tests.live import free_port, poll, start_daphne, stop_processes
 
 
 @contextmanager
 def serving(*options: str):
-    port = _free_port()
-    proc = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "walle_web.serve",
-            "-b",
-            "127.0.0.1",
-            "-p",
-            str(port),
-            *options,
-            "walle_web.tests.serve_app:application",
-        ],
-        cwd=ROOT,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-    url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 30
-        while True:
-            assert proc.poll() is None, proc.stderr.read()
-            try:
-                httpx.get(url + "/stats", timeout=2)
-                break
-            except httpx.HTTPError:
-                assert time.monotonic() < deadline, "the server did not start"
-                time.sleep(0.1)
-        yield url
-    finally:
-        proc.terminate()
+    """The test application under walle_web.serve with only these options (daphne's defaults
+    otherwise)."""
+    port = free_port()
+    with tempfile.TemporaryDirectory() as tmp:
+        proc = start_daphne(
+            port,
+            Path(tmp) / "serve.log",
+            application="walle_web.tests.serve_app:application",
+            options=options,
+            health="/stats",
+        )
         try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+            yield f"http://127.0.0.1:{port}"
+        finally:
+            stop_processes([proc])
 
 
 def stats(url: str) -> dict:
     return httpx.get(url + "/stats", timeout=5).json()
-
-
-def eventually(check, timeout: float = 15.0):
-    deadline = time.monotonic() + timeout
-    while True:
-        value = check()
-        if value or time.monotonic() > deadline:
-            return value
-        time.sleep(0.2)
 
 
 def ws_url(url: str, path: str) -> str:
@@ -101,8 +62,11 @@ def test_sockets_work_and_closed_connections_are_forgotten():
         assert asyncio.run(many()) == [f"m{i}" for i in range(40)]
         # Every application finished and every connection left the server's table (only the
         # /stats request itself may be in it while it is answered).
-        done = eventually(lambda: (s := stats(url))["running"] == 0 and s["connections"] <= 1)
-        assert done, stats(url)
+        poll(
+            lambda: stats(url),
+            until=lambda s: s["running"] == 0 and s["connections"] <= 1,
+            what="every application finished and its connection forgotten",
+        )
         assert stats(url)["finished"] == 40
 
 
@@ -120,8 +84,11 @@ def test_a_handshake_the_application_never_accepts_is_refused_after_the_connect_
 
         assert asyncio.run(attempt()) < 20
         # The application that never accepted is cancelled, its connection forgotten.
-        done = eventually(lambda: (s := stats(url))["cancelled"] == 1 and s["connections"] <= 1)
-        assert done, stats(url)
+        poll(
+            lambda: stats(url),
+            until=lambda s: s["cancelled"] == 1 and s["connections"] <= 1,
+            what="the application that never accepted to be cancelled and forgotten",
+        )
 
 
 def test_the_websocket_timeout_still_closes_an_open_socket():
@@ -133,7 +100,7 @@ def test_the_websocket_timeout_still_closes_an_open_socket():
                     await asyncio.wait_for(ws.recv(), timeout=20)
 
         asyncio.run(held())
-        assert eventually(lambda: stats(url)["running"] == 0), stats(url)
+        poll(lambda: stats(url), until=lambda s: s["running"] == 0, what="no application running")
 
 
 def test_the_server_pings_open_sockets_at_its_interval():
@@ -165,8 +132,11 @@ def test_an_application_that_outlives_its_socket_is_cancelled_after_the_close_ti
                 assert await ws.recv() == "x"
 
         asyncio.run(once())
-        done = eventually(lambda: (s := stats(url))["cancelled"] == 1 and s["connections"] <= 1)
-        assert done, stats(url)
+        poll(
+            lambda: stats(url),
+            until=lambda s: s["cancelled"] == 1 and s["connections"] <= 1,
+            what="the lingering application to be cancelled and forgotten",
+        )
         assert stats(url)["running"] == 0
 
 
@@ -185,7 +155,11 @@ def test_large_and_many_frames_arrive_whole_and_in_order():
                 return [g == s for g, s in zip(got, sent, strict=True)]
 
         assert all(asyncio.run(flood()))
-        assert eventually(lambda: stats(url)["finished"] == 1), stats(url)
+        poll(
+            lambda: stats(url),
+            until=lambda s: s["finished"] == 1,
+            what="the echo application to finish",
+        )
 
 
 def test_access_log_lines_are_written_within_a_few_seconds(tmp_path):
@@ -200,6 +174,8 @@ def test_access_log_lines_are_written_within_a_few_seconds(tmp_path):
                 await ws.recv()
 
         asyncio.run(one())
-        written = eventually(lambda: log.is_file() and log.read_text().count("GET /stats") >= 5)
-        assert written, log.read_text() if log.is_file() else "no log"
-        assert eventually(lambda: "WSDISCONNECT /echo" in log.read_text())
+        poll(
+            lambda: log.is_file() and log.read_text().count("GET /stats") >= 5,
+            what=f"five GET /stats lines in {log}",
+        )
+        poll(lambda: "WSDISCONNECT /echo" in log.read_text(), what=f"WSDISCONNECT /echo in {log}")
