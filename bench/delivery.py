@@ -203,6 +203,11 @@ async def fleet_main(args) -> None:
     import gc
 
     gc.freeze()
+    # The release's own objects (tasks, messages, responses) mostly die young by reference
+    # counting; with the default thresholds the collector still ran 6-8 s of a 10k release
+    # in the two simulator processes (run F), 1.1 s with these (bench/README.md).
+    threshold = os.environ.get("WALLE_BENCH_GC_THRESHOLD", "50000,20,100")
+    gc.set_threshold(*(int(x) for x in threshold.split(",")))
     gc_time = _gc_clock()
     sampler = None
     if args.sample_out:  # the simulator's own stacks, from connected to collected
