@@ -107,7 +107,8 @@ async def read_command() -> str:
 
 
 def _gc_clock() -> list[float]:
-    """Seconds the garbage collector ran in this process from now on, as a live one-item list."""
+    """Wall seconds the garbage collector ran in this process from now on (a live one-item
+    list); under load they include time the process waited for a CPU."""
     import gc
 
     spent = [0.0]
@@ -204,8 +205,9 @@ async def fleet_main(args) -> None:
 
     gc.freeze()
     # The release's own objects (tasks, messages, responses) mostly die young by reference
-    # counting; with the default thresholds the collector still ran 6-8 s of a 10k release
-    # in the two simulator processes (run F), 1.1 s with these (bench/README.md).
+    # counting: collect less often. With the default thresholds the collector ran 6-8 s (wall)
+    # of a 10k release in the two simulator processes (run F, load 6-9), 1.0-1.2 s with these
+    # (run G, load 4-5); the simulator's CPU seconds did not move measurably (bench/README.md).
     threshold = os.environ.get("WALLE_BENCH_GC_THRESHOLD", "50000,20,100")
     gc.set_threshold(*(int(x) for x in threshold.split(",")))
     gc_time = _gc_clock()
