@@ -82,7 +82,12 @@ class GatedHTTP:
         return self.clients[0]
 
     async def get(self, *args, **kwargs) -> httpx.Response:
-        if self.pool is not None and len(args) == 1 and not kwargs:
+        if (
+            self.pool is not None
+            and len(args) == 1
+            and not kwargs
+            and str(args[0]).startswith("http://")  # https (a server behind TLS) stays on httpx
+        ):
             return await self.pool.get(str(args[0]))
         i = next(self._turn)
         async with self.gates[i]:
