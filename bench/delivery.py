@@ -106,6 +106,24 @@ async def read_command() -> str:
     return line.strip() or "stop"  # EOF: the parent went away
 
 
+def _gc_clock() -> list[float]:
+    """Wall seconds the garbage collector ran in this process from now on (a live one-item
+    list); under load they include time the process waited for a CPU."""
+    import gc
+
+    spent = [0.0]
+    started = [0.0]
+
+    def clock(phase: str, _info: dict) -> None:
+        if phase == "start":
+            started[0] = time.perf_counter()
+        else:
+            spent[0] += time.perf_counter() - started[0]
+
+    gc.callbacks.append(clock)
+    return spent
+
+
 # ---------------------------------------------------------------------------------------------
 # role: fleet (Walle device clients, against walle or the peer)
 
@@ -181,6 +199,18 @@ async def fleet_main(args) -> None:
         hello_ok=sum(e.is_set() for e in hello_ok),
         seconds=round(time.monotonic() - t, 2),
     )
+    # Everything built so far (the fleet, its sockets) lives until the end: out of the
+    # collector's way, so collections during the release scan only what the release makes.
+    import gc
+
+    gc.freeze()
+    # The release's own objects (tasks, messages, responses) mostly die young by reference
+    # counting: collect less often. With the default thresholds the collector ran 6-8 s (wall)
+    # of a 10k release in the two simulator processes (run F, load 6-9), 1.0-1.2 s with these
+    # (run G, load 4-5); the simulator's CPU seconds did not move measurably (bench/README.md).
+    threshold = os.environ.get("WALLE_BENCH_GC_THRESHOLD", "50000,20,100")
+    gc.set_threshold(*(int(x) for x in threshold.split(",")))
+    gc_time = _gc_clock()
     sampler = None
     if args.sample_out:  # the simulator's own stacks, from connected to collected
         from walle_web.sampler import Sampler
@@ -201,6 +231,7 @@ async def fleet_main(args) -> None:
                 failed=[f for f in failed if f],
                 connects=sum(d.stats.connects for d in fleet.devices),
                 notices=sum(d.stats.notices for d in fleet.devices),
+                gc_s=round(gc_time[0], 2),
                 pending=sum(d.pending for d in fleet.devices),
                 errors=[e for d in fleet.devices for e in d.stats.errors][:20],
                 reports={
@@ -481,6 +512,7 @@ def start_fleets(args, work: Path, name: str, servers: list[str], **extra) -> li
 
 def collect(fleets: list[Role], t0: int) -> dict:
     out = {"notice": [], "succeeded": [], "failed": [], "connects": 0, "notices": 0, "pending": 0}
+    out["gc_s"] = 0.0
     out["errors"], out["reports"], out["versions"] = [], {}, []
     for f in fleets:
         f.send("collect")
@@ -488,7 +520,7 @@ def collect(fleets: list[Role], t0: int) -> dict:
         out["notice"] += [(x - t0) / 1e9 if x else None for x in r["notice_ns"]]
         out["succeeded"] += [(x - t0) / 1e9 if x else None for x in r["succeeded_ns"]]
         out["failed"] += r["failed"]
-        for k in ("connects", "notices", "pending"):
+        for k in ("connects", "notices", "pending", "gc_s"):
             out[k] += r[k]
         out["errors"] += r["errors"]
         out["reports"].update(r["reports"])
@@ -606,6 +638,7 @@ def run_walle(args, work: Path, system: str) -> dict:
                 final_counts=series[-1] if series else {},
                 server_cpu_s=round(server_cpu, 1),
                 simulator_cpu_s=round(fleet_cpu, 1),
+                simulator_gc_s=round(got["gc_s"], 2),
                 poll_errors=poll_errors,
                 connects=got["connects"],
                 notices=got["notices"],
@@ -711,6 +744,7 @@ def run_peer(args, work: Path) -> dict:
             final_counts=count,
             server_cpu_s=round(server_cpu, 1),
             simulator_cpu_s=round(fleet_cpu, 1),
+            simulator_gc_s=round(got["gc_s"], 2),
             unacked=got["pending"],
             failed_reasons=got["failed"][:10],
         )

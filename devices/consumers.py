@@ -115,6 +115,11 @@ class DeviceConsumer(AsyncWebsocketConsumer):
             return
         self.device = item.result
         self.device_uid = self.device.uid
+        # The handshake's headers (the bearer token among them) are not read again: an idle
+        # socket does not keep them (one list shared by every copy of the scope).
+        headers = self.scope.get("headers")
+        if isinstance(headers, list):
+            headers.clear()
         await self.accept()
         registry.add(self)
         await limits.socket_opened(self)

@@ -19,6 +19,7 @@ from walle_device.bundles import BundleCache
 from walle_device.client import DeviceClient
 from walle_device.enrollment import Identity, enroll
 from walle_device.runner import VMRunner, shared_vm
+from walle_device.simhttp import KeepAlivePool
 from walle_device.stream import Stream
 from walle_device.tunnel import Tunnel
 
@@ -59,19 +60,36 @@ class GatedHTTP:
     at a time. Thousands of devices pulling at once otherwise all wait inside httpcore's
     pool, whose every hand-out scans the waiters and the connections: at 10k devices the
     simulator, not the server, set the pace of the pull phase (bench/README.md). A few
-    clients with a few connections each keep every pool small; requests take them in turn."""
+    clients with a few connections each keep every pool small; requests take them in turn.
 
-    def __init__(self, clients: httpx.AsyncClient | list[httpx.AsyncClient], limit: int) -> None:
+    GETs (the devices' manifest and file downloads, the bulk of the fleet's HTTP) go through
+    `KeepAlivePool` instead, the same requests without httpx's per-request machinery
+    (walle_device/simhttp.py); enrollment and other POSTs stay on httpx."""
+
+    def __init__(
+        self,
+        clients: httpx.AsyncClient | list[httpx.AsyncClient],
+        limit: int,
+        pool: KeepAlivePool | None = None,
+    ) -> None:
         self.clients = clients if isinstance(clients, list) else [clients]
         per_client = max(1, limit // len(self.clients))
         self.gates = [asyncio.Semaphore(per_client) for _ in self.clients]
         self._turn = itertools.cycle(range(len(self.clients)))
+        self.pool = pool
 
     @property
     def client(self) -> httpx.AsyncClient:
         return self.clients[0]
 
     async def get(self, *args, **kwargs) -> httpx.Response:
+        if (
+            self.pool is not None
+            and len(args) == 1
+            and not kwargs
+            and str(args[0]).startswith("http://")  # https (a server behind TLS) stays on httpx
+        ):
+            return await self.pool.get(str(args[0]))
         i = next(self._turn)
         async with self.gates[i]:
             return await self.clients[i].get(*args, **kwargs)
@@ -82,6 +100,8 @@ class GatedHTTP:
             return await self.clients[i].post(*args, **kwargs)
 
     async def aclose(self) -> None:
+        if self.pool is not None:
+            await self.pool.aclose()
         for client in self.clients:
             await client.aclose()
 
@@ -135,7 +155,12 @@ async def build_fleet(
     `identity_for(i)` skips enrollment (a benchmark peer that has no enrollment API); with
     `identities_file`, reuse the devices enrolled by an earlier start (and store new ones)."""
     connections = 64
-    gated = GatedHTTP(http or shared_clients(connections), connections)
+    # A caller's own client gets every request; the fleet's own clients leave GETs to the pool.
+    gated = (
+        GatedHTTP(http, connections)
+        if http is not None
+        else GatedHTTP(shared_clients(connections), connections, KeepAlivePool(connections))
+    )
     rng = random.Random(seed)
     attrs_list = [make_attrs(rng) for _ in range(n)]
     gate = asyncio.Semaphore(concurrency)

@@ -44,7 +44,7 @@ from pathlib import Path
 from typing import Any
 
 from daphne.cli import CommandLineInterface
-from daphne.ws_protocol import WebSocketProtocol
+from daphne.ws_protocol import WebSocketFactory, WebSocketProtocol
 from twisted.internet import tcp
 
 logger = logging.getLogger(__name__)
@@ -87,6 +87,53 @@ class WriteThroughServer(tcp.Server):
         super().write(data)
 
 
+# What an open websocket keeps only because its opening handshake put it there: autobahn's
+# parsed request (raw bytes, header dicts, URI parts) and daphne's copies for building the
+# scope. Nothing reads them once the socket is open; at 10,000 idle sockets they were a
+# few KiB each (bench/idle_socket.py).
+_HANDSHAKE_ONLY = (
+    "http_request_data",
+    "http_response_data",
+    "http_headers",
+    "http_status_line",
+    "http_request_uri",
+    "http_request_params",
+    "http_request_host",
+    "http_request_path",
+    "websocket_origin",
+    "websocket_protocols",
+    "websocket_extensions",
+    "clean_headers",
+    "application_deferred",
+    "_raw_query_string",
+)
+
+
+class _OpenedRequest:
+    """The one part of the handshake request daphne reads after the socket opened (its
+    access-log lines name the path)."""
+
+    __slots__ = ("path",)
+
+    def __init__(self, path: bytes) -> None:
+        self.path = path
+
+
+class LeanWebSocketProtocol(WebSocketProtocol):
+    """daphne's websocket protocol, minus what only the opening handshake needed."""
+
+    def onOpen(self) -> None:
+        super().onOpen()
+        state = self.__dict__
+        for name in _HANDSHAKE_ONLY:
+            state.pop(name, None)
+        request = state.get("request")
+        if request is not None:
+            state["request"] = _OpenedRequest(request.path)
+        # A dict never shrinks when keys go: a fresh copy is sized for what is left.
+        self.__dict__ = dict(state)
+
+
 class BatchedLog:
     """A text stream that collects lines and writes them in one call when flushed."""
 
@@ -117,6 +164,7 @@ class LeanServer(Server):
         self._dirty: set[Any] = set()
         # Every TCP port of this process (daphne's) hands its connections this transport.
         tcp.Port.transport = WriteThroughServer
+        WebSocketFactory.protocol = LeanWebSocketProtocol
         stream = getattr(self.action_logger, "stream", None)
         if stream is not None:
             # The access log: one line per request and per socket, each a write() syscall on
@@ -285,11 +333,41 @@ class LeanCommandLine(CommandLineInterface):
     server_class = LeanServer
 
 
+def _trace_memory(path: Path) -> None:
+    """Benchmarks: SIGUSR1 takes a heap snapshot, SIGUSR2 writes what was allocated since
+    and is still alive, by allocation site (bench/idle_socket.py)."""
+    import signal
+    import tracemalloc
+
+    tracemalloc.start(1)
+    before: list = []
+
+    def mark(*_: object) -> None:
+        import gc
+
+        gc.collect()
+        before[:] = [tracemalloc.take_snapshot()]
+
+    def write(*_: object) -> None:
+        import gc
+
+        gc.collect()
+        after = tracemalloc.take_snapshot()
+        stats = after.compare_to(before[0], "lineno") if before else after.statistics("lineno")
+        lines = [f"{s.size_diff} {s.count_diff} {s.traceback[0]}" for s in stats if s.size_diff]
+        path.write_text("\n".join(lines) + "\n")
+
+    signal.signal(signal.SIGUSR1, mark)
+    signal.signal(signal.SIGUSR2, write)
+
+
 def main(argv: list[str] | None = None) -> None:
     if path := os.environ.get("WALLE_PROFILE_SAMPLES"):
         from walle_web.sampler import Sampler
 
         Sampler(Path(path)).install()  # benchmarks: SIGUSR1 starts, SIGUSR2 writes
+    elif path := os.environ.get("WALLE_PROFILE_MEMORY"):
+        _trace_memory(Path(path))
     LeanCommandLine().run(sys.argv[1:] if argv is None else argv)
 
 

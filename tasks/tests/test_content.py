@@ -11,7 +11,7 @@ import json
 import pytest
 from channels.testing import HttpCommunicator
 
-from tasks.content import parse_range
+from tasks.content import SmallContentCache, parse_range
 from tests.cast import make_version
 from walle_device.bundles import verify_manifest
 from walle_device.protocol import canonical_json
@@ -120,3 +120,23 @@ def test_unknown_content_and_other_methods_are_refused(cast):
 )
 def test_range_parsing(header_value, expected):
     assert parse_range(header_value, 100) == expected
+
+
+def test_the_small_content_cache_keeps_the_recently_used_files_within_its_bound():
+    cache = SmallContentCache(max_bytes=10, max_file_bytes=6)
+    cache.put("a", b"aaaa")
+    cache.put("b", b"bbbb")
+    assert cache.get("a") == b"aaaa"  # now the most recently used
+    cache.put("c", b"cccc")  # 12 bytes: the least recently used goes
+    assert cache.get("b") is None and cache.get("a") == b"aaaa" and cache.get("c") == b"cccc"
+    cache.put("big", b"x" * 7)  # over the per-file limit: served from disk, never cached
+    assert cache.get("big") is None and cache.used <= 10
+
+
+def test_repeated_downloads_and_ranges_from_memory_match_the_file(cast):
+    sha = hashlib.sha256(BIG).hexdigest()
+    make_version(cast.task, big__bin=BIG)
+    bodies = [get(f"/content/blobs/{sha}")["body"] for _ in range(3)]
+    assert bodies == [BIG, BIG, BIG]
+    part = get(f"/content/blobs/{sha}", headers={"Range": "bytes=25000-"})
+    assert part["status"] == 206 and part["body"] == BIG[25000:]

@@ -25,7 +25,19 @@ def _server() -> dict:
         type(getattr(p, "transport", None) or p.channel.transport).__name__
         for p in servers[0].connections
     }
-    return {"connections": len(servers[0].connections), "transports": sorted(transports)}
+    from walle_web.serve import _HANDSHAKE_ONLY
+
+    kept = {
+        name
+        for p in servers[0].connections
+        for name in _HANDSHAKE_ONLY
+        if getattr(p, "state", None) == getattr(p, "STATE_OPEN", -1) and name in vars(p)
+    }
+    return {
+        "connections": len(servers[0].connections),
+        "transports": sorted(transports),
+        "handshake_kept": sorted(kept),
+    }
 
 
 async def application(scope, receive, send):

@@ -70,6 +70,24 @@ def test_sockets_work_and_closed_connections_are_forgotten():
         assert stats(url)["finished"] == 40
 
 
+def test_open_sockets_keep_nothing_of_their_opening_handshake():
+    with serving() as url:
+
+        async def opened() -> tuple[dict, list[str]]:
+            sockets = [await websockets.connect(ws_url(url, "/echo")) for _ in range(5)]
+            held = stats(url)
+            replies = []
+            for ws in sockets:  # still working after the handshake leftovers went
+                await ws.send("still here")
+                replies.append(await ws.recv())
+                await ws.close()
+            return held, replies
+
+        held, replies = asyncio.run(opened())
+        assert held["connections"] >= 5 and held["handshake_kept"] == []
+        assert replies == ["still here"] * 5
+
+
 def test_a_handshake_the_application_never_accepts_is_refused_after_the_connect_timeout():
     options = ("--websocket_connect_timeout", "2", "--application-close-timeout", "1")
     with serving(*options) as url:
