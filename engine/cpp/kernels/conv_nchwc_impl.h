@@ -319,7 +319,7 @@ void f32_pool_nchwc(const PoolNchwcArgs& a, int64_t cb0, int64_t cb1) {
 // Winograd F(2x2, 3x3): the input and output transforms are additions of whole channel
 // vectors, so in NCHWc they vectorise over channels with no shuffles. B^T = [1 0 -1 0;
 // 0 1 1 0; 0 -1 1 0; 0 1 0 -1], A^T = [1 1 1 0; 0 1 -1 -1].
-void f32_winograd_in_nchwc(const WinogradNchwcArgs& a) {
+void winograd2_in(const WinogradNchwcArgs& a) {
   const int64_t nt = a.t1 - a.t0;
   for (int64_t t = a.t0; t < a.t1; ++t) {
     const int64_t iy = 2 * (t / a.tw) - a.ph, ix = 2 * (t % a.tw) - a.pw;
@@ -356,7 +356,7 @@ void f32_winograd_in_nchwc(const WinogradNchwcArgs& a) {
   }
 }
 
-void f32_winograd_out_nchwc(const WinogradNchwcArgs& a) {
+void winograd2_out(const WinogradNchwcArgs& a) {
   const int64_t nt = a.t1 - a.t0, xi = a.oblocks * nt * CB;
   const VT lo = Vec::set1(a.lo), hi = Vec::set1(a.hi);
   for (int64_t t = a.t0; t < a.t1; ++t) {
@@ -385,6 +385,108 @@ void f32_winograd_out_nchwc(const WinogradNchwcArgs& a) {
       }
     }
   }
+}
+
+// Winograd F(4x4, 3x3): 6x6 input patches, 36 transform positions, 2.25 multiplies per
+// output instead of 4 (F(2x2)) or 9 (direct). B^T (6x6) and A^T (4x6) below, applied to
+// columns then rows; every coefficient is a small power of two or 5, so a 1-D transform
+// is a handful of vector adds and FMAs. G (6x3) is applied to the weights at load.
+//   B^T = [4 0 -5 0 1 0; 0 -4 -4 1 1 0; 0 4 -4 -1 1 0; 0 -2 -1 2 1 0; 0 2 -1 -2 1 0;
+//          0 4 0 -5 0 1]
+//   A^T = [1 1 1 1 1 0; 0 1 -1 2 -2 0; 0 1 1 4 4 0; 0 1 -1 8 -8 1]
+inline __attribute__((always_inline)) void bt6(const VT (&d)[6], VT (&o)[6]) {
+  const VT c4 = Vec::set1(4.0f), m4 = Vec::set1(-4.0f), m5 = Vec::set1(-5.0f);
+  const VT c2 = Vec::set1(2.0f), m2 = Vec::set1(-2.0f);
+  const VT d42 = Vec::sub(d[4], d[2]), d31 = Vec::sub(d[3], d[1]);
+  o[0] = Vec::fma(c4, d[0], Vec::fma(m5, d[2], d[4]));
+  o[1] = Vec::fma(m4, Vec::add(d[1], d[2]), Vec::add(d[3], d[4]));
+  o[2] = Vec::fma(c4, Vec::sub(d[1], d[2]), Vec::sub(d[4], d[3]));
+  o[3] = Vec::fma(c2, d31, d42);
+  o[4] = Vec::fma(m2, d31, d42);
+  o[5] = Vec::fma(c4, d[1], Vec::fma(m5, d[3], d[5]));
+}
+
+inline __attribute__((always_inline)) void at6(const VT (&m)[6], VT (&o)[4]) {
+  const VT c2 = Vec::set1(2.0f), c4 = Vec::set1(4.0f), c8 = Vec::set1(8.0f);
+  const VT s12 = Vec::add(m[1], m[2]), d12 = Vec::sub(m[1], m[2]);
+  const VT s34 = Vec::add(m[3], m[4]), d34 = Vec::sub(m[3], m[4]);
+  o[0] = Vec::add(Vec::add(m[0], s12), s34);
+  o[1] = Vec::fma(c2, d34, d12);
+  o[2] = Vec::fma(c4, s34, s12);
+  o[3] = Vec::add(Vec::fma(c8, d34, d12), m[5]);
+}
+
+void winograd4_in(const WinogradNchwcArgs& a) {
+  const int64_t nt = a.t1 - a.t0;
+  const int64_t xi = a.cblocks * nt * CB;  // between the 36 transform positions
+  for (int64_t t = a.t0; t < a.t1; ++t) {
+    const int64_t iy = 4 * (t / a.tw) - a.ph, ix = 4 * (t % a.tw) - a.pw;
+    bool rows[6], cols[6];
+    for (int i = 0; i < 6; ++i) {
+      rows[i] = iy + i >= 0 && iy + i < a.h;
+      cols[i] = ix + i >= 0 && ix + i < a.w_in;
+    }
+    const bool inside = rows[0] && rows[5] && cols[0] && cols[5];
+    for (int64_t cb = 0; cb < a.cblocks; ++cb) {
+      const float* xb = a.x + cb * a.h * a.w_in * CB;
+      VT r[6][6];  // B^T d, column by column
+      for (int j = 0; j < 6; ++j) {
+        VT d[6], o[6];
+        for (int i = 0; i < 6; ++i)
+          d[i] = inside || (rows[i] && cols[j]) ? Vec::load(xb + ((iy + i) * a.w_in + ix + j) * CB)
+                                                : Vec::zero();
+        bt6(d, o);
+        for (int i = 0; i < 6; ++i) r[i][j] = o[i];
+      }
+      float* vb = a.v + (cb * nt + (t - a.t0)) * CB;
+      for (int i = 0; i < 6; ++i) {
+        VT o[6];
+        bt6(r[i], o);
+        for (int j = 0; j < 6; ++j) Vec::store(vb + (i * 6 + j) * xi, o[j]);
+      }
+    }
+  }
+}
+
+void winograd4_out(const WinogradNchwcArgs& a) {
+  const int64_t nt = a.t1 - a.t0, xi = a.oblocks * nt * CB;
+  const VT lo = Vec::set1(a.lo), hi = Vec::set1(a.hi);
+  for (int64_t t = a.t0; t < a.t1; ++t) {
+    const int64_t oy = 4 * (t / a.tw), ox = 4 * (t % a.tw);
+    for (int64_t ob = 0; ob < a.oblocks; ++ob) {
+      const float* mb = a.m + (ob * nt + (t - a.t0)) * CB;
+      VT s[4][6];  // A^T m, column by column
+      for (int e = 0; e < 6; ++e) {
+        VT m[6], o[4];
+        for (int i = 0; i < 6; ++i) m[i] = Vec::load(mb + (i * 6 + e) * xi);
+        at6(m, o);
+        for (int p = 0; p < 4; ++p) s[p][e] = o[p];
+      }
+      const VT bv = a.bias ? Vec::load(a.bias + ob * CB) : Vec::zero();
+      for (int p = 0; p < 4; ++p) {
+        if (oy + p >= a.oh) break;
+        VT o[4];
+        at6(s[p], o);
+        for (int q = 0; q < 4; ++q) {
+          if (ox + q >= a.ow) break;
+          const int64_t yi = ((ob * a.oh + oy + p) * a.ow + ox + q) * CB;
+          VT v = Vec::add(o[q], bv);
+          if (a.res) v = Vec::add(v, Vec::load(a.res + yi));
+          Vec::store(a.y + yi, Vec::min(Vec::max(v, lo), hi));
+        }
+      }
+    }
+  }
+}
+
+void f32_winograd_in_nchwc(const WinogradNchwcArgs& a) {
+  if (a.tile == 4) winograd4_in(a);
+  else winograd2_in(a);
+}
+
+void f32_winograd_out_nchwc(const WinogradNchwcArgs& a) {
+  if (a.tile == 4) winograd4_out(a);
+  else winograd2_out(a);
 }
 
 }  // namespace
