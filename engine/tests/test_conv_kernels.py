@@ -56,6 +56,11 @@ CASES = [
     Case(17, 33, (9, 14), 3, pad=0, blocked_input=True),
     Case(24, 40, (6, 5), 3, pad=2, blocked_input=True, residual=True, n=3),
     Case(64, 64, (10, 10), 3, pad=1, n=2, clamp=(0.0, float("inf"))),
+    # Border columns computed as column tiles: stride 2, odd sizes, wide padding, a
+    # kernel taller than the unpadded image (no row uses every tap), batch 2.
+    Case(24, 40, (15, 13), 3, stride=2, pad=1, blocked_input=True, residual=True, n=2),
+    Case(16, 20, (9, 23), 7, stride=2, pad=3, blocked_input=True),
+    Case(20, 16, (4, 12), 5, pad=3, blocked_input=True, clamp=(-1.0, 1.0)),
 ]
 
 
