@@ -174,6 +174,8 @@ void conv_rows(const ConvNchwcArgs& a, int64_t ob0, int64_t ob1, int64_t oy0, in
   int64_t chunk = (256 << 10) / wbytes;
   if (chunk < 1) chunk = 1;
   if (chunk > a.icb) chunk = a.icb;
+  const int64_t ntiles = hi > lo ? (hi - lo + max_owt - 1) / max_owt : 0;
+  const int64_t tile_w = ntiles ? (hi - lo) / ntiles : 0, wide = ntiles ? (hi - lo) % ntiles : 0;
   int64_t band = (48 << 10) / (a.ow * OCB * CB * 4);
   if (band < 1) band = 1;
   for (int64_t ob = ob0; ob < ob1; ob += OCB)
@@ -200,8 +202,10 @@ void conv_rows(const ConvNchwcArgs& a, int64_t ob0, int64_t ob1, int64_t oy0, in
           };
           if (!full)
             for (int64_t ox = 0; ox < lo; ++ox) edge(ox);
-          for (int64_t ox = lo; ox < hi;) {
-            const int64_t n = hi - ox < max_owt ? hi - ox : max_owt;
+          // Balanced widths: 49 pixels in 6-wide tiles go 6,6,6,6,5,5,5,5,5 rather than
+          // eight 6s and a one-pixel tile that loads OCB weight vectors per FMA group.
+          for (int64_t k = 0, ox = lo; k < ntiles; ++k) {
+            const int64_t n = tile_w + (k < wide ? 1 : 0);
             tiles[n](a, ob, oy, ox, ky0, ky1, 0, a.kw, ib, ib1, flags);
             ox += n;
           }
