@@ -40,24 +40,32 @@ Tensor pad_channels_nchwc(const float* v, int64_t c, int cb) {
 }
 
 Tensor pack_winograd_weights_nchwc(const float* w, int64_t oc, int64_t ic, int cb, int ocb_tile,
-                                   int64_t* stride) {
-  static const double G[4][3] = {{1, 0, 0}, {0.5, 0.5, 0.5}, {0.5, -0.5, 0.5}, {0, 0, 1}};
+                                   int64_t* stride, int tile) {
+  static const double G2[4][3] = {{1, 0, 0}, {0.5, 0.5, 0.5}, {0.5, -0.5, 0.5}, {0, 0, 1}};
+  static const double G4[6][3] = {{1.0 / 4, 0, 0},
+                                  {-1.0 / 6, -1.0 / 6, -1.0 / 6},
+                                  {-1.0 / 6, 1.0 / 6, -1.0 / 6},
+                                  {1.0 / 24, 1.0 / 12, 1.0 / 6},
+                                  {1.0 / 24, -1.0 / 12, 1.0 / 6},
+                                  {0, 0, 1}};
+  const int side = tile == 4 ? 6 : 4, positions = side * side;
+  auto G = [&](int r, int c) { return tile == 4 ? G4[r][c] : G2[r][c]; };
   std::vector<float> uk(size_t(oc * ic));
   Tensor out;
-  for (int k = 0; k < 16; ++k) {
-    const int a = k / 4, e = k % 4;
+  for (int k = 0; k < positions; ++k) {
+    const int a = k / side, e = k % side;
     for (int64_t o = 0; o < oc; ++o)
       for (int64_t c = 0; c < ic; ++c) {
         const float* g = w + (o * ic + c) * 9;
         double s = 0;
         for (int i = 0; i < 3; ++i)
-          for (int j = 0; j < 3; ++j) s += G[a][i] * g[i * 3 + j] * G[e][j];
+          for (int j = 0; j < 3; ++j) s += G(a, i) * g[i * 3 + j] * G(e, j);
         uk[size_t(o * ic + c)] = float(s);
       }
     const Tensor p = pack_conv_weights_nchwc(uk.data(), oc, ic, 1, 1, cb, cb, ocb_tile);
     if (k == 0) {
       *stride = p.numel();
-      out = Tensor::empty(DType::f32, {16 * *stride});
+      out = Tensor::empty(DType::f32, {positions * *stride});
     }
     std::copy(p.ptr<float>(), p.ptr<float>() + *stride, out.ptr<float>() + k * *stride);
   }
@@ -67,9 +75,10 @@ Tensor pack_winograd_weights_nchwc(const float* w, int64_t oc, int64_t ic, int c
 void winograd_nchwc(const KernelTable& kt, const WinogradNchwcArgs& a, const float* u,
                     int64_t u_stride, int ocb_tile, int64_t n, int64_t x_image, int64_t y_image) {
   const int64_t cb = kt.nchwc_block;
-  const int64_t th = (a.oh + 1) / 2, tiles = th * a.tw;
+  const int r = a.tile == 4 ? 4 : 2, positions = (r + 2) * (r + 2);
+  const int64_t th = (a.oh + r - 1) / r, tiles = th * a.tw;
   const int64_t widest = std::max(a.cblocks, a.oblocks) * cb;
-  int64_t chunk = std::min(tiles, std::max<int64_t>(16, (512 << 10) / (16 * widest * 4)));
+  int64_t chunk = std::min(tiles, std::max<int64_t>(16, (512 << 10) / (positions * widest * 4)));
   // With threads, at least two chunks per thread (small images: 7x7 has 16 tiles).
   const int T = num_threads();
   if (T > 1 && n * ((tiles + chunk - 1) / chunk) < 2 * T)
@@ -79,8 +88,8 @@ void winograd_nchwc(const KernelTable& kt, const WinogradNchwcArgs& a, const flo
     const int64_t img = task / chunks, t0 = task % chunks * chunk;
     const int64_t t1 = std::min(tiles, t0 + chunk), nt = t1 - t0;
     thread_local std::vector<float> v, m;
-    v.resize(size_t(16 * a.cblocks * cb * chunk));
-    m.resize(size_t(16 * a.oblocks * cb * chunk));
+    v.resize(size_t(positions * a.cblocks * cb * chunk));
+    m.resize(size_t(positions * a.oblocks * cb * chunk));
     WinogradNchwcArgs b = a;
     b.x = a.x + img * x_image;
     b.y = a.y + img * y_image;
@@ -100,7 +109,7 @@ void winograd_nchwc(const KernelTable& kt, const WinogradNchwcArgs& a, const flo
     g.lo = -INFINITY;
     g.hi = INFINITY;
     g.ocb_tile = ocb_tile;
-    for (int k = 0; k < 16; ++k) {
+    for (int k = 0; k < positions; ++k) {
       g.x = v.data() + k * a.cblocks * cb * nt;
       g.w = u + k * u_stride;
       g.y = m.data() + k * a.oblocks * cb * nt;

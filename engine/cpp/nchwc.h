@@ -22,20 +22,21 @@ Tensor pack_dwconv_weights_nchwc(const float* w, int64_t c, int64_t kh, int64_t 
 // A per-channel vector zero-padded to whole blocks (null bias: zeros).
 Tensor pad_channels_nchwc(const float* v, int64_t c, int cb);
 
-// Winograd F(2x2, 3x3) weights: U_k = (G g G^T)_k for the 16 transform positions k, each
-// packed like 1x1 weights; returns [16][stride] and sets *stride.
+// Winograd F(r x r, 3x3) weights (r = tile: 2 or 4): U_k = (G g G^T)_k for the (r + 2)^2
+// transform positions k, each packed like 1x1 weights; returns [(r+2)^2][stride] and sets
+// *stride.
 Tensor pack_winograd_weights_nchwc(const float* w, int64_t oc, int64_t ic, int cb, int ocb_tile,
-                                   int64_t* stride);
+                                   int64_t* stride, int tile = 2);
 
 // Runs the kernel over a batch of n images, on the thread pool when it pays. `a` holds
 // the first image's pointers; images follow each other by x_image / y_image floats.
 // split: how threads share one image — 0 by output-block groups, 1 by output rows.
 void conv_nchwc(const KernelTable& kt, const ConvNchwcArgs& a, int64_t n, int64_t ocb,
                 int64_t x_image, int64_t y_image, bool depthwise, int split);
-// Winograd F(2x2, 3x3) over a batch: per chunk of tiles (sized so the transformed
-// tiles stay in L2), the input transform, 16 NCHWc 1x1 GEMMs (one per transform
-// position) and the output transform with the epilogue. `a` holds geometry and the
-// first image's x, y, bias, res; u the packed weights.
+// Winograd F(r x r, 3x3) over a batch (r = a.tile: 2 or 4): per chunk of tiles (sized so
+// the transformed tiles stay in L2), the input transform, (r + 2)^2 NCHWc 1x1 GEMMs (one
+// per transform position) and the output transform with the epilogue. `a` holds geometry
+// and the first image's x, y, bias, res; u the packed weights.
 void winograd_nchwc(const KernelTable& kt, const WinogradNchwcArgs& a, const float* u,
                     int64_t u_stride, int ocb_tile, int64_t n, int64_t x_image, int64_t y_image);
 void pool_nchwc(const KernelTable& kt, const PoolNchwcArgs& a, int64_t n, int64_t cblocks);

@@ -34,6 +34,7 @@ class Case:
     residual: bool = False
     clamp: tuple[float, float] | None = None
     blocked_input: bool = False  # a 1x1 conv first, so the tested conv reads NCHWc
+    n: int = 1  # batch
 
 
 CASES = [
@@ -48,13 +49,25 @@ CASES = [
     Case(24, 24, (10, 9), 3, pad=1, group=24, blocked_input=True, clamp=(0.0, 6.0)),
     Case(40, 40, (11, 11), 3, stride=2, pad=1, group=40, residual=False),
     Case(48, 48, (5, 6), 5, pad=2, group=48, blocked_input=True, residual=True),
+    # 3x3 stride 1 (both Winograd tilings compete): sizes that leave partial 2x2 and 4x4
+    # tiles, channels that are not whole blocks, asymmetric-looking images, batch 2.
+    Case(20, 36, (13, 11), 3, pad=1, blocked_input=True, residual=True, clamp=(0.0, 6.0)),
+    Case(40, 24, (7, 7), 3, pad=1, blocked_input=True, n=2),
+    Case(17, 33, (9, 14), 3, pad=0, blocked_input=True),
+    Case(24, 40, (6, 5), 3, pad=2, blocked_input=True, residual=True, n=3),
+    Case(64, 64, (10, 10), 3, pad=1, n=2, clamp=(0.0, float("inf"))),
+    # Border columns computed as column tiles: stride 2, odd sizes, wide padding, a
+    # kernel taller than the unpadded image (no row uses every tap), batch 2.
+    Case(24, 40, (15, 13), 3, stride=2, pad=1, blocked_input=True, residual=True, n=2),
+    Case(16, 20, (9, 23), 7, stride=2, pad=3, blocked_input=True),
+    Case(20, 16, (4, 12), 5, pad=3, blocked_input=True, clamp=(-1.0, 1.0)),
 ]
 
 
 def build(case: Case) -> tuple[onnx.ModelProto, dict[str, np.ndarray], np.ndarray]:
     """The model (pre-conv, conv, residual add, clamp) and the oracle's output."""
     h, w = case.hw
-    x = RNG.standard_normal((1, case.c, h, w)).astype(np.float32)
+    x = RNG.standard_normal((case.n, case.c, h, w)).astype(np.float32)
     wt = (RNG.standard_normal((case.o, case.c // case.group, case.k, case.k)) * 0.3).astype(
         np.float32
     )
@@ -85,12 +98,14 @@ def build(case: Case) -> tuple[onnx.ModelProto, dict[str, np.ndarray], np.ndarra
     oh = (h + 2 * case.pad - case.dilation * (case.k - 1) - 1) // case.stride + 1
     ow = (w + 2 * case.pad - case.dilation * (case.k - 1) - 1) // case.stride + 1
     feeds = {"x": x}
-    inputs = [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, case.c, h, w])]
+    inputs = [helper.make_tensor_value_info("x", TensorProto.FLOAT, [case.n, case.c, h, w])]
     r = None
     if case.residual:
-        r = RNG.standard_normal((1, case.o, oh, ow)).astype(np.float32)
+        r = RNG.standard_normal((case.n, case.o, oh, ow)).astype(np.float32)
         feeds["r"] = r
-        inputs.append(helper.make_tensor_value_info("r", TensorProto.FLOAT, [1, case.o, oh, ow]))
+        inputs.append(
+            helper.make_tensor_value_info("r", TensorProto.FLOAT, [case.n, case.o, oh, ow])
+        )
         nodes.append(helper.make_node("Add", [out, "r"], ["y1"]))
         out = "y1"
     lo, hi = case.clamp or (float("-inf"), float("inf"))
@@ -142,6 +157,8 @@ def test_every_conv_implementation_matches_the_oracle(
     block = 16 if level == "avx512" else 8
     if case.group == 1 or case.group == case.c:
         assert any(c.startswith(("nchwc", "dwnchwc")) for c in cands), cands
+    if (case.k, case.stride, case.dilation, case.group) == (3, 1, 1, 1) and case.c >= block:
+        assert any(c.startswith("w4nchwc") for c in cands), cands  # F(4x4) is in the race
     if case.blocked_input:  # a blocked value stays blocked: only NCHWc implementations
         assert all("nchwc" in c for c in cands), cands
     args = [_core.Tensor(feeds[i.name]) for i in walle_engine.Model(base).inputs]

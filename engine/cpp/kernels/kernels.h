@@ -86,14 +86,16 @@ struct PoolNchwcArgs {
   int64_t pad_h_end, pad_w_end;  // end pads, for count_include_pad
 };
 
-// Winograd F(2x2, 3x3) transforms in NCHWc for the tiles [t0, t1) of one image (tile t
-// covers output rows 2 (t / tw) + {0, 1} and columns 2 (t % tw) + {0, 1}):
-//   in:  v[16][CB][t1 - t0][c] = B^T d B of each 4x4 input patch d (zero outside)
-//   out: y = clamp(A^T m A + bias + res) from m[16][OB][t1 - t0][c]
+// Winograd F(r x r, 3x3) transforms in NCHWc, r = `tile` (2 or 4; 0 means 2), for the
+// tiles [t0, t1) of one image (tile t covers output rows r (t / tw) + [0, r) and columns
+// r (t % tw) + [0, r)); P = (r + 2)^2 transform positions:
+//   in:  v[P][CB][t1 - t0][c] = B^T d B of each (r+2)x(r+2) input patch d (zero outside)
+//   out: y = clamp(A^T m A + bias + res) from m[P][OB][t1 - t0][c]
 struct WinogradNchwcArgs {
   const float* x; float* v; const float* m; const float* bias; const float* res; float* y;
   int64_t cblocks, oblocks, h, w_in, oh, ow, ph, pw, tw, t0, t1;
   float lo, hi;
+  int tile;
 };
 
 struct KernelTable {

@@ -18,6 +18,9 @@
 //   wnchwc   Winograd F(2x2, 3x3) in NCHWc (3x3, stride 1): the tile transforms are
 //            vector additions over channel blocks, the 16 products are NCHWc 1x1
 //            GEMMs over chunks of tiles kept in L2 (nchwc.cpp: winograd_nchwc)
+//   w4nchwc  the same with F(4x4, 3x3): 6x6 input patches, 36 products, 2.25 multiplies
+//            per output instead of 4 (more transform work and 2.25x the weights, so it
+//            pays on the larger images and loses on 7x7; the search decides)
 //   winograd F(2x2, 3x3) for 3x3 stride-1 undilated single-group convs:
 //            Y = A^T [ (G g G^T) . (B^T d B) ] A per 4x4 input tile d / 2x2 output tile,
 //            as atomic ops: a raster gathers tiles into D[n, 16, C, T]; one GEMM with the
@@ -247,13 +250,14 @@ int conv_nchwc_steps(Builder& b, int x, int wt, int bias, int residual, const Co
 }
 
 int winograd_nchwc_steps(Builder& b, int x, int wt, int bias, int residual, const ConvGeom& g,
-                         int variant, float lo, float hi) {
+                         int variant, float lo, float hi, int r) {
   const int cb = b.nchwc_block();
   const int tile = 1 << (variant % 3);
   const int xin = b.slot(x).nchwc ? x : b.to_nchwc(x, cb);
   const Tensor w = b.const_data(wt);
   int64_t u_stride = 0;
-  const int up = b.add_const(pack_winograd_weights_nchwc(w.ptr<float>(), g.oc, g.c, cb, tile, &u_stride));
+  const int up =
+      b.add_const(pack_winograd_weights_nchwc(w.ptr<float>(), g.oc, g.c, cb, tile, &u_stride, r));
   const int bp = b.add_const(
       pad_channels_nchwc(bias >= 0 ? b.const_data(bias).ptr<float>() : nullptr, g.oc, cb));
   const Shape out = nchwc_shape({g.n, g.oc, g.oh, g.ow}, cb);
@@ -264,7 +268,8 @@ int winograd_nchwc_steps(Builder& b, int x, int wt, int bias, int residual, cons
   a.cblocks = nchwc_blocks(g.c, cb);
   a.oblocks = nchwc_blocks(g.oc, cb);
   a.h = g.h; a.w_in = g.w; a.oh = g.oh; a.ow = g.ow; a.ph = g.ph; a.pw = g.pw;
-  a.tw = (g.ow + 1) / 2;
+  a.tw = (g.ow + r - 1) / r;
+  a.tile = r;
   a.lo = lo;
   a.hi = hi;
   const int64_t x_image = a.cblocks * cb * g.h * g.w, y_image = a.oblocks * cb * g.oh * g.ow;
@@ -272,7 +277,9 @@ int winograd_nchwc_steps(Builder& b, int x, int wt, int bias, int residual, cons
   const KernelTable* kt = &b.kt();
   std::vector<int> ins = {xin, up, bp};
   if (res >= 0) ins.push_back(res);
-  b.custom("conv:f32_conv3x3_winograd2x2_nchw" + std::to_string(cb) + "c_" + kt->isa, ins, {y},
+  const std::string rr = std::to_string(r);
+  b.custom("conv:f32_conv3x3_winograd" + rr + "x" + rr + "_nchw" + std::to_string(cb) + "c_" + kt->isa,
+           ins, {y},
            [=](const ExecCtx& c) {
              WinogradNchwcArgs args = a;
              args.x = static_cast<const float*>(c.ptr[xin]);
@@ -344,6 +351,15 @@ std::vector<int> Conv(Builder& b, const std::vector<int>& in) {
           const double wflops = 2.0 * g.n * 16 * tl * icp * ocp;
           const double moves = g.n * 16.0 * tl * (icp + ocp) * 4 * 2 / 40e9;
           cands.push_back({Choice{"wnchwc", isa, t}, wflops / (peak * eff) + moves + convert});
+          // F(4x4): 36 products per 4x4 outputs; the 6x6 transforms cost about twice the
+          // adds per transformed value, and its weights (36 per pair instead of 9) stream
+          // from memory once per image when the image has few tiles.
+          const double tl4 = double(((g.oh + 3) / 4) * ((g.ow + 3) / 4));
+          const double w4flops = 2.0 * g.n * 36 * tl4 * icp * ocp;
+          const double moves4 = g.n * 36.0 * tl4 * (icp + ocp) * 4 * 3 / 40e9;
+          const double wstream = 36.0 * icp * ocp * 4 / 30e9;
+          cands.push_back(
+              {Choice{"w4nchwc", isa, t}, w4flops / (peak * eff) + moves4 + wstream + convert});
         }
       }
     }
@@ -389,7 +405,9 @@ std::vector<int> Conv(Builder& b, const std::vector<int>& in) {
       << g.dh << "x" << g.dw << "g" << g.g << "|x" << (x_blocked ? "nchwc" : "nchw") << cb;
   const Choice ch = b.choose(sig.str(), cands);
   b.use_isa(ch.isa);
-  if (ch.algo == "wnchwc") return {winograd_nchwc_steps(b, x, wt, bias, residual, g, ch.gemm_variant, lo, hi)};
+  if (ch.algo == "wnchwc" || ch.algo == "w4nchwc")
+    return {winograd_nchwc_steps(b, x, wt, bias, residual, g, ch.gemm_variant, lo, hi,
+                                 ch.algo == "w4nchwc" ? 4 : 2)};
   if (ch.algo == "nchwc" || ch.algo == "dwnchwc")
     return {conv_nchwc_steps(b, x, wt, bias, residual, g, ch.algo == "dwnchwc", ch.gemm_variant,
                              lo, hi)};
