@@ -253,6 +253,9 @@ async def fleet_main(args) -> None:
         elif command == "storm":
             for event in hello_ok:
                 event.clear()
+            connects = sum(d.stats.connects for d in fleet.devices)
+            busy = sum(d.stats.busy for d in fleet.devices)
+            refused = sum(len(d.stats.errors) for d in fleet.devices)
             t = time.monotonic()
             for d in fleet.devices:
                 if d._ws is not None:
@@ -267,6 +270,10 @@ async def fleet_main(args) -> None:
                 "stormed",
                 hello_ok=sum(e.is_set() for e in hello_ok),
                 seconds=round(time.monotonic() - t, 2),
+                # sessions opened, 1013 closes, refused handshakes during the storm
+                connects=sum(d.stats.connects for d in fleet.devices) - connects,
+                busy=sum(d.stats.busy for d in fleet.devices) - busy,
+                refused=sum(len(d.stats.errors) for d in fleet.devices) - refused,
             )
         else:
             break
@@ -528,6 +535,24 @@ def collect(fleets: list[Role], t0: int) -> dict:
     return out
 
 
+def process_counters(urls: list[str], token: str) -> dict[str, float]:
+    """The device-path counters of the server processes (devices/counters.py), summed."""
+    total: dict[str, float] = {}
+    for url in urls:
+        try:
+            text = httpx.get(
+                f"{url}/metrics", headers={"Authorization": f"Bearer {token}"}, timeout=30
+            ).text
+        except httpx.HTTPError:
+            continue  # a process that is down counts nothing
+        for line in text.splitlines():
+            if line.startswith("walle_process_") and " " in line:
+                name, value = line.rsplit(" ", 1)
+                key = name.removeprefix("walle_process_").removesuffix("_total")
+                total[key] = total.get(key, 0) + float(value)
+    return total
+
+
 def storm(fleets: list[Role]) -> dict:
     t = time.monotonic()
     for f in fleets:
@@ -536,6 +561,9 @@ def storm(fleets: list[Role]) -> dict:
     return {
         "hello_ok": sum(r["hello_ok"] for r in results),
         "seconds": round(time.monotonic() - t, 2),
+        "connects": sum(r["connects"] for r in results),
+        "busy": sum(r["busy"] for r in results),
+        "refused": sum(r["refused"] for r in results),
     }
 
 
@@ -543,7 +571,12 @@ def run_walle(args, work: Path, system: str) -> dict:
     from tests.live import live_server
 
     n = args.devices
-    extra_env = {"WALLE_DEBUG": "0", "WALLE_SECRET_KEY": os.urandom(32).hex()}
+    metrics_token = os.urandom(16).hex()
+    extra_env = {
+        "WALLE_DEBUG": "0",
+        "WALLE_SECRET_KEY": os.urandom(32).hex(),
+        "WALLE_METRICS_TOKEN": metrics_token,
+    }
     samples = OUT_DIR / f"delivery-{system}-{args.devices}-samples.folded"
     if args.sample:
         extra_env["WALLE_PROFILE_SAMPLES"] = str(samples)
@@ -651,7 +684,10 @@ def run_walle(args, work: Path, system: str) -> dict:
             if args.faults:
                 out["fault_check"] = check_exactly_once(srv, release_id, got)
             if args.storm:
+                before = process_counters(srv.urls, metrics_token)
                 out["storm"] = storm(fleets)
+                after = process_counters(srv.urls, metrics_token)
+                out["storm"]["server"] = {k: after[k] - before.get(k, 0) for k in after}
                 print(f"{system}: reconnect storm {out['storm']}", flush=True)
         finally:
             for f in fleets:

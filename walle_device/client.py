@@ -203,6 +203,7 @@ class DeviceClient:
                 self.stats.errors.append(f"handshake {status}")
             except ConnectionClosed as exc:
                 if exc.rcvd is not None and exc.rcvd.code == TRY_AGAIN_LATER:
+                    self.stats.busy += 1
                     log.info("device %s: server busy, reconnecting later", self.identity.device_id)
                 else:
                     log.info("device %s: connection lost: %s", self.identity.device_id, exc)

@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 @dataclass
 class DeviceStats:
     connects: int = 0
+    busy: int = 0  # sessions the server closed with 1013 (try again later)
     notices: int = 0
     deployed: int = 0
     failed: int = 0

@@ -109,6 +109,12 @@ _HANDSHAKE_ONLY = (
 )
 
 
+# Close codes of the IANA registry an endpoint may send besides 1000 (RFC 6455 7.4.1, and
+# 1012-1014 registered since): going away, policy violation, internal error, service
+# restart, try again later, bad gateway.
+SERVER_CLOSE_CODES = frozenset({1001, 1008, 1011, 1012, 1013, 1014})
+
+
 class _OpenedRequest:
     """The one part of the handshake request daphne reads after the socket opened (its
     access-log lines name the path)."""
@@ -132,6 +138,16 @@ class LeanWebSocketProtocol(WebSocketProtocol):
             state["request"] = _OpenedRequest(request.path)
         # A dict never shrinks when keys go: a fresh copy is sized for what is left.
         self.__dict__ = dict(state)
+
+    def serverClose(self, code=None) -> None:
+        # autobahn's public sendClose takes only 1000 and 3000-4999 and raises on the rest,
+        # so daphne could not send a registered code such as 1013 (try again later, how an
+        # overloaded server defers a handshake: devices/consumers.py); the application then
+        # died with the socket left open. Registered codes go out as the close frame itself.
+        if code in SERVER_CLOSE_CODES:
+            self.sendCloseFrame(code=code, isReply=False)
+        else:
+            super().serverClose(code)
 
 
 class BatchedLog:
