@@ -161,6 +161,10 @@ class DeviceConsumer(AsyncWebsocketConsumer):
         return msg
 
     async def receive(self, text_data: str | None = None, bytes_data: bytes | None = None) -> None:
+        if self.device is None:
+            # A deferred handshake (accepted only to say "busy" and close with 1013): what the
+            # device sent before it read that belongs to no device. Dropped, not answered.
+            return
         if await limits.throttled(self):
             return
         try:

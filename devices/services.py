@@ -5,6 +5,7 @@ from __future__ import annotations
 import hmac
 import json
 import secrets
+from typing import Any
 
 from django.contrib.auth.models import AbstractBaseUser
 from django.db import IntegrityError, transaction
@@ -190,12 +191,15 @@ def record_presence(connected: list, disconnected: list) -> None:
         )
         for socket in connected:
             socket.presence_stamp = now
+    # Sockets connected in one batch share its stamp: one statement per stamp, not per socket
+    # (a reconnect storm closes thousands of sockets at once).
+    by_stamp: dict[Any, set[int]] = {}
     for socket in disconnected:
         stamp = getattr(socket, "presence_stamp", None)
         if stamp is not None:
-            Device.objects.filter(pk=socket.device.pk, last_seen=stamp).update(
-                online=False, last_seen=now
-            )
+            by_stamp.setdefault(stamp, set()).add(socket.device.pk)
+    for stamp, pks in by_stamp.items():
+        Device.objects.filter(pk__in=pks, last_seen=stamp).update(online=False, last_seen=now)
 
 
 # --- ingest handlers (devices/ingest.py); registered in DevicesConfig.ready ------------

@@ -280,6 +280,30 @@ def test_an_overloaded_server_says_try_again_later_not_forbidden(cast, settings)
     run(go())
 
 
+def test_frames_on_a_deferred_handshake_are_dropped(cast, settings):
+    """A device sends hello as soon as its socket opens, racing the server's 1013 close: that
+    hello belongs to no device and must not reach the writer (in a 10k reconnect storm such
+    hellos failed whole batches, which the writer then applied one message at a time)."""
+    settings.WALLE_CONNECT_BUDGET_S = 0  # no handshake can be taken in time
+
+    async def go():
+        from devices.ingest import ingest
+
+        comm = connect(cast.tokens[cast.devices[0].uid])
+        assert (await comm.connect())[0]
+        assert (await receive(comm))["code"] == "busy"
+        writer = ingest()
+        applied = writer.applied
+        await comm.send_to(
+            text_data=json.dumps(protocol.message("hello", attrs={}, current={}, id="h1"))
+        )
+        assert await comm.receive_output(timeout=5) == {"type": "websocket.close", "code": 1013}
+        assert await comm.receive_nothing(timeout=0.3)  # no answer: nothing was queued
+        assert writer.pending == 0 and writer.applied == applied
+
+    run(go())
+
+
 def test_a_full_queue_answers_retry_after_and_stores_nothing(cast):
     release = start_release(create_release(cast.version))
     device = cast.devices[0]
