@@ -255,7 +255,11 @@ async def fleet_main(args) -> None:
                 event.clear()
             connects = sum(d.stats.connects for d in fleet.devices)
             busy = sum(d.stats.busy for d in fleet.devices)
-            refused = sum(len(d.stats.errors) for d in fleet.devices)
+
+            def handshake_errors() -> int:  # handshakes answered with an HTTP error status
+                return sum(e.startswith("handshake") for d in fleet.devices for e in d.stats.errors)
+
+            refused = handshake_errors()
             t = time.monotonic()
             for d in fleet.devices:
                 if d._ws is not None:
@@ -273,7 +277,7 @@ async def fleet_main(args) -> None:
                 # sessions opened, 1013 closes, refused handshakes during the storm
                 connects=sum(d.stats.connects for d in fleet.devices) - connects,
                 busy=sum(d.stats.busy for d in fleet.devices) - busy,
-                refused=sum(len(d.stats.errors) for d in fleet.devices) - refused,
+                refused=handshake_errors() - refused,
             )
         else:
             break
@@ -578,7 +582,7 @@ def run_walle(args, work: Path, system: str) -> dict:
         "WALLE_METRICS_TOKEN": metrics_token,
     }
     samples = OUT_DIR / f"delivery-{system}-{args.devices}-samples.folded"
-    if args.sample:
+    if args.sample or args.sample_storm:
         extra_env["WALLE_PROFILE_SAMPLES"] = str(samples)
     backend = "scaleout" if system == "scaleout" else "embedded"
     out: dict = {"system": system}
@@ -685,7 +689,12 @@ def run_walle(args, work: Path, system: str) -> dict:
                 out["fault_check"] = check_exactly_once(srv, release_id, got)
             if args.storm:
                 before = process_counters(srv.urls, metrics_token)
+                if args.sample_storm:
+                    os.kill(daphnes[0], signal.SIGUSR1)
                 out["storm"] = storm(fleets)
+                if args.sample_storm:
+                    os.kill(daphnes[0], signal.SIGUSR2)
+                    print(f"{system}: storm stack samples in {samples}", flush=True)
                 after = process_counters(srv.urls, metrics_token)
                 out["storm"]["server"] = {k: after[k] - before.get(k, 0) for k in after}
                 print(f"{system}: reconnect storm {out['storm']}", flush=True)
@@ -921,6 +930,11 @@ def main() -> None:
         "--sample",
         action="store_true",
         help="sample the first daphne's stacks during the release (walle_web/sampler.py)",
+    )
+    p.add_argument(
+        "--sample-storm",
+        action="store_true",
+        help="sample the first daphne's stacks during the reconnect storm (overwrites --sample's)",
     )
     p.add_argument("--sample-out", help=argparse.SUPPRESS)  # fleet role: where --sample writes
     p.add_argument("--out")

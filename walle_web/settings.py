@@ -311,9 +311,9 @@ WALLE_INGEST_QUEUE = env_int("WALLE_INGEST_QUEUE", 20000)
 WALLE_INGEST_BATCH = env_int("WALLE_INGEST_BATCH", 500)
 WALLE_INGEST_WINDOW_MS = env_int("WALLE_INGEST_WINDOW_MS", 5)
 # A websocket handshake not authenticated within this many seconds is accepted and closed
-# with 1013 (try again later); keep it well below daphne's --websocket_connect_timeout (run
+# with 1013 (try again later); keep it below daphne's --websocket_connect_timeout (run
 # daphne with 30; its default 5 s answers 403, the status of a bad token).
-WALLE_CONNECT_BUDGET_S = float(env_str("WALLE_CONNECT_BUDGET_S", "3"))
+WALLE_CONNECT_BUDGET_S = float(env_str("WALLE_CONNECT_BUDGET_S", "15"))
 # Safety net for the per-process cache of each app's active releases (releases/desired.py),
 # which every process drops on a release change anyway.
 WALLE_RELEASE_CACHE_TTL = float(env_str("WALLE_RELEASE_CACHE_TTL", "5"))
