@@ -38,6 +38,7 @@ import heapq
 import itertools
 import logging
 import os
+import pprint
 import sys
 import time
 from pathlib import Path
@@ -150,6 +151,33 @@ class LeanWebSocketProtocol(WebSocketProtocol):
             super().serverClose(code)
 
 
+class LazyFormat:
+    """pprint.pformat of an object, computed only if a log line is actually written."""
+
+    __slots__ = ("obj",)
+
+    def __init__(self, obj: object) -> None:
+        self.obj = obj
+
+    def __str__(self) -> str:
+        return pprint.pformat(self.obj)
+
+    __repr__ = __str__
+
+
+def defer_autobahn_debug_formatting() -> None:
+    """autobahn pretty-prints its ~30 connection options for a debug line on every new
+    websocket, whether debug logging is on or not (about 0.2 ms a socket here: 2 s of the
+    event loop in a 10k reconnect storm). Its module's pformat becomes lazy; the one place
+    that returns pformat's result as a string (Timings.__str__) keeps the real one."""
+    from autobahn.websocket import protocol
+
+    if protocol.pformat is LazyFormat:
+        return
+    protocol.Timings.__str__ = lambda self: pprint.pformat(self._timings)
+    protocol.pformat = LazyFormat
+
+
 class BatchedLog:
     """A text stream that collects lines and writes them in one call when flushed."""
 
@@ -181,6 +209,7 @@ class LeanServer(Server):
         # Every TCP port of this process (daphne's) hands its connections this transport.
         tcp.Port.transport = WriteThroughServer
         WebSocketFactory.protocol = LeanWebSocketProtocol
+        defer_autobahn_debug_formatting()
         stream = getattr(self.action_logger, "stream", None)
         if stream is not None:
             # The access log: one line per request and per socket, each a write() syscall on
@@ -378,6 +407,12 @@ def _trace_memory(path: Path) -> None:
 
 
 def main(argv: list[str] | None = None) -> None:
+    # The event loop releases the GIL for every socket call (send, accept, getsockname, close);
+    # getting it back waits for whichever thread holds it (the ingest writer's ORM work, the
+    # rollout loop) to reach the switch interval. At the default 5 ms that wait was about
+    # half of the loop's time in a 10k reconnect storm (bench/README.md); the loop's latency
+    # is what devices see, the background threads' throughput hardly moves.
+    sys.setswitchinterval(float(os.environ.get("WALLE_SWITCH_INTERVAL_S", "0.0005")))
     if path := os.environ.get("WALLE_PROFILE_SAMPLES"):
         from walle_web.sampler import Sampler
 

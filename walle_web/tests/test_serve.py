@@ -6,6 +6,7 @@ server process, real websockets."""
 from __future__ import annotations
 
 import asyncio
+import pprint
 import tempfile
 import time
 from contextlib import contextmanager
@@ -197,3 +198,19 @@ def test_access_log_lines_are_written_within_a_few_seconds(tmp_path):
             what=f"five GET /stats lines in {log}",
         )
         poll(lambda: "WSDISCONNECT /echo" in log.read_text(), what=f"WSDISCONNECT /echo in {log}")
+
+
+def test_autobahn_debug_formatting_is_deferred_and_still_right():
+    from autobahn.websocket import protocol
+
+    from walle_web.serve import LazyFormat, defer_autobahn_debug_formatting
+
+    defer_autobahn_debug_formatting()
+    defer_autobahn_debug_formatting()  # idempotent
+    options = [("openHandshakeTimeout", 5, "WebSocketServerFactory")] * 3
+    lazy = protocol.pformat(options)
+    assert isinstance(lazy, LazyFormat)  # nothing formatted until a log line asks
+    assert str(lazy) == repr(lazy) == pprint.pformat(options)
+    timings = protocol.Timings()
+    timings.track("onOpen")
+    assert isinstance(str(timings), str) and "onOpen" in str(timings)
