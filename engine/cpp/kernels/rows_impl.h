@@ -12,14 +12,27 @@ namespace walle {
 namespace WALLE_ISA_NS {
 namespace {
 
-// 16 independent partial results per pass, so the loops vectorise without reassociation
-// flags (one zmm on AVX-512, two ymm on AVX2).
-constexpr int kRowLanes = 16;
+// One register of independent partial results per pass, so the loops vectorise without
+// reassociation flags: 16 floats (one zmm) on AVX-512, 8 (one ymm) below. A 64-byte vector
+// on AVX2 was lowered to scalar code for the selects and conversions: the softmax ran at
+// 8 ns an element, 13x onnxruntime's (bench/README.md, Engine).
+#ifdef __AVX512F__
+constexpr int kRowBytes = 64;
+#else
+constexpr int kRowBytes = 32;
+#endif
+constexpr int kRowLanes = kRowBytes / 4;
 
-// GCC vector extension: 16 floats, loads and stores of any alignment. The vectoriser
-// does not turn a NaN-propagating max into SIMD, so row_max spells it out.
-typedef float RowVec __attribute__((vector_size(64), aligned(4)));
-typedef int32_t RowMask __attribute__((vector_size(64), aligned(4)));
+// GCC vector extension: loads and stores of any alignment. The vectoriser does not turn a
+// NaN-propagating max into SIMD, so row_max spells it out.
+typedef float RowVec __attribute__((vector_size(kRowBytes), aligned(4), may_alias));
+typedef int32_t RowMask __attribute__((vector_size(kRowBytes), aligned(4), may_alias));
+
+// Whole-vector loads and stores at any float address. (A memcpy into a vector temporary
+// became two 16-byte stores and one 32-byte reload on AVX2: a store-forwarding stall in
+// every pass of the softmax loop.)
+inline RowVec load_v(const float* p) { return *reinterpret_cast<const RowVec*>(p); }
+inline void store_v(float* p, RowVec v) { *reinterpret_cast<RowVec*>(p) = v; }
 
 inline float row_max(const float* __restrict x, int64_t n) {  // NaN wins, like numpy
   RowVec acc, v;
@@ -27,7 +40,7 @@ inline float row_max(const float* __restrict x, int64_t n) {  // NaN wins, like 
   for (int j = 0; j < kRowLanes; ++j) acc[j] = -INFINITY;
   int64_t i = 0;
   for (; i + kRowLanes <= n; i += kRowLanes) {
-    std::memcpy(&v, x + i, sizeof v);
+    v = load_v(x + i);
     acc = acc > v ? acc : v;
     nan |= v != v;
   }
@@ -85,8 +98,7 @@ inline RowVec exp_v(RowVec x) {
   p = p * r + 5.0000001201e-1f;
   RowVec y = p * r * r + r + 1.0f;
   const RowMask bits = (__builtin_convertvector(n, RowMask) + 126) << 23;
-  RowVec scale;
-  std::memcpy(&scale, &bits, sizeof scale);
+  const RowVec scale = reinterpret_cast<const RowVec&>(bits);
   y = y * scale * 2.0f;
   y = x > hi ? RowVec{} + INFINITY : y;
   y = x < lo ? RowVec{} : y;
@@ -102,10 +114,10 @@ void f32_softmax_rows(const float* x, float* y, int64_t rows, int64_t n, float s
     RowVec acc = {}, v;
     int64_t i = 0;
     for (; i + kRowLanes <= n; i += kRowLanes) {
-      std::memcpy(&v, xr + i, sizeof v);
+      v = load_v(xr + i);
       v = exp_v((v - m) * scale);
       acc += v;
-      if (!log) std::memcpy(yr + i, &v, sizeof v);
+      if (!log) store_v(yr + i, v);
     }
     float s = 0.0f;
     for (int j = 0; j < kRowLanes; ++j) s += acc[j];
