@@ -64,6 +64,30 @@ def test_debug_is_off_and_the_public_key_refused_unless_development_turns_them_o
     assert development.stdout.strip() == "True", development.stderr
 
 
+def run_manage(args: list[str], tmp_path: Path) -> subprocess.CompletedProcess:
+    clean = {k: v for k, v in os.environ.items() if not k.startswith(("WALLE_", "DJANGO_"))}
+    return subprocess.run(
+        [sys.executable, "manage.py", *args],
+        cwd=ROOT,
+        env=clean | {"WALLE_VAR_DIR": str(tmp_path)},
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+
+
+def test_schema_commands_run_without_a_secret_key_and_nothing_else_does(tmp_path):
+    """`makemigrations --check` (CI, a packager) needs no key; serving and checks still do."""
+    check = run_manage(["makemigrations", "--check", "--dry-run"], tmp_path)
+    assert check.returncode == 0, check.stderr
+    assert "No changes detected" in check.stdout
+    assert run_manage(["showmigrations", "devices"], tmp_path).returncode == 0
+    for refused in (["check"], ["migrate", "--noinput"], ["createsuperuser", "--noinput"]):
+        result = run_manage(refused, tmp_path)
+        assert result.returncode != 0, refused
+        assert "WALLE_SECRET_KEY" in result.stderr, refused
+
+
 def test_check_deploy_is_clean_with_the_documented_production_settings(tmp_path):
     env = PRODUCTION_ENV | {"WALLE_SECRET_KEY": secrets.token_urlsafe(50)}
     clean = {k: v for k, v in os.environ.items() if not k.startswith(("WALLE_", "DJANGO_"))}
