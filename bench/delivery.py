@@ -550,8 +550,9 @@ def process_counters(urls: list[str], token: str) -> dict[str, float]:
         except httpx.HTTPError:
             continue  # a process that is down counts nothing
         for line in text.splitlines():
-            if line.startswith("walle_process_") and " " in line:
-                name, value = line.rsplit(" ", 1)
+            name, _, value = line.partition(" ")
+            # Counters only: a gauge's difference over the storm says nothing.
+            if name.startswith("walle_process_") and name.endswith("_total"):
                 key = name.removeprefix("walle_process_").removesuffix("_total")
                 total[key] = total.get(key, 0) + float(value)
     return total
