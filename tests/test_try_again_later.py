@@ -59,6 +59,54 @@ def test_a_deferred_handshake_closes_with_1013_and_a_retry_hint(server):
         assert "Exception inside application" not in log.read_text()
 
 
+def test_a_flood_of_deferred_handshakes_with_hostile_frames_leaves_the_server_healthy(server):
+    """Many devices at once, each sending garbage, a large frame and a hello into its
+    deferred socket: every one is closed with 1013, nothing reaches the application's
+    handlers, and the server answers normally afterwards."""
+
+    async def one(token: str) -> int | None:
+        try:
+            async with connect(
+                ws_url(server.url),
+                additional_headers={"Authorization": f"Bearer {token}"},
+                open_timeout=30,
+                max_size=None,
+            ) as ws:
+                for frame in (
+                    "\x00not json{{",
+                    json.dumps({"type": "hello", "attrs": {}, "current": {}, "id": "h"}),
+                    "x" * 200_000,
+                    b"\xff" * 1000,
+                ):
+                    try:
+                        await ws.send(frame)
+                    except ConnectionClosed:
+                        break
+                async with asyncio.timeout(20):
+                    while True:
+                        await ws.recv()
+        except ConnectionClosed as exc:
+            return exc.rcvd.code if exc.rcvd is not None else None
+        return None
+
+    async def scenario():
+        async with httpx.AsyncClient(timeout=30) as http:
+            identities = [
+                await enroll(http, server.url, server.enroll_key, {"os": "linux"}) for _ in range(8)
+            ]
+        # 64 sockets at once, several per device (a device that reconnects in a loop).
+        tokens = [identities[i % len(identities)].token for i in range(64)]
+        return await asyncio.gather(*(one(tk) for tk in tokens))
+
+    codes = asyncio.run(scenario())
+    assert codes == [1013] * len(codes)
+    assert httpx.get(server.url + "/healthz", timeout=10).status_code == 200
+    for log in server.logs:
+        text = log.read_text()
+        assert "Exception inside application" not in text
+        assert "ingest hello failed" not in text and "ingest batch of" not in text
+
+
 def test_a_device_told_to_come_back_later_keeps_its_identity_and_retries(server):
     async def scenario(vm):
         fleet = await build_fleet(server.url, server.enroll_key, 1, seed=7, vm=vm)

@@ -18,8 +18,9 @@ from walle_engine import _core
 
 LEVELS = walle_engine.supported_isas()
 RNG = np.random.default_rng(15)
-# Row lengths around the 16-lane vector width and the tails, plus real attention widths.
-LENGTHS = [1, 3, 15, 16, 17, 31, 33, 128, 131, 384]
+# Row lengths around the vector widths (8 lanes on AVX2, 16 on AVX-512) and the tails, plus
+# real attention widths.
+LENGTHS = [1, 3, 7, 8, 9, 15, 16, 17, 31, 33, 128, 131, 384]
 
 
 @pytest.fixture(params=LEVELS)
@@ -64,6 +65,21 @@ def softmax64(x: np.ndarray, scale: float, log: bool) -> np.ndarray:
         d = (x64 - m) * scale
         s = np.sum(np.exp(d), axis=-1, keepdims=True)
         return d - np.log(s) if log else np.exp(d) / s
+
+
+@pytest.mark.parametrize("n", [8, 16, 128])
+def test_softmax_rows_read_rows_at_any_float_address(n: int, level: str) -> None:
+    """The kernels load whole vectors from wherever a row starts: a buffer one float past
+    an aligned address gives the same result as an aligned copy."""
+    rows = 6
+    base = np.empty(rows * n + 1, np.float32)
+    shifted = base[1:].reshape(rows, n)  # 4 bytes past the allocation's alignment
+    shifted[...] = rows_with_specials(rows, n)
+    aligned = np.array(shifted)
+    for log in (False, True):
+        got = np.asarray(_core.softmax_rows(_core.Tensor(shifted), 0.5, log, False))
+        want = np.asarray(_core.softmax_rows(t(aligned), 0.5, log, False))
+        np.testing.assert_array_equal(got, want)
 
 
 @pytest.mark.parametrize("n", LENGTHS)
