@@ -80,9 +80,13 @@ def make_mnn(onnx_path: Path, work: Path, inputs: list[str], outputs: list[str],
         )
         if r.returncode != 0 or not mnn_path.exists():
             return None
-    net = nn.load_module_from_file(
-        str(mnn_path), inputs, outputs, thread_num=threads, precision_mode=F.PrecisionMode.High
+    # The thread count goes through a runtime manager: load_module_from_file's own
+    # `thread_num` did not bind MNN 3.6 to it (at thread_num=1 it used both vCPUs, CPU time
+    # twice the wall time), which made the "1 thread" column a two-thread MNN.
+    runtime = nn.create_runtime_manager(
+        ({"backend": "CPU", "numThread": threads, "precision": "high"},)
     )
+    net = nn.load_module_from_file(str(mnn_path), inputs, outputs, runtime_manager=runtime)
 
     def run(feeds: dict[str, np.ndarray]) -> np.ndarray:
         vs = []
@@ -114,6 +118,7 @@ def bench_models(
         flush=True,
     )
     work = Path(tempfile.mkdtemp(prefix="walle-bench-"))
+    prepared = {}
     for name in names:
         model = MODELS[name]()
         onnx_path = work / f"{name}.onnx"
@@ -121,9 +126,15 @@ def bench_models(
         walle_path = work / f"{name}.walle"
         walle_engine.convert(model, walle_path)
         feeds = model_zoo.random_feeds(model)
-        in_names = list(feeds)
-        out_names = [o.name for o in model.graph.output]
-        for threads in threads_list:
+        prepared[name] = (model, onnx_path, walle_path, feeds)
+    # Every model at one thread count before the next count: MNN keeps its worker pool at the
+    # largest count it was given, spinning beside later runs (a 1-thread MNN run after a
+    # 2-thread one burnt the second vCPU, which the other engines' runs then lacked).
+    for threads in sorted(threads_list):
+        for name in names:
+            model, onnx_path, walle_path, feeds = prepared[name]
+            in_names = list(feeds)
+            out_names = [o.name for o in model.graph.output]
             walle_engine.set_num_threads(threads)
             t0 = time.perf_counter()
             wm = walle_engine.load(walle_path)
@@ -185,6 +196,17 @@ def bench_models(
                 f"  {row['walle_vs_ort']:5.2f}  {vs_mnn}  {err['walle']:.1e}",
                 flush=True,
             )
+            # An engine whose CPU time is well above threads x wall time ran more threads
+            # than it was given: its column is not a T-thread figure (how MNN's thread_num
+            # went unnoticed). Runs under ~1 ms are at the resolution of the process clock.
+            over = [k for k in med if med[k] >= 1.0 and cpu_ms[k] > 1.3 * threads * med[k]]
+            row["over_threads"] = over
+            for k in over:
+                print(
+                    f"  warning: {k} used {cpu_ms[k] / med[k]:.1f} CPU-seconds per second "
+                    f"at {threads} thread(s)",
+                    flush=True,
+                )
             if profile:
                 print(wm.profile(feeds, 5).table(top=8), flush=True)
     walle_engine.set_num_threads(1)

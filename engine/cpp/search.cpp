@@ -90,7 +90,11 @@ Choice Builder::choose(const std::string& sig_in, std::vector<Candidate> cands) 
     for (char ch : c.choice.str()) digest = (digest ^ uint8_t(ch)) * 16777619u;
   char hex[9];
   std::snprintf(hex, sizeof hex, "%08x", digest);
-  const std::string sig = sig_in + "|t" + std::to_string(num_threads()) + "|" + hex;
+  // "p2": timings at more than one thread predate the polling pool (threadpool.cpp) when
+  // the suffix is missing, and chose single-threaded splits that now lose: re-tuned.
+  const int threads = num_threads();
+  const std::string sig = sig_in + "|t" + std::to_string(threads) + (threads > 1 ? "p2" : "") +
+                          "|" + hex;
   PlanEntry pe;
   pe.node = node_.name;
   pe.op = node_.op;

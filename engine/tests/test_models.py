@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import threading
 from pathlib import Path
 
@@ -185,6 +186,40 @@ def test_thread_count_setting_keeps_results(tmp_path: Path) -> None:
     finally:
         walle_engine.set_num_threads(before)
     np.testing.assert_allclose(one, two, rtol=1e-5, atol=1e-6)
+
+
+def test_parallel_regions_keep_results_with_more_threads_than_cores(tmp_path: Path) -> None:
+    """The pool's caller runs every task no worker claimed and waits only for claimed ones
+    (engine/cpp/threadpool.cpp). With more workers than this host's cores, workers are
+    preempted mid-region and join late, while several Python threads run the model at once
+    (the pool then runs other callers' regions inline): every result stays the 1-thread one."""
+    # Full-size layers: their convolutions are split (small ones run on the caller alone).
+    model = mobilenet_v2(res=224, width=1.0, classes=10)
+    feeds = random_feeds(model)
+    m = convert_and_load(model, tmp_path, tune=False)
+    before = walle_engine.num_threads()
+    errors: list[str] = []
+    try:
+        walle_engine.set_num_threads(1)
+        expected = next(iter(m.run(feeds).values()))
+        walle_engine.set_num_threads(max(3, 2 * (os.cpu_count() or 1)))
+
+        def worker(i: int) -> None:
+            for k in range(8):
+                got = next(iter(m.run(feeds).values()))
+                if not np.allclose(got, expected, rtol=1e-5, atol=1e-6):
+                    errors.append(f"thread {i} run {k}")
+
+        threads = [threading.Thread(target=worker, args=(i,)) for i in range(3)]
+        for t in threads:
+            t.start()
+        for _ in range(4):  # resizing waits for the region in flight
+            walle_engine.set_num_threads(walle_engine.num_threads() % 4 + 2)
+        for t in threads:
+            t.join()
+    finally:
+        walle_engine.set_num_threads(before)
+    assert not errors
 
 
 def test_the_memory_plan_reuses_intermediate_buffers(tmp_path: Path) -> None:
