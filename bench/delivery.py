@@ -631,6 +631,7 @@ def run_walle(args, work: Path, system: str) -> dict:
             if args.sample:  # walle_web/sampler.py in the first daphne, over the release
                 os.kill(daphnes[0], signal.SIGUSR1)
             fleet_cpu0 = sum(cpu_seconds(f.proc.pid) for f in fleets)
+            counters0 = process_counters(srv.urls, metrics_token)
             t0 = time.time_ns()
             started = api.post(f"/api/v1/releases/{release_id}/start/", timeout=600)
             start_call_s = (time.time_ns() - t0) / 1e9
@@ -654,6 +655,13 @@ def run_walle(args, work: Path, system: str) -> dict:
                     break
                 time.sleep(0.25)
             server_cpu = sum(cpu_seconds(p.pid) - server_cpu0.get(p.pid, 0.0) for p in srv.procs)
+            counters1 = process_counters(srv.urls, metrics_token)
+            print(
+                f"{system}: notices written in "
+                f"{counters1.get('notice_fanout_seconds', 0) - counters0.get('notice_fanout_seconds', 0):.3f}s "
+                "(server, first frame to last)",
+                flush=True,
+            )
             if args.sample:
                 os.kill(daphnes[0], signal.SIGUSR2)
                 print(f"{system}: stack samples in {samples}", flush=True)
@@ -675,6 +683,11 @@ def run_walle(args, work: Path, system: str) -> dict:
                 all_succeeded_s=all_ok_s,
                 final_counts=series[-1] if series else {},
                 server_cpu_s=round(server_cpu, 1),
+                # The server processes' own counters over the release (a restarted process
+                # counts from zero): notice_fanout_seconds is the notices' write time.
+                server_counters={
+                    k: round(v - counters0.get(k, 0), 3) for k, v in counters1.items()
+                },
                 simulator_cpu_s=round(fleet_cpu, 1),
                 simulator_gc_s=round(got["gc_s"], 2),
                 poll_errors=poll_errors,

@@ -32,3 +32,7 @@ MESSAGES_DEFERRED = _counter(
 HANDSHAKES_DEFERRED = _counter(
     "handshakes_deferred", "Device handshakes closed with 1013 (try again later) under overload."
 )
+NOTICE_FANOUT_SECONDS = _counter(
+    "notice_fanout_seconds",
+    "Wall seconds this process spent writing notices to its sockets, first frame to last.",
+)

@@ -14,18 +14,24 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from typing import Protocol
 
 from channels.layers import get_channel_layer
 
+from devices import counters
 from devices.publish import group_send
 from walle_device import protocol
 
 log = logging.getLogger(__name__)
 NOTICE_GROUP = "walle.notices"
-FAN_OUT_SLICE = 1000  # sockets written between two turns of the event loop
+# The longest the fan-out holds the event loop before it lets the loop take a turn. A turn
+# then serves whatever is ready (the start call's response, the hellos of devices already
+# notified) before the next sockets get theirs, so short turns spread the notices of one
+# release over every turn in between (with 1,000-socket slices, 10 turns of hellos at 10k).
+FAN_OUT_TURN_S = 0.25
 
 
 @dataclass
@@ -145,8 +151,8 @@ class Registry:
     async def fan_out(self, message: dict) -> int:
         """Write the notify frame, encoded once, to this process's sockets among `device_uids`.
 
-        daphne's send buffers and returns without suspending; the pass gives the loop a turn
-        only every FAN_OUT_SLICE sockets.
+        daphne's send writes the frame and returns without suspending (walle_web/serve.py), so
+        a socket costs microseconds; the pass gives the loop a turn only after FAN_OUT_TURN_S.
         """
         frame = protocol.encode(
             protocol.message(
@@ -162,17 +168,21 @@ class Registry:
             wanted = set(uids)
             targets = [s for u, s in list(sockets.items()) if u in wanted]
         sent = 0
-        for index, socket in enumerate(targets, start=1):
+        clock = time.monotonic
+        started = clock()
+        turn_ends = started + FAN_OUT_TURN_S
+        for socket in targets:
             try:
                 await socket.send(text_data=frame)
                 sent += 1
             except Exception:  # one dead socket must not stop the others
                 log.debug("notice to %s failed", socket.device_uid, exc_info=True)
-            if index % FAN_OUT_SLICE == 0:
-                # Let the loop write what else is waiting (the start call's own response)
-                # between slices, instead of after the whole fleet's notices.
+            if clock() >= turn_ends:
                 await asyncio.sleep(0)
+                turn_ends = clock() + FAN_OUT_TURN_S
         self.notices_sent += sent
+        if targets:
+            counters.NOTICE_FANOUT_SECONDS.inc(clock() - started)
         return sent
 
 

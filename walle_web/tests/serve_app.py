@@ -1,6 +1,6 @@
 """A small ASGI application for tests/test_serve.py, served by `python -m walle_web.serve`.
 
-Websocket paths: `/echo` accepts and echoes; `/never` never accepts (the server's connect
+Websocket paths: `/echo` accepts and echoes (text as text, bytes as bytes); `/never` never accepts (the server's connect
 timeout must reject it); `/linger` accepts, and after the disconnect keeps running (the
 server must cancel it after its close timeout). HTTP `/stats` answers what the application
 and the server hold: connections in the server's table, applications running, cancelled.
@@ -65,7 +65,10 @@ async def application(scope, receive, send):
             message = await receive()
             if message["type"] == "websocket.disconnect":
                 break
-            await send({"type": "websocket.send", "text": message.get("text") or ""})
+            if message.get("bytes") is not None:
+                await send({"type": "websocket.send", "bytes": message["bytes"]})
+            else:
+                await send({"type": "websocket.send", "text": message.get("text") or ""})
         if scope["path"] == "/linger":
             await asyncio.sleep(3600)
         STATS["finished"] += 1

@@ -6,7 +6,11 @@ server process, real websockets."""
 from __future__ import annotations
 
 import asyncio
+import base64
+import os
 import pprint
+import socket
+import struct
 import tempfile
 import time
 from contextlib import contextmanager
@@ -214,3 +218,100 @@ def test_autobahn_debug_formatting_is_deferred_and_still_right():
     timings = protocol.Timings()
     timings.track("onOpen")
     assert isinstance(str(timings), str) and "onOpen" in str(timings)
+
+
+def _raw_websocket(url: str, path: str) -> socket.socket:
+    """A websocket opened by hand on a plain TCP socket, so a test reads the server's frames
+    as bytes on the wire, not as a client library parsed them."""
+    host, port = url.removeprefix("http://").split(":")
+    sock = socket.create_connection((host, int(port)), timeout=10)
+    key = base64.b64encode(os.urandom(16)).decode()
+    sock.sendall(
+        (
+            f"GET {path} HTTP/1.1\r\nHost: {host}:{port}\r\nUpgrade: websocket\r\n"
+            f"Connection: Upgrade\r\nSec-WebSocket-Key: {key}\r\n"
+            "Sec-WebSocket-Version: 13\r\n\r\n"
+        ).encode()
+    )
+    head = b""
+    while b"\r\n\r\n" not in head:
+        chunk = sock.recv(1)
+        assert chunk, "the server closed during the handshake"
+        head += chunk
+    assert head.startswith(b"HTTP/1.1 101"), head
+    return sock
+
+
+def _client_frame(opcode: int, payload: bytes) -> bytes:
+    """A masked client frame (RFC 6455 5.2), built here independently of the server's code."""
+    mask = os.urandom(4)
+    n = len(payload)
+    if n <= 125:
+        head = struct.pack("!BB", 0x80 | opcode, 0x80 | n)
+    elif n <= 0xFFFF:
+        head = struct.pack("!BBH", 0x80 | opcode, 0x80 | 126, n)
+    else:
+        head = struct.pack("!BBQ", 0x80 | opcode, 0x80 | 127, n)
+    return head + mask + bytes(b ^ mask[i % 4] for i, b in enumerate(payload))
+
+
+def _read_exactly(sock: socket.socket, n: int) -> bytes:
+    out = bytearray()
+    while len(out) < n:
+        chunk = sock.recv(n - len(out))
+        assert chunk, "the server closed the socket"
+        out += chunk
+    return bytes(out)
+
+
+@pytest.mark.parametrize("opcode", [1, 2])
+def test_frames_on_the_wire_are_exact_at_every_length_encoding(opcode):
+    """The server writes its frames itself (walle_web.serve.LeanWebSocketProtocol.sendMessage):
+    at each boundary of the 7-, 16- and 64-bit length encodings, text and binary, what
+    arrives is exactly FIN + opcode, the unmasked length, and the payload."""
+    lengths = [1, 2, 124, 125, 126, 127, 1000, 65535, 65536, 65537, 200_000]
+    with serving() as url:
+        sock = _raw_websocket(url, "/echo")
+        try:
+            for n in lengths:
+                payload = (b"%08d" % n * (n // 8 + 1))[:n]
+                sock.sendall(_client_frame(opcode, payload))
+                if n <= 125:
+                    expected = bytes((0x80 | opcode, n))
+                elif n <= 0xFFFF:
+                    expected = bytes((0x80 | opcode, 126)) + n.to_bytes(2, "big")
+                else:
+                    expected = bytes((0x80 | opcode, 127)) + n.to_bytes(8, "big")
+                expected += payload
+                assert _read_exactly(sock, len(expected)) == expected, n
+        finally:
+            sock.close()
+
+
+def test_frame_header_matches_autobahns_own_frames():
+    """The header the fast path writes is byte for byte what autobahn's sendFrame builds for
+    the same unmasked server frame (sizes across every length encoding, both opcodes)."""
+    from autobahn.websocket.protocol import WebSocketServerProtocol
+
+    from walle_web.serve import frame_header
+
+    class Capture(WebSocketServerProtocol):
+        def __init__(self) -> None:
+            self.wire = []
+            self.maskServerFrames = False
+            self.logFrames = False
+            self.trafficStats = type("S", (), {"outgoingWebSocketFrames": 0})()
+
+            class Factory:
+                isServer = True
+
+            self.factory = Factory()
+
+        def sendData(self, data, sync=False, chopsize=None) -> None:
+            self.wire.append(data)
+
+    for opcode in (1, 2):
+        for n in (0, 1, 125, 126, 127, 65535, 65536, 70_000):
+            capture = Capture()
+            capture.sendFrame(opcode=opcode, payload=b"p" * n)
+            assert capture.wire == [frame_header(opcode, n) + b"p" * n], (opcode, n)
