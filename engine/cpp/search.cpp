@@ -88,6 +88,13 @@ Choice Builder::choose(const std::string& sig_in, std::vector<Candidate> cands) 
   uint32_t digest = 2166136261u;  // FNV-1a
   for (const auto& c : cands)
     for (char ch : c.choice.str()) digest = (digest ^ uint8_t(ch)) * 16777619u;
+  // A decision made with the SIMD level capped below the CPU's (set_isa, max_isa) chose
+  // among fewer kernels: it is kept apart, or an AVX2 pick tuned under a cap would be
+  // reused on the same CPU's uncapped runs (the cache is per CPU signature, which names the
+  // detected level).
+  const Isa cap = std::min(current_isa(), m_.opts_.max_isa);
+  if (cap != detect_isa())
+    for (char ch : std::string("cap:") + isa_name(cap)) digest = (digest ^ uint8_t(ch)) * 16777619u;
   char hex[9];
   std::snprintf(hex, sizeof hex, "%08x", digest);
   // "p2": timings at more than one thread predate the polling pool (threadpool.cpp) when
@@ -108,7 +115,6 @@ Choice Builder::choose(const std::string& sig_in, std::vector<Candidate> cands) 
     throw Error("forced choice '" + forced->second + "' is not a candidate for " + sig);
   }
 
-  const Isa cap = std::min(current_isa(), m_.opts_.max_isa);
   cands.erase(std::remove_if(cands.begin(), cands.end(),
                              [&](const Candidate& c) { return c.choice.isa > cap; }),
               cands.end());
