@@ -13,6 +13,7 @@ import pytest
 import walle_engine
 from model_zoo import encoder, mlp, mobilenet_v2, random_feeds, recommender, resnet
 from onnx import TensorProto, helper
+from walle_engine import _core
 
 TINY = {
     "mlp": lambda: mlp(batch=3),
@@ -243,7 +244,7 @@ def test_plan_shows_a_choice_per_searched_op_and_the_cache_is_reused(tmp_path: P
 
 
 def test_a_choice_tuned_under_a_lower_simd_level_is_not_reused_without_the_cap(
-    tmp_path: Path,
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """set_isa caps the kernels a load may pick. The cache is per CPU signature, which names
     the detected level: a choice tuned under the cap must not come back, from the cache, on
@@ -251,6 +252,9 @@ def test_a_choice_tuned_under_a_lower_simd_level_is_not_reused_without_the_cap(
     levels = walle_engine.supported_isas()
     if len(levels) < 2:
         pytest.skip("one SIMD level on this CPU: nothing to cap")
+    # A cache of its own: other tests tuned the same layers, uncapped, in this process.
+    monkeypatch.setenv("WALLE_ENGINE_CACHE_DIR", str(tmp_path / "cache"))
+    _core.tuning_clear()
     model = TINY["encoder_layer"]()
     path = tmp_path / "m.walle"
     walle_engine.convert(model, path)
