@@ -165,6 +165,14 @@ def bench_models(
             cpu: dict[str, list[float]] = {k: [] for k in runners}
             for _ in range(rounds):  # interleaved: host noise hits every engine alike
                 for k, run in runners.items():
+                    if threads > 1:
+                        # Worker pools poll for work for a while after a run (onnxruntime's
+                        # and MNN's spin, walle's polls 100 us): an engine timed right after
+                        # another shared the cores with that one's spinning workers, and
+                        # walle at 2 threads read slower than at 1. A pause lets them settle,
+                        # and an untimed run brings this engine's own pool back.
+                        time.sleep(0.05)
+                        run()
                     c = time.process_time()
                     t = time.perf_counter()
                     run()
