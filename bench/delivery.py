@@ -413,6 +413,9 @@ async def peer_main(args) -> None:
         process_request=content,
         ping_interval=300,  # as walle's daphne (tests/live.py)
         ping_timeout=120,
+        # daphne declines the devices' permessage-deflate offer; the peer did accept it and
+        # spent its own and the simulator's CPU compressing every small frame.
+        compression=None,
     ) as server:
         emit("listening", port=server.sockets[0].getsockname()[1], key=public, pid=os.getpid())
         while True:
@@ -583,7 +586,7 @@ def run_walle(args, work: Path, system: str) -> dict:
         "WALLE_METRICS_TOKEN": metrics_token,
     }
     samples = OUT_DIR / f"delivery-{system}-{args.devices}-samples.folded"
-    if args.sample or args.sample_storm:
+    if args.sample or args.sample_storm or args.sample_enroll:
         extra_env["WALLE_PROFILE_SAMPLES"] = str(samples)
     backend = "scaleout" if system == "scaleout" else "embedded"
     out: dict = {"system": system}
@@ -591,10 +594,15 @@ def run_walle(args, work: Path, system: str) -> dict:
         daphnes = [p.pid for p in srv.procs[: len(srv.urls)]]
         api = srv.api()
         rss_idle = sum(rss_bytes(p) for p in daphnes)
+        if args.sample_enroll:
+            os.kill(daphnes[0], signal.SIGUSR1)
         fleets = start_fleets(args, work, system, srv.urls, enroll_key=srv.enroll_key)
         try:
             # Enrollment as the simulators timed it (their start-up is not the server's).
             enroll_s = max(f.expect("enrolled")["seconds"] for f in fleets)
+            if args.sample_enroll:
+                os.kill(daphnes[0], signal.SIGUSR2)
+                print(f"{system}: enrollment stack samples in {samples}", flush=True)
             t = time.monotonic()
             ready = [f.expect("ready") for f in fleets]
             connect_s = time.monotonic() - t
@@ -949,6 +957,11 @@ def main() -> None:
         "--sample-storm",
         action="store_true",
         help="sample the first daphne's stacks during the reconnect storm (overwrites --sample's)",
+    )
+    p.add_argument(
+        "--sample-enroll",
+        action="store_true",
+        help="sample the first daphne's stacks while the fleet enrolls (overwrites --sample's)",
     )
     p.add_argument("--sample-out", help=argparse.SUPPRESS)  # fleet role: where --sample writes
     p.add_argument("--out")

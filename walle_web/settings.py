@@ -139,7 +139,7 @@ else:
 if REDIS_URL:
     CACHES = {
         "default": {
-            "BACKEND": "django.core.cache.backends.redis.RedisCache",
+            "BACKEND": "walle_web.cache.RedisCache",
             "LOCATION": REDIS_URL,
             "KEY_PREFIX": env_str("WALLE_CACHE_PREFIX", "walle"),
         }
