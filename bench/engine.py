@@ -163,21 +163,30 @@ def bench_models(
                     run()
             times: dict[str, list[float]] = {k: [] for k in runners}
             cpu: dict[str, list[float]] = {k: [] for k in runners}
-            for _ in range(rounds):  # interleaved: host noise hits every engine alike
+
+            def timed(k: str, run: Callable[[], object], times=times, cpu=cpu) -> None:
+                c = time.process_time()
+                t = time.perf_counter()
+                run()
+                times[k].append(time.perf_counter() - t)
+                cpu[k].append(time.process_time() - c)
+
+            if threads == 1:
+                for _ in range(rounds):  # interleaved: host noise hits every engine alike
+                    for k, run in runners.items():
+                        timed(k, run)
+            else:
+                # One engine's rounds back to back, after a pause and an untimed run.
+                # Interleaved, an engine ran while the previous one's workers still spun
+                # (onnxruntime's for ~40 ms after a run) and shared the two cores with
+                # them; and after an idle pause the guest scheduler woke walle's worker on
+                # the caller's CPU (bench/README.md, Engine). Back to back, every engine
+                # runs with its own pool awake, as in a stream of inferences.
                 for k, run in runners.items():
-                    if threads > 1:
-                        # Worker pools poll for work for a while after a run (onnxruntime's
-                        # and MNN's spin, walle's polls 100 us): an engine timed right after
-                        # another shared the cores with that one's spinning workers, and
-                        # walle at 2 threads read slower than at 1. A pause lets them settle,
-                        # and an untimed run brings this engine's own pool back.
-                        time.sleep(0.05)
-                        run()
-                    c = time.process_time()
-                    t = time.perf_counter()
+                    time.sleep(0.05)
                     run()
-                    times[k].append(time.perf_counter() - t)
-                    cpu[k].append(time.process_time() - c)
+                    for _ in range(rounds):
+                        timed(k, run)
             med = {k: statistics.median(v) * 1e3 for k, v in times.items()}
             cpu_ms = {k: statistics.median(v) * 1e3 for k, v in cpu.items()}
             row = {
