@@ -141,8 +141,8 @@ class Pool {
       inflight_.fetch_add(1);
       if (Region* r = region_.load()) work(*r);
       inflight_.fetch_sub(1);
-      // The caller may be blocked at the join past its polling window; taking m_ orders
-      // this notify after its predicate check.
+      // The caller may be blocked at the join; taking m_ orders this notify after its
+      // predicate check.
       std::lock_guard<std::mutex> g(m_);
       done_cv_.notify_all();
     }
