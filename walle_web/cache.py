@@ -5,13 +5,13 @@ context. Code that reaches the cache from `asyncio.to_thread` (the enrollment ha
 throttles, devices/enroll.py) or from a sync view (each request runs in a copy of a context)
 therefore gets a fresh backend each time, and Django's Redis backend keeps its connection
 pools on the backend: every such call opened a new TCP connection to Redis and dropped it.
-Enrollment in the scale-out configuration spent most of its throttle time connecting (a
-sample of the daphne during a 4,000-device enrollment: `connect` under 28 % of the throttle
-thread's time; 50 throttle checks through `to_thread` opened 50 connections).
+In the scale-out configuration, 28 % of the throttle threads' time during a 4,000-device
+enrollment was spent opening connections (stack samples of the daphne), and 50 throttle
+checks through `to_thread` opened 50 connections.
 
 `RedisCache` here is the same backend whose client takes its pools from a process-wide
-table, keyed by server and pool options. redis-py's pools are thread-safe and reset
-themselves in a forked child, so sharing them is what the library intends.
+table, keyed by server and pool options. redis-py's pools are thread-safe and check the
+process id, so a forked child does not reuse its parent's sockets.
 """
 
 from __future__ import annotations
