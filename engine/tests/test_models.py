@@ -3,10 +3,9 @@
 from __future__ import annotations
 
 import os
-import signal
+import subprocess
+import sys
 import threading
-import time
-import warnings
 from pathlib import Path
 
 import numpy as np
@@ -226,40 +225,57 @@ def test_parallel_regions_keep_results_with_more_threads_than_cores(tmp_path: Pa
     assert not errors
 
 
+FORKED_CHILD = """
+import os, sys, time, signal, warnings
+sys.path.insert(0, sys.argv[1])
+import numpy as np, walle_engine
+from model_zoo import mobilenet_v2, random_feeds
+model = mobilenet_v2(res=224, width=1.0, classes=10)  # regions big enough to split
+feeds = random_feeds(model)
+walle_engine.convert(model, sys.argv[2])
+walle_engine.set_num_threads(2)
+m = walle_engine.load(sys.argv[2], tune=False)
+expected = next(iter(m.run(feeds).values()))
+with warnings.catch_warnings():
+    warnings.simplefilter("ignore", DeprecationWarning)  # fork of a threaded process
+    pid = os.fork()
+if pid == 0:  # the child reports through its exit status only
+    ok = False
+    try:
+        ok = bool(np.allclose(next(iter(m.run(feeds).values())), expected, 1e-5, 1e-6))
+    finally:
+        os._exit(0 if ok else 3)
+deadline = time.monotonic() + 60
+while time.monotonic() < deadline:
+    done, status = os.waitpid(pid, os.WNOHANG)
+    if done:
+        print("child exit", os.waitstatus_to_exitcode(status))
+        sys.exit(0)
+    time.sleep(0.05)
+os.kill(pid, signal.SIGKILL)
+os.waitpid(pid, 0)
+print("child hung")
+"""
+
+
 @pytest.mark.skipif(not hasattr(os, "fork"), reason="no fork on this platform")
 def test_a_forked_child_runs_a_model_at_two_threads(tmp_path: Path) -> None:
     """fork() copies only the calling thread: the child has no pool workers. The pool's
     caller runs every task no worker claimed, so the child's run completes with the same
-    result; the previous pool waited for every worker to check in, and the child hung."""
-    model = mobilenet_v2(res=224, width=1.0, classes=10)  # regions big enough to split
-    feeds = random_feeds(model)
-    m = convert_and_load(model, tmp_path, tune=False)
-    before = walle_engine.num_threads()
-    walle_engine.set_num_threads(2)
-    try:
-        expected = next(iter(m.run(feeds).values()))
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", DeprecationWarning)  # fork of a threaded process
-            pid = os.fork()
-        if pid == 0:  # the child: report through the exit status only
-            ok = False
-            try:
-                got = next(iter(m.run(feeds).values()))
-                ok = bool(np.allclose(got, expected, rtol=1e-5, atol=1e-6))
-            finally:
-                os._exit(0 if ok else 3)
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline:
-            done, status = os.waitpid(pid, os.WNOHANG)
-            if done:
-                assert os.waitstatus_to_exitcode(status) == 0
-                return
-            time.sleep(0.05)
-        os.kill(pid, signal.SIGKILL)
-        os.waitpid(pid, 0)
-        pytest.fail("the forked child's run did not finish in 60 s")
-    finally:
-        walle_engine.set_num_threads(before)
+    result; the previous pool waited for every worker to check in, and the child hung. In a
+    fresh interpreter: forked from this test process, the child would also inherit every
+    other test's threads and connections."""
+    script = tmp_path / "fork.py"
+    script.write_text(FORKED_CHILD)
+    tests = str(Path(__file__).resolve().parent)
+    done = subprocess.run(
+        [sys.executable, str(script), tests, str(tmp_path / "m.walle")],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.strip().splitlines()[-1] == "child exit 0", done.stdout
 
 
 def test_the_memory_plan_reuses_intermediate_buffers(tmp_path: Path) -> None:
