@@ -30,17 +30,27 @@ PRODUCTION_ENV = {
 }
 
 
-def run_django(code: str, env: dict, tmp_path: Path) -> subprocess.CompletedProcess:
+def run_python(args: list[str], env: dict, tmp_path: Path) -> subprocess.CompletedProcess:
+    """Python in the project directory with none of this process's WALLE_/DJANGO_ settings,
+    only `env` (and a var directory of the test's own)."""
     clean = {k: v for k, v in os.environ.items() if not k.startswith(("WALLE_", "DJANGO_"))}
     clean |= {"WALLE_VAR_DIR": str(tmp_path), "DJANGO_SETTINGS_MODULE": "walle_web.settings"}
     return subprocess.run(
-        [sys.executable, "-c", code],
+        [sys.executable, *args],
         cwd=ROOT,
         env=clean | env,
         capture_output=True,
         text=True,
         timeout=120,
     )
+
+
+def run_django(code: str, env: dict, tmp_path: Path) -> subprocess.CompletedProcess:
+    return run_python(["-c", code], env, tmp_path)
+
+
+def run_manage(args: list[str], tmp_path: Path, env: dict | None = None):
+    return run_python(["manage.py", *args], env or {}, tmp_path)
 
 
 SETUP = "import django; django.setup(); from django.conf import settings; "
@@ -64,18 +74,6 @@ def test_debug_is_off_and_the_public_key_refused_unless_development_turns_them_o
     assert development.stdout.strip() == "True", development.stderr
 
 
-def run_manage(args: list[str], tmp_path: Path) -> subprocess.CompletedProcess:
-    clean = {k: v for k, v in os.environ.items() if not k.startswith(("WALLE_", "DJANGO_"))}
-    return subprocess.run(
-        [sys.executable, "manage.py", *args],
-        cwd=ROOT,
-        env=clean | {"WALLE_VAR_DIR": str(tmp_path)},
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
-
-
 def test_schema_commands_run_without_a_secret_key_and_nothing_else_does(tmp_path):
     """`makemigrations --check` (CI, a packager) needs no key; serving and checks still do."""
     check = run_manage(["makemigrations", "--check", "--dry-run"], tmp_path)
@@ -90,15 +88,7 @@ def test_schema_commands_run_without_a_secret_key_and_nothing_else_does(tmp_path
 
 def test_check_deploy_is_clean_with_the_documented_production_settings(tmp_path):
     env = PRODUCTION_ENV | {"WALLE_SECRET_KEY": secrets.token_urlsafe(50)}
-    clean = {k: v for k, v in os.environ.items() if not k.startswith(("WALLE_", "DJANGO_"))}
-    proc = subprocess.run(
-        [sys.executable, "manage.py", "check", "--deploy", "--fail-level", "WARNING"],
-        cwd=ROOT,
-        env=clean | env | {"WALLE_VAR_DIR": str(tmp_path)},
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+    proc = run_manage(["check", "--deploy", "--fail-level", "WARNING"], tmp_path, env)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert "no issues" in proc.stdout
 
