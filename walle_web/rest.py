@@ -14,6 +14,7 @@ Each piece closes a class of failure by construction rather than per view:
 from __future__ import annotations
 
 import hashlib
+import math
 
 from django.conf import settings
 from django.core.exceptions import (
@@ -94,7 +95,8 @@ class _Throttle(throttling.SimpleRateThrottle):
     pickled per API call. Here a caller has one counter per fixed window (`key:index`); the
     count in the sliding window ending now is the current window's counter plus the previous
     one's, weighted by how much of it the sliding window still covers (the usual two-bucket
-    approximation: exact when requests are spread evenly over the previous window). Two
+    approximation: exact when requests are spread evenly over the previous window; the
+    previous window's share is rounded up, so a burst is never undercounted at an edge). Two
     small reads and one increment per request, on the in-process cache and on Redis alike
     (Redis INCR is atomic across processes).
 
@@ -139,15 +141,17 @@ class _Throttle(throttling.SimpleRateThrottle):
             counts = {self._previous: self.cache.get(self._previous, 0)}
         prev = int(counts.get(self._previous) or 0)
         limit, span, into = self.num_requests, self.duration, self._into
-        if prev * (1 - into / span) + cur < limit:
+        # The previous window's weight is rounded up: a burst that just crossed a window edge
+        # still counts whole, so limit + 1 requests in a row are refused wherever they fall.
+        if math.ceil(prev * (1 - into / span) - 1e-9) + cur < limit:
             self._wait = 0.0
             return False
         if cur >= limit:
-            # Not before this window ends, and then until its own weight has fallen enough.
-            self._wait = (span - into) + span * max(0.0, 1 - limit / max(cur, 1))
+            # Not before this window ends, and then until its own weight is down to limit - 1.
+            self._wait = (span - into) + span * max(0.0, 1 - (limit - 1) / max(cur, 1))
         else:
-            # Until the previous window's weight has fallen enough for one more.
-            self._wait = max(0.0, span * (1 - (limit - cur) / prev) - into)
+            # Until the previous window's weight is down to what leaves room for one more.
+            self._wait = max(0.0, span * (1 - (limit - cur - 1) / prev) - into)
         return True
 
     def _increment(self) -> int:
