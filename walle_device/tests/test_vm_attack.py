@@ -1120,6 +1120,36 @@ def test_the_run_time_layer_restores_shared_classes_without_the_checker(
         assert vm.run("probe-classes").output == [[("a", 2)], False, True]
 
 
+@pytest.mark.parametrize("order", ["task-module-first", "shared-module-first"])
+def test_a_shared_module_imported_beside_a_task_module_is_still_watched(order: str) -> None:
+    # A task's own module entering sys.modules does not make the watch rescan every module
+    # (that rescan was most of a task's first run), but a shared module imported in the
+    # same run, before or after it, must still be snapshotted and its classes checked.
+    import sys
+    import types
+
+    watch = guest.ClassWatch()
+    shared = types.ModuleType(f"walle_test_shared_{order.replace('-', '_')}")
+    exec("class Shared:\n    pass\n", shared.__dict__)
+    task_name = f"walle_task.watch-{order}.__task__"
+    try:
+        if order == "shared-module-first":
+            sys.modules[shared.__name__] = shared
+        sys.modules[task_name] = types.ModuleType(task_name)
+        watch.task_module(+1)
+        if order == "task-module-first":
+            assert watch.modules == len(sys.modules)  # nothing shared came in: no rescan due
+            sys.modules[shared.__name__] = shared
+        watch.refresh()
+        assert any(cls is shared.Shared for cls in watch.classes)
+        assert watch.changed() == ""
+        shared.Shared.planted = len
+        assert "Shared" in watch.changed()
+    finally:
+        sys.modules.pop(shared.__name__, None)
+        sys.modules.pop(task_name, None)
+
+
 def test_random_state_is_per_task(vm: TaskVM, host: HostCheck) -> None:
     # One task seeding the shared generator would make another's draws predictable.
     vm.load("draws", "import random\ndef run(ctx):\n    return random.getrandbits(64)\n")

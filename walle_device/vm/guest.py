@@ -1196,12 +1196,16 @@ class LoadedTask:
             mod = ReadOnlyModule(qualname)
             mod.__dict__["__builtins__"] = self.builtins
             self.modules[name] = mod
+            fresh = qualname not in sys.modules
             sys.modules[qualname] = mod
+            if fresh:
+                self.guest.classes.task_module(+1)
             try:
                 exec(self.codes[name], mod.__dict__)
             except BaseException:
                 del self.modules[name]
-                sys.modules.pop(qualname, None)
+                if sys.modules.pop(qualname, None) is not None and fresh:
+                    self.guest.classes.task_module(-1)
                 raise
         return mod
 
@@ -1713,6 +1717,14 @@ class ClassWatch:
         self.seen: set[int] = set()
         self.modules = 0
         self.refresh()
+
+    def task_module(self, change: int) -> None:
+        """A task's own module just entered (+1) or left (-1) sys.modules. It holds no
+        shared class, so when nothing else changed meanwhile the next refresh() has nothing
+        to rescan: without this, every task's first run rescanned every module, ~1.8 ms
+        of a 2.3 ms first run, and more with every task loaded."""
+        if len(sys.modules) == self.modules + change:
+            self.modules += change
 
     def refresh(self) -> None:
         """Snapshot the classes of modules imported since the last call."""
